@@ -1,0 +1,79 @@
+"""The baseline entries: ``vae`` (Kingma and Welling, 2014) and ``iwae`` (Burda et al., 2016),
+with the MLP of Burda et al. by default or a convolutional encoder/decoder."""
+
+from dataclasses import dataclass
+from typing import Optional, Tuple
+
+from vaezoo import zoo
+from vaezoo.errors import ConfigError
+from vaezoo.guides import DiagonalNormalGuide
+from vaezoo.models import LIKELIHOODS, VAEModel, make_likelihood
+from vaezoo.nets import ConvDecoder, ConvEncoder, MLPDecoder, MLPEncoder
+
+BINARIZE = (None, "dynamic", "fixed")
+
+
+@dataclass
+class VAEConfig:
+    """Config of the baseline VAE. ``net``: ``mlp`` (Burda et al.: ``hidden`` tanh layers) or
+    ``conv``; ``likelihood``: ``bernoulli``, ``normal`` (``likelihood_scale``, learned if
+    ``learn_scale``) or ``continuous-bernoulli``; ``binarize``: how the training data are binarized
+    (``dynamic``, ``fixed`` or ``None``); ``objective``: ``elbo`` or ``iwae`` with
+    ``num_particles``; ``analytic_kl``: closed-form KL terms in the ELBO."""
+
+    latent_dim: int = 50
+    net: str = "mlp"
+    hidden: Tuple[int, ...] = (200, 200)
+    activation: str = "tanh"
+    likelihood: str = "bernoulli"
+    likelihood_scale: float = 0.1
+    learn_scale: bool = False
+    binarize: Optional[str] = "dynamic"
+    objective: str = "elbo"
+    num_particles: int = 1
+    analytic_kl: bool = True
+
+    def validate(self):
+        if self.latent_dim < 1:
+            raise ConfigError(f"latent_dim must be >= 1, got {self.latent_dim}")
+        if self.net not in ("mlp", "conv"):
+            raise ConfigError(f"unknown net {self.net!r}; expected mlp or conv")
+        if self.likelihood not in LIKELIHOODS:
+            raise ConfigError(f"unknown likelihood {self.likelihood!r}; expected one of {sorted(LIKELIHOODS)}")
+        if self.binarize not in BINARIZE:
+            raise ConfigError(f"unknown binarize {self.binarize!r}; expected dynamic, fixed or none")
+        if self.objective not in ("elbo", "iwae"):
+            raise ConfigError(f"unknown objective {self.objective!r}; expected elbo or iwae")
+        if self.num_particles < 1:
+            raise ConfigError(f"num_particles must be >= 1, got {self.num_particles}")
+
+
+@dataclass
+class IWAEConfig(VAEConfig):
+    objective: str = "iwae"
+    num_particles: int = 5
+
+
+def build_nets(config: VAEConfig, data_shape, encoder_out: int):
+    """Encoder ``[B, C, H, W] -> [B, encoder_out]`` and decoder ``[..., latent] -> [..., P*C, H, W]``."""
+    likelihood = make_likelihood(config.likelihood, config.likelihood_scale, config.learn_scale)
+    c, h, w = data_shape
+    out_shape = (likelihood.params_per_channel * c, h, w)
+    if config.net == "mlp":
+        encoder = MLPEncoder(data_shape, config.hidden, encoder_out, config.activation)
+        decoder = MLPDecoder(config.latent_dim, tuple(reversed(config.hidden)), out_shape, config.activation)
+    else:
+        encoder = ConvEncoder(data_shape, encoder_out)
+        decoder = ConvDecoder(config.latent_dim, out_shape)
+    return encoder, decoder, likelihood
+
+
+@zoo.register("vae", VAEConfig, "standard VAE: N(0, I) prior, diagonal-normal guide, Burda MLP (or conv), ELBO")
+def build_vae(config: VAEConfig, data_shape):
+    encoder, decoder, likelihood = build_nets(config, data_shape, 2 * config.latent_dim)
+    return VAEModel(decoder, likelihood, config.latent_dim), DiagonalNormalGuide(encoder, config.latent_dim)
+
+
+@zoo.register("iwae", IWAEConfig, "the vae pair trained on the importance-weighted bound IWAE-K (Burda et al. 2016)")
+def build_iwae(config: IWAEConfig, data_shape):
+    return build_vae(config, data_shape)

@@ -1,0 +1,27 @@
+"""The mean-field Gaussian guide q(z | x) = N(mu(x), diag(sigma(x)^2)) of the standard VAE."""
+
+import pyro
+import pyro.distributions as dist
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class DiagonalNormalGuide(nn.Module):
+    """``encoder`` maps ``[B, C, H, W]`` to ``[B, 2 * latent_dim]``: the mean and a raw scale,
+    sigma = softplus(raw) + min_scale (softplus rather than exp keeps early training stable)."""
+
+    def __init__(self, encoder: nn.Module, latent_dim: int, site: str = "z", min_scale: float = 1e-4):
+        super().__init__()
+        self.encoder = encoder
+        self.latent_dim = latent_dim
+        self.site = site
+        self.min_scale = min_scale
+
+    def posterior(self, x: torch.Tensor) -> dist.TorchDistribution:
+        loc, raw = self.encoder(x).chunk(2, dim=-1)
+        return dist.Normal(loc, F.softplus(raw) + self.min_scale).to_event(1)
+
+    def forward(self, x: torch.Tensor) -> None:
+        with pyro.plate("data", x.shape[0], dim=-1):
+            pyro.sample(self.site, self.posterior(x))

@@ -1,0 +1,98 @@
+"""Observation likelihoods p(x | decoder output) for image data, chosen by name in a config.
+
+A likelihood is a small nn.Module: it says how many decoder channels it needs per data channel,
+turns the decoder's image-shaped output into a Pyro distribution with the image as its event, and
+checks that data lie in its support (one clear error instead of a NaN loss later).
+"""
+
+import math
+
+import pyro.distributions as dist
+import torch
+from torch import nn
+
+from vaezoo.errors import ConfigError, SupportError
+
+
+class Likelihood(nn.Module):
+    #: decoder output channels per data channel
+    params_per_channel = 1
+    #: "binary", "unit" ([0, 1]) or "real"
+    support = "real"
+
+    def forward(self, out: torch.Tensor) -> dist.TorchDistribution:  # out [..., P*C, H, W]
+        raise NotImplementedError
+
+    def mean(self, out: torch.Tensor) -> torch.Tensor:
+        return self(out).mean
+
+    def check_support(self, x: torch.Tensor) -> None:
+        if self.support == "binary":
+            bad = (x != 0) & (x != 1)
+            if bool(bad.any()):
+                v = x[bad][0].item()
+                raise SupportError(
+                    f"data value {v:g} is outside the support of the Bernoulli likelihood; expected binary "
+                    "images: binarize them (--set binarize=dynamic) or choose another likelihood"
+                )
+        elif self.support == "unit":
+            bad = (x < 0) | (x > 1)
+            if bool(bad.any()):
+                v = x[bad][0].item()
+                raise SupportError(f"data value {v:g} is outside [0, 1], the support of the continuous Bernoulli")
+
+
+class Bernoulli(Likelihood):
+    """x ~ Bernoulli(sigmoid(logits)), independently per pixel."""
+
+    support = "binary"
+
+    def forward(self, out):
+        return dist.Bernoulli(logits=out).to_event(3)
+
+    def mean(self, out):
+        return torch.sigmoid(out)
+
+
+class ContinuousBernoulli(Likelihood):
+    """x ~ ContinuousBernoulli(logits) on [0, 1] (Loaiza-Ganem and Cunningham, 2019)."""
+
+    support = "unit"
+
+    def forward(self, out):
+        return dist.ContinuousBernoulli(logits=out).to_event(3)
+
+
+class Normal(Likelihood):
+    """x ~ Normal(mu, sigma) per pixel; sigma fixed, or one learned scalar (``learn_scale``)."""
+
+    def __init__(self, scale: float = 0.1, learn_scale: bool = False):
+        super().__init__()
+        if not scale > 0:
+            raise ConfigError(f"likelihood scale must be positive, got {scale}")
+        log_scale = torch.tensor(math.log(scale))
+        if learn_scale:
+            self.log_scale = nn.Parameter(log_scale)
+        else:
+            self.register_buffer("log_scale", log_scale)
+
+    def forward(self, out):
+        return dist.Normal(out, self.log_scale.exp().to(out)).to_event(3)
+
+    def mean(self, out):
+        return out
+
+
+LIKELIHOODS = {
+    "bernoulli": Bernoulli,
+    "continuous-bernoulli": ContinuousBernoulli,
+    "normal": Normal,
+}
+
+
+def make_likelihood(name: str, scale: float = 0.1, learn_scale: bool = False) -> Likelihood:
+    if name not in LIKELIHOODS:
+        raise ConfigError(f"unknown likelihood {name!r}; expected one of {sorted(LIKELIHOODS)}")
+    if name == "normal":
+        return Normal(scale, learn_scale)
+    return LIKELIHOODS[name]()

@@ -1,0 +1,31 @@
+"""The standard VAE model (Kingma and Welling, 2014): z ~ N(0, I), x | z ~ likelihood(decoder(z))."""
+
+import pyro
+import pyro.distributions as dist
+import torch
+from torch import nn
+
+from vaezoo.models.likelihoods import Likelihood
+
+
+class VAEModel(nn.Module):
+    """``forward(x)`` is the Pyro model. ``x``: ``[B, C, H, W]``; latent site ``"z"``:
+    ``[..., B, latent_dim]`` (leading particle dimensions broadcast); observation site ``"x"``.
+
+    ``decoder`` maps ``[..., latent_dim]`` to ``[..., P*C, H, W]`` where ``P`` is the likelihood's
+    number of parameters per channel.
+    """
+
+    def __init__(self, decoder: nn.Module, likelihood: Likelihood, latent_dim: int):
+        super().__init__()
+        self.decoder = decoder
+        self.likelihood = likelihood
+        self.latent_dim = latent_dim
+
+    def prior(self, x: torch.Tensor) -> dist.TorchDistribution:
+        return dist.Normal(x.new_zeros(()), x.new_ones(())).expand([self.latent_dim]).to_event(1)
+
+    def forward(self, x: torch.Tensor) -> None:
+        with pyro.plate("data", x.shape[0], dim=-1):
+            z = pyro.sample("z", self.prior(x))
+            pyro.sample("x", self.likelihood(self.decoder(z)), obs=x)
