@@ -21,19 +21,23 @@ IDX_DTYPES = {
 GZIP_MAGIC = b"\x1f\x8b"
 
 
-def read_bytes(path):
-    """The content of ``path``, decompressed if it is gzip-compressed (detected by its magic bytes)."""
-    path = Path(path)
-    try:
-        raw = path.read_bytes()
-    except OSError as err:
-        raise DataError(f"cannot read {path}: {err.strerror or err}") from None
-    if raw[:2] != GZIP_MAGIC:
+def decompress(raw, source="<bytes>"):
+    """``raw`` decompressed if it is gzip-compressed (detected by its magic bytes), else ``raw``."""
+    if bytes(raw[:2]) != GZIP_MAGIC:
         return raw
     try:
         return gzip.decompress(raw)
     except (OSError, EOFError, zlib.error) as err:
-        raise DataError(f"{path} is not a valid gzip file ({err}); expected a gzip-compressed IDX file") from None
+        raise DataError(f"{source} is not a valid gzip file ({err}); expected a gzip-compressed IDX file") from None
+
+
+def read_bytes(path):
+    """The content of the file ``path``, decompressed if it is gzip-compressed."""
+    try:
+        raw = Path(path).read_bytes()
+    except OSError as err:
+        raise DataError(f"cannot read {path}: {err.strerror or err}") from None
+    return decompress(raw, str(path))
 
 
 def parse_idx(buf, source="<bytes>"):

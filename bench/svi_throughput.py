@@ -1,0 +1,184 @@
+"""Training throughput of the zoo's ``vae`` against a hand-written pure-PyTorch loop.
+
+Identical networks (Burda et al. MLP: 784-200-200-2x50 / 50-200-200-784, tanh), identical initial
+weights, identical loss (Bernoulli log-likelihood minus the closed-form Gaussian KL, batch mean),
+Adam(lr=1e-3), batch 128, dynamically binarized MNIST (training set). The two loops are measured
+alternately, round after round, in the same process; the figure is the ratio of median
+throughputs (images/s), vaezoo / pure PyTorch. With the ``jax`` extra installed, NumPyro's
+jit-compiled SVI on the same networks and weights joins the table.
+
+    python bench/svi_throughput.py [--rounds 5] [--steps 200] [--device cpu]
+
+The last line printed is ``ratio: X``.
+"""
+
+import argparse
+import copy
+import statistics
+import time
+
+import torch
+import torch.nn.functional as F
+
+from vaezoo import data, inference, zoo
+
+
+def mnist_train(device):
+    try:
+        ds = data.load("mnist", split="train", binarize="dynamic")
+    except Exception as e:  # the benchmark still measures speed without the real images
+        print(f"(full MNIST unavailable: {e}; using mnist-small)")
+        ds = data.load("mnist-small", split="train", binarize="dynamic")
+    return ds.data.to(device)
+
+
+def batches(x, batch_size, steps, seed):
+    g = torch.Generator().manual_seed(seed)
+    n = x.shape[0]
+    order = torch.randperm(n, generator=g).to(x.device)
+    for s in range(steps):
+        i = (s * batch_size) % (n - batch_size + 1)
+        yield torch.bernoulli(x[order[i : i + batch_size]])
+
+
+class PureTorch:
+    """The reference: copies of the same MLPs (so the same initial weights), the VAE loss written
+    by hand."""
+
+    def __init__(self, encoder, decoder, lr):
+        self.encoder, self.decoder = encoder, decoder
+        params = list(encoder.parameters()) + list(decoder.parameters())
+        self.opt = torch.optim.Adam(params, lr=lr)
+
+    def step(self, x):
+        loc, raw = self.encoder(x.reshape(x.shape[0], -1)).chunk(2, dim=-1)
+        scale = F.softplus(raw) + 1e-4
+        z = loc + scale * torch.randn_like(loc)
+        logits = self.decoder(z).reshape(x.shape)
+        log_lik = -F.binary_cross_entropy_with_logits(logits, x, reduction="none").sum((-3, -2, -1))
+        kl = (0.5 * (loc**2 + scale**2 - 1) - scale.log()).sum(-1)
+        loss = (kl - log_lik).mean()
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+        return loss.detach()
+
+
+class Vaezoo:
+    """The zoo's ``vae`` through the generic objective path (the one every entry and a user's own
+    model/guide pair goes through) and a torch optimizer, as ``vaezoo.inference.Trainer`` runs it."""
+
+    def __init__(self, m, lr):
+        self.objective = m.objective()
+        self.opt = torch.optim.Adam(self.objective.parameters(), lr=lr)
+
+    def step(self, x):
+        loss, _ = self.objective(x)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+        return loss.detach()
+
+
+def numpyro_runner(encoder, decoder, lr, batch_size):
+    """NumPyro's SVI (Trace_ELBO, jit-compiled update) on the same networks and initial weights."""
+    import jax
+    import jax.numpy as jnp
+    import numpyro
+    import numpyro.distributions as nd
+    from numpyro.infer import SVI, Trace_ELBO
+
+    def linears(module, prefix):
+        return {f"{prefix}{i}": (jnp.asarray(l.weight.detach().numpy()), jnp.asarray(l.bias.detach().numpy()))
+                for i, l in enumerate(m for m in module.modules() if isinstance(m, torch.nn.Linear))}
+
+    enc0, dec0 = linears(encoder, "e"), linears(decoder, "d")
+
+    def mlp(params, prefix, n, h):
+        for i in range(n):
+            w, b = params[f"{prefix}{i}"]
+            h = h @ w.T + b
+            if i < n - 1:
+                h = jnp.tanh(h)
+        return h
+
+    def model(x):
+        p = {k: (numpyro.param(k + "w", v[0]), numpyro.param(k + "b", v[1])) for k, v in dec0.items()}
+        with numpyro.plate("data", x.shape[0]):
+            z = numpyro.sample("z", nd.Normal(0.0, 1.0).expand([50]).to_event(1))
+            logits = mlp(p, "d", len(dec0), z)
+            numpyro.sample("x", nd.Bernoulli(logits=logits).to_event(1), obs=x)
+
+    def guide(x):
+        p = {k: (numpyro.param(k + "w", v[0]), numpyro.param(k + "b", v[1])) for k, v in enc0.items()}
+        with numpyro.plate("data", x.shape[0]):
+            loc, raw = jnp.split(mlp(p, "e", len(enc0), x), 2, axis=-1)
+            numpyro.sample("z", nd.Normal(loc, jax.nn.softplus(raw) + 1e-4).to_event(1))
+
+    svi = SVI(model, guide, numpyro.optim.Adam(lr), Trace_ELBO())
+    x0 = jnp.zeros((batch_size, 784))
+    state = svi.init(jax.random.PRNGKey(0), x0)
+    update = jax.jit(svi.update)
+    holder = {"state": state}
+
+    def step(x):
+        holder["state"], loss = update(holder["state"], jnp.asarray(x.reshape(x.shape[0], -1).cpu().numpy()))
+        return loss
+
+    def sync(loss):
+        loss.block_until_ready()
+
+    return step, sync
+
+
+def measure(step, xs, sync):
+    start = time.perf_counter()
+    loss = None
+    for x in xs:
+        loss = step(x)
+    sync(loss)
+    return time.perf_counter() - start
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--steps", type=int, default=200, help="training steps per round and runner")
+    ap.add_argument("--batch-size", type=int, default=128)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--no-numpyro", action="store_true")
+    args = ap.parse_args()
+    device = inference.resolve_device(args.device)
+    torch.manual_seed(0)
+    x = mnist_train(device)
+    m = zoo.create("vae").to(device)
+    ref = PureTorch(copy.deepcopy(m.guide.encoder.net), copy.deepcopy(m.model.decoder.net), lr=1e-3)
+    runners = {"vaezoo": Vaezoo(m, lr=1e-3).step, "pure-torch": ref.step}
+    sync = (lambda loss: torch.cuda.synchronize()) if device.type == "cuda" else (lambda loss: float(loss))
+    syncs = {"vaezoo": sync, "pure-torch": sync}
+    if not args.no_numpyro:
+        try:
+            step, s = numpyro_runner(m.guide.encoder.net, m.model.decoder.net, 1e-3, args.batch_size)
+            runners["numpyro-jit"], syncs["numpyro-jit"] = step, s
+        except ImportError:
+            print("(numpyro not installed: pip install vaezoo[jax] to add it)")
+    # warm-up: the first validated call, allocator, jit compilation
+    for name, step in runners.items():
+        measure(step, batches(x, args.batch_size, 20, 0), syncs[name])
+    times = {name: [] for name in runners}
+    for r in range(args.rounds):
+        for name, step in runners.items():
+            t = measure(step, batches(x, args.batch_size, args.steps, r + 1), syncs[name])
+            times[name].append(args.steps * args.batch_size / t)
+    ref_ips = statistics.median(times["pure-torch"])
+    print(f"device={device} torch={torch.__version__} threads={torch.get_num_threads()} batch={args.batch_size} "
+          f"steps/round={args.steps} rounds={args.rounds}")
+    print(f"{'runner':<12} {'images/s (median)':>18} {'min':>10} {'max':>10} {'vs pure-torch':>14}")
+    for name, ips in times.items():
+        med = statistics.median(ips)
+        print(f"{name:<12} {med:>18.0f} {min(ips):>10.0f} {max(ips):>10.0f} {med / ref_ips:>14.3f}")
+    print(f"ratio: {statistics.median(times['vaezoo']) / ref_ips:.3f}")
+
+
+if __name__ == "__main__":
+    main()
