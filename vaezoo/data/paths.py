@@ -1,10 +1,10 @@
 """Where datasets live (data and cache directories), and atomic writing of files there."""
 
-import contextlib
 import errno
 import os
-import tempfile
 from pathlib import Path
+
+from vaezoo import fileio
 
 ENV_DATA_DIR = "VAEZOO_DATA_DIR"
 
@@ -42,25 +42,10 @@ def is_writable_dir(path):
     return path.is_dir() and bool(mode & 0o222) and os.access(path, os.W_OK | os.X_OK)
 
 
-@contextlib.contextmanager
 def atomic_writer(path):
-    """Open a temporary file beside ``path`` for binary writing; on success it replaces ``path``.
-
-    Readers never see a partial file: the temporary file is renamed over ``path`` with
-    :func:`os.replace` only when the block exits without an exception, and deleted otherwise.
-    Raises :class:`OSError` when the folder cannot be created or written.
-    """
+    """:func:`vaezoo.fileio.atomic_writer`, refusing a folder whose permission bits forbid writes
+    (root may write anywhere, but a shared read-only data folder must stay untouched)."""
     path = Path(path)
     if not is_writable_dir(path.parent):
         raise PermissionError(errno.EACCES, "folder is read-only", str(path.parent))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            yield f
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600 files; others may read a shared data dir
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    return fileio.atomic_writer(path)

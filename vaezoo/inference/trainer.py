@@ -17,6 +17,7 @@ import pyro
 import torch
 from tqdm.auto import tqdm
 
+from vaezoo.fileio import atomic_write_text
 from vaezoo.errors import CheckpointError, ConfigError, NonFiniteLossError
 from vaezoo.inference import checkpoint as ckpt
 from vaezoo.inference.objectives import Objective
@@ -185,7 +186,7 @@ class Trainer:
             return
         ckpt.save(self.checkpoint_path, self.state_dict())
         lines = "".join(json.dumps(r) + "\n" for r in self.history)
-        ckpt.atomic_write_text(self.out / "metrics.jsonl", lines)
+        atomic_write_text(self.out / "metrics.jsonl", lines)
 
     # ----------------------------------------------------------------------------- loops
     @torch.no_grad()

@@ -1,0 +1,7 @@
+"""``python -m vaezoo``: the command line."""
+
+import sys
+
+from vaezoo.cli import main
+
+sys.exit(main())
