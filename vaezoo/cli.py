@@ -91,6 +91,7 @@ def cmd_train(args) -> int:
     if args.n_train is not None:
         train.data, train.targets = train.data[: args.n_train], train.targets[: args.n_train]
     if not args.resume:
+        torch.manual_seed(train_cfg["seed"])  # the initial weights follow the seed too
         m = zoo.create(cfg["model"], data_shape=train.shape, **cfg["config"])
         runs.write_config(run, m, dataset, data_dir, train_cfg)
         cfg = runs.read_config(run)

@@ -207,10 +207,14 @@ def _model_log_density(model, x, values, num_particles: int, particle_dim: int) 
 
 
 def _probe(model, guide, x) -> int:
-    """Runs the pair once on ``x[:1]``: checks the sites and finds the particle plate's dim. Errors
-    of that first run are the data's, and are re-raised as vaezoo errors naming it."""
+    """Runs the pair on ``x[:1]``, once plainly to check the sites and find the particle plate's dim,
+    once with one particle to score it. Errors of these first runs are the data's, and are re-raised
+    as vaezoo errors naming it."""
     try:
-        return guess_particle_dim(model, guide, x)
+        particle_dim = guess_particle_dim(model, guide, x)
+        values, _, _ = _guide_draw(guide, x[:1], 1, particle_dim)
+        _model_log_density(model, x[:1], values, 1, particle_dim)
+        return particle_dim
     except VaezooError:
         raise
     except (RuntimeError, ValueError, IndexError) as err:

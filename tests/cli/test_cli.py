@@ -1,0 +1,128 @@
+"""The command line end to end on tiny budgets, and every bad input: one line, exit code 2."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from vaezoo import cli
+from vaezoo.data import download
+
+
+@pytest.fixture(autouse=True)
+def offline(monkeypatch):
+    def refuse(*args, **kwargs):
+        raise OSError("network disabled in tests")
+
+    monkeypatch.setattr(download, "urlopen", refuse)
+
+
+TINY = ["--epochs", "1", "--n-train", "256", "--eval-samples", "8", "--quiet", "--device", "cpu"]
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs") / "vae"
+    assert cli.main(["train", "--out", str(out)] + TINY) == 0
+    return out
+
+
+def test_main_job_writes_the_run(run_dir, capsys):
+    for name in ["config.json", "metrics.jsonl", "checkpoint.pt", "samples.png", "reconstructions.png", "report.md", "eval.json"]:
+        assert (run_dir / name).is_file(), name
+    cfg = json.loads((run_dir / "config.json").read_text())
+    assert cfg["model"] == "vae" and cfg["dataset"] == "mnist-small" and cfg["data_shape"] == [1, 28, 28]
+    metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in metrics] == [1] and metrics[0]["test_elbo"] < 0
+    ev = json.loads((run_dir / "eval.json").read_text())
+    assert ev["num_data"] == 2000
+    report = (run_dir / "report.md").read_text()
+    assert "test ELBO" in report and "samples.png" in report
+    assert (run_dir / "samples.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_resume_sample_evaluate(run_dir, tmp_path, capsys):
+    run = tmp_path / "copy"
+    shutil.copytree(run_dir, run)
+    assert cli.main(["train", "--out", str(run), "--resume", "--epochs", "2", "--n-train", "256", "--eval-samples", "0", "--quiet", "--device", "cpu"]) == 0
+    metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in metrics] == [1, 2]
+    assert cli.main(["sample", str(run), "--n", "4", "--out", str(tmp_path / "s.png"), "--device", "cpu"]) == 0
+    assert (tmp_path / "s.png").is_file()
+    assert cli.main(["evaluate", str(run), "--samples", "16", "--n", "20", "--quiet", "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    assert "ELBO" in out
+    assert json.loads((run / "eval.json").read_text())["num_data"] == 20
+
+
+def test_list(capsys):
+    assert cli.main(["list"]) == 0
+    out = capsys.readouterr().out
+    assert "vae" in out and "iwae" in out and "mnist-small" in out
+
+
+def bad(argv, capsys, match):
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and match in err[0], err
+    assert "Traceback" not in err[0]
+
+
+def test_unknown_model_and_dataset(capsys, tmp_path):
+    bad(["train", "--model", "nope", "--out", str(tmp_path / "a")], capsys, "unknown model 'nope'")
+    bad(["train", "--dataset", "nope", "--out", str(tmp_path / "b")], capsys, "unknown dataset")
+
+
+def test_data_dir_without_files(capsys, tmp_path):
+    bad(["train", "--dataset", "mnist", "--data-dir", str(tmp_path), "--out", str(tmp_path / "r")] + TINY, capsys,
+        str(tmp_path / "mnist"))
+
+
+def test_data_outside_support(capsys, tmp_path):
+    bad(["train", "--set", "binarize=none", "--out", str(tmp_path / "r")] + TINY, capsys, "outside the support of the Bernoulli")
+
+
+def test_bad_set(capsys, tmp_path):
+    bad(["train", "--set", "latent_dim=abc", "--out", str(tmp_path / "r")], capsys, "latent_dim='abc'")
+    bad(["train", "--set", "nofield=1", "--out", str(tmp_path / "r")], capsys, "no config field 'nofield'")
+
+
+def test_missing_run(capsys, tmp_path):
+    bad(["evaluate", str(tmp_path / "nope")], capsys, "does not exist")
+    bad(["sample", str(tmp_path / "nope")], capsys, "does not exist")
+    bad(["train", "--resume", "--out", str(tmp_path / "nope")], capsys, "does not exist")
+
+
+def test_checkpoint_of_another_model(run_dir, capsys, tmp_path):
+    run = tmp_path / "other"
+    shutil.copytree(run_dir, run)
+    cfg = json.loads((run / "config.json").read_text())
+    cfg["config"]["latent_dim"] = 7
+    (run / "config.json").write_text(json.dumps(cfg))
+    bad(["evaluate", str(run), "--device", "cpu"], capsys, "does not fit model 'vae'")
+    cfg["model"] = "iwae"
+    cfg["config"]["latent_dim"] = 50
+    (run / "config.json").write_text(json.dumps(cfg))
+    bad(["evaluate", str(run), "--device", "cpu"], capsys, "checkpoint of 'vae'")
+
+
+def test_corrupt_and_truncated_checkpoint(run_dir, capsys, tmp_path):
+    run = tmp_path / "trunc"
+    shutil.copytree(run_dir, run)
+    blob = (run / "checkpoint.pt").read_bytes()
+    (run / "checkpoint.pt").write_bytes(blob[: len(blob) // 3])
+    bad(["evaluate", str(run), "--device", "cpu"], capsys, "corrupt or truncated")
+    (run / "checkpoint.pt").write_bytes(b"\x00" * 100)
+    bad(["sample", str(run), "--device", "cpu"], capsys, "corrupt or truncated")
+
+
+def test_exit_code_and_no_traceback_in_a_process(tmp_path):
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    r = subprocess.run([sys.executable, "-m", "vaezoo", "train", "--model", "nope", "--out", str(tmp_path / "x")],
+                       capture_output=True, text=True, env=env)
+    assert r.returncode == 2
+    assert "Traceback" not in r.stderr and r.stderr.strip().count("\n") == 0
+    assert "unknown model 'nope'" in r.stderr

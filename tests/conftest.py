@@ -1,0 +1,5 @@
+"""Test-wide settings: figures render off-screen."""
+
+import os
+
+os.environ.setdefault("MPLBACKEND", "Agg")

@@ -1,0 +1,125 @@
+"""The trainer: exact resume, clean stop on a non-finite loss, metrics and checkpoints."""
+
+import json
+import math
+
+import pyro
+import pyro.distributions as dist
+import pytest
+import torch
+
+from vaezoo import data, zoo
+from vaezoo.errors import CheckpointError, NonFiniteLossError
+from vaezoo.inference import ELBO, IWAE, Trainer
+from vaezoo.inference import checkpoint as ckpt
+
+
+def digits(n=200):
+    ds = data.load("digits", split="train", binarize="dynamic")
+    ds.data = ds.data[:n]
+    return ds
+
+
+def make_trainer(out, epochs, name="vae", **kw):
+    torch.manual_seed(0)
+    m = zoo.create(name, data_shape=(1, 8, 8), hidden=(32,), latent_dim=4)
+    return m, Trainer(m.objective(), epochs=epochs, batch_size=64, device="cpu", seed=3, out=out, progress=False,
+                      metadata={"model": name}, **kw)
+
+
+@pytest.mark.parametrize("name", ["vae", "iwae"])
+def test_resume_is_exact(tmp_path, name):
+    train, test = digits(), data.load("digits", split="test", binarize="fixed")
+    m_full, t_full = make_trainer(tmp_path / "full", 3, name)
+    t_full.fit(train, test)
+    _, t_a = make_trainer(tmp_path / "cut", 1, name)
+    t_a.fit(train, test)  # "interrupted" after epoch 1
+    m_b, t_b = make_trainer(tmp_path / "cut", 3, name)
+    t_b.fit(train, test, resume=True)
+    for (k, a), (_, b) in zip(m_full.state_dict().items(), m_b.state_dict().items()):
+        assert torch.equal(a, b), k
+    full = [json.loads(line) for line in (tmp_path / "full" / "metrics.jsonl").read_text().splitlines()]
+    cut = [json.loads(line) for line in (tmp_path / "cut" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in cut] == [1, 2, 3]
+    assert [r["train_loss"] for r in full] == [r["train_loss"] for r in cut]
+    assert [r["test_elbo"] for r in full] == [r["test_elbo"] for r in cut]
+
+
+def test_non_finite_loss_stops_and_keeps_checkpoint(tmp_path):
+    train = digits()
+    m, t = make_trainer(tmp_path, 1)
+    t.fit(train)
+    good = ckpt.load(tmp_path / "checkpoint.pt")
+    assert good["epoch"] == 1
+    m2, t2 = make_trainer(tmp_path, 3)
+
+    def poison(trainer, record):  # a learning rate that blows up the next epoch
+        for g in trainer.optimizer.param_groups:
+            g["lr"] = 1e30
+
+    t2.on_epoch_end = poison
+    with pytest.raises(NonFiniteLossError, match=r"epoch 3.*last good checkpoint \(epoch 2\)"):
+        t2.fit(train, resume=True)
+    kept = ckpt.load(tmp_path / "checkpoint.pt")
+    assert kept["epoch"] == 2
+    assert all(torch.isfinite(v).all() for v in kept["objective"].values())
+
+
+def test_checkpoint_errors(tmp_path):
+    with pytest.raises(CheckpointError, match="no checkpoint"):
+        ckpt.load(tmp_path / "missing.pt")
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a checkpoint at all")
+    with pytest.raises(CheckpointError, match="corrupt or truncated"):
+        ckpt.load(bad)
+    _, t = make_trainer(tmp_path / "run", 1)
+    t.fit(digits())
+    blob = (tmp_path / "run" / "checkpoint.pt").read_bytes()
+    (tmp_path / "trunc.pt").write_bytes(blob[: len(blob) // 2])
+    with pytest.raises(CheckpointError, match="corrupt or truncated"):
+        ckpt.load(tmp_path / "trunc.pt")
+    m, t_other = make_trainer(tmp_path / "run", 2, name="iwae")
+    t_other.metadata = {"model": "iwae"}
+    with pytest.raises(CheckpointError, match="checkpoint of model 'vae', not 'iwae'"):
+        t_other.fit(digits(), resume=True)
+
+
+def test_user_pair_with_pyro_module_trains():
+    """A plain-function model/guide pair registering its nets with pyro.module trains like an entry."""
+    pyro.clear_param_store()
+    torch.manual_seed(0)
+    dec = torch.nn.Linear(2, 64)
+    enc = torch.nn.Linear(64, 4)
+
+    def model(x):
+        pyro.module("dec", dec)
+        with pyro.plate("data", x.shape[0], dim=-1):
+            z = pyro.sample("z", dist.Normal(x.new_zeros(2), 1.0).to_event(1))
+            logits = dec(z).reshape(z.shape[:-1] + (1, 8, 8))
+            pyro.sample("x", dist.Bernoulli(logits=logits).to_event(3), obs=x)
+
+    def guide(x):
+        pyro.module("enc", enc)
+        scale = pyro.param("scale", torch.ones(2), constraint=dist.constraints.positive)
+        with pyro.plate("data", x.shape[0], dim=-1):
+            loc = enc(x.reshape(x.shape[0], -1))[..., :2]
+            pyro.sample("z", dist.Normal(loc, scale).to_event(1))
+
+    before = dec.weight.detach().clone()
+    t = Trainer(ELBO(model, guide), epochs=2, batch_size=50, device="cpu", progress=False, lr=1e-2)
+    hist = t.fit(digits())
+    assert not torch.equal(before, dec.weight)
+    assert hist[-1]["train_loss"] < hist[0]["train_loss"]
+    assert not torch.equal(pyro.param("scale").detach(), torch.ones(2))
+    pyro.clear_param_store()
+
+
+def test_iwae_bound_between_elbo_and_zero():
+    m = zoo.create("vae", data_shape=(1, 8, 8))
+    x = digits(16).data.bernoulli()
+    pyro.set_rng_seed(0)
+    loss, terms = IWAE(m.model, m.guide, num_particles=200)(x)
+    pyro.set_rng_seed(0)
+    elbo_loss, _ = ELBO(m.model, m.guide, analytic_kl=False)(x)
+    assert terms["iwae"] >= terms["elbo"]
+    assert math.isfinite(loss.item()) and math.isfinite(elbo_loss.item())
