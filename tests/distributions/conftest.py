@@ -43,30 +43,41 @@ class Case:
         return self.cls(**params, validate_args=validate_args)
 
 
+def _rho(*values):
+    return torch.tensor(values, dtype=DTYPE)
+
+
+def _mn(name, loc, row, column):
+    return Case(name, MatrixNormal, dict(loc=loc, scale_tril_row=row, scale_tril_column=column))
+
+
+def _diag_mn(name, loc, row, column):
+    return Case(name, DiagonalMatrixNormal, dict(loc=loc, scale_row=row, scale_column=column))
+
+
+def _ar1(name, loc, scale, rho):
+    return Case(name, AR1Normal, dict(loc=loc, scale=scale, rho=rho))
+
+
 CASES = [
-    # full MatrixNormal: scale shared across a batch, batch only in loc, in one factor, 1 x n
-    Case("mn_2x3", MatrixNormal, dict(loc=_randn(2, 3, seed=1), scale_tril_row=_tril(2, 2, seed=2),
-                                      scale_tril_column=_tril(3, 3, seed=3))),
-    Case("mn_batch4_3x2", MatrixNormal, dict(loc=_randn(4, 3, 2, seed=4), scale_tril_row=_tril(3, 3, seed=5),
-                                             scale_tril_column=_tril(4, 2, 2, seed=6))),
-    Case("mn_batch2x3_1x5", MatrixNormal, dict(loc=_randn(3, 1, 5, seed=7), scale_tril_row=_tril(2, 1, 1, 1, seed=8),
-                                               scale_tril_column=_tril(5, 5, seed=9))),
+    # full MatrixNormal: no batch; batch in loc and one factor; 2-d batch from broadcasting, 1 x n
+    _mn("mn_2x3", _randn(2, 3, seed=1), _tril(2, 2, seed=2), _tril(3, 3, seed=3)),
+    _mn("mn_batch4_3x2", _randn(4, 3, 2, seed=4), _tril(3, 3, seed=5), _tril(4, 2, 2, seed=6)),
+    _mn("mn_batch2x3_1x5", _randn(3, 1, 5, seed=7), _tril(2, 1, 1, 1, seed=8), _tril(5, 5, seed=9)),
     # DiagonalMatrixNormal: the spatial VAE's outer-product variances
-    Case("diag_mn_3x4", DiagonalMatrixNormal, dict(loc=_randn(3, 4, seed=10), scale_row=_positive(3, seed=11),
-                                                   scale_column=_positive(4, seed=12))),
-    Case("diag_mn_batch5_2x3", DiagonalMatrixNormal, dict(loc=_randn(5, 2, 3, seed=13), scale_row=_positive(5, 2, seed=14),
-                                                          scale_column=_positive(3, seed=15))),
-    # AR1Normal: d = 1, negative rho with scalar parameters, near +-1, and d > 32 (blocked filter)
-    Case("ar1_d1", AR1Normal, dict(loc=_randn(3, 1, seed=16), scale=_positive(3, seed=17),
-                                   rho=torch.tensor([0.3, -0.5, 0.9], dtype=DTYPE))),
-    Case("ar1_d6_negative", AR1Normal, dict(loc=_randn(6, seed=18), scale=torch.tensor(0.7, dtype=DTYPE),
-                                            rho=torch.tensor(-0.6, dtype=DTYPE))),
-    Case("ar1_batch4_d5", AR1Normal, dict(loc=_randn(4, 5, seed=19), scale=_positive(4, seed=20),
-                                          rho=torch.tensor([0.999, -0.999, 0.0, 0.5], dtype=DTYPE))),
-    Case("ar1_batch2x3_d8_broadcast", AR1Normal, dict(loc=_randn(3, 8, seed=21), scale=_positive(2, 1, seed=22),
-                                                      rho=torch.tensor([[-0.995], [0.995]], dtype=DTYPE))),
-    Case("ar1_batch2_d40", AR1Normal, dict(loc=_randn(2, 40, seed=23), scale=_positive(2, seed=24),
-                                           rho=torch.tensor([0.95, -0.8], dtype=DTYPE))),
+    _diag_mn("diag_mn_3x4", _randn(3, 4, seed=10), _positive(3, seed=11), _positive(4, seed=12)),
+    _diag_mn("diag_mn_batch5_2x3", _randn(5, 2, 3, seed=13), _positive(5, 2, seed=14),
+             _positive(3, seed=15)),
+    # AR1Normal: d = 1; negative rho with 0-d scale and rho; near +-1 and 0; broadcasting of
+    # per-batch scale/rho against loc; d = 40
+    _ar1("ar1_d1", _randn(3, 1, seed=16), _positive(3, seed=17), _rho(0.3, -0.5, 0.9)),
+    _ar1("ar1_d6_negative", _randn(6, seed=18), torch.tensor(0.7, dtype=DTYPE),
+         torch.tensor(-0.6, dtype=DTYPE)),
+    _ar1("ar1_batch4_d5", _randn(4, 5, seed=19), _positive(4, seed=20),
+         _rho(0.999, -0.999, 0.0, 0.5)),
+    _ar1("ar1_batch2x3_d8_broadcast", _randn(3, 8, seed=21), _positive(2, 1, seed=22),
+         _rho(-0.995, 0.995).reshape(2, 1)),
+    _ar1("ar1_batch2_d40", _randn(2, 40, seed=23), _positive(2, seed=24), _rho(0.95, -0.8)),
 ]
 
 

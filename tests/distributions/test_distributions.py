@@ -2,6 +2,7 @@
 log_prob / entropy / moments / KL against a dense MultivariateNormal, Monte-Carlo checks,
 gradients, validation, dispatch through Pyro, and NumPyro's MatrixNormal. All in float64."""
 
+import contextlib
 import math
 import warnings
 
@@ -187,14 +188,18 @@ def test_kl_to_standard_normal_prior_site(case):
     d = case.make()
     p = dist.Normal(0.0, 1.0).expand(d.batch_shape + d.event_shape).to_event(len(d.event_shape))
     assert isinstance(p, dist.Independent)
-    loc, cov = dense(d)
-    expected = kl_divergence(dense_mvn(d), torch.distributions.MultivariateNormal(torch.zeros_like(loc), torch.eye(loc.size(-1), dtype=DTYPE)))
+    loc, _ = dense(d)
+    standard = torch.distributions.MultivariateNormal(
+        torch.zeros_like(loc), torch.eye(loc.size(-1), dtype=DTYPE)
+    )
+    expected = kl_divergence(dense_mvn(d), standard)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # an ambiguous KL dispatch warns
         assert torch.allclose(kl_divergence(d, p), expected, rtol=1e-9, atol=1e-9)
     if isinstance(d, AR1Normal):  # the rho-VAE's closed form, with s = scale^2
         s, dim = d.scale**2, d.event_shape[0]
-        rho_vae = 0.5 * (d.loc.pow(2).sum(-1) + dim * (s - 1 - s.log()) - (dim - 1) * torch.log(1 - d.rho**2))
+        log_1_rho2 = torch.log(1 - d.rho**2)
+        rho_vae = 0.5 * (d.loc.pow(2).sum(-1) + dim * (s - 1 - s.log()) - (dim - 1) * log_1_rho2)
         assert torch.allclose(kl_divergence(d, p), rho_vae, rtol=1e-9)
 
 
@@ -223,13 +228,14 @@ def test_kl_dispatch_through_pyro_wrappers(case):
     """``q.to_event(1)`` against a prior with one more event dim goes through Pyro's
     (Independent, Independent) rule down to ours; other priors fall back or fail clearly."""
     q = case.make()
+    shape, rank = q.batch_shape + q.event_shape, len(q.event_shape)
     if q.batch_shape:
-        p = dist.Normal(0.0, 1.0).expand(q.batch_shape + q.event_shape).to_event(len(q.event_shape) + 1)
-        p_base = dist.Normal(0.0, 1.0).expand(q.batch_shape + q.event_shape).to_event(len(q.event_shape))
+        p = dist.Normal(0.0, 1.0).expand(shape).to_event(rank + 1)
+        p_base = dist.Normal(0.0, 1.0).expand(shape).to_event(rank)
         assert torch.allclose(kl_divergence(q.to_event(1), p), kl_divergence(q, p_base).sum(-1))
         with pytest.raises(ValueError, match="event_shape"):
             kl_divergence(q, p)
-    laplace = dist.Laplace(0.0, 1.0).expand(q.batch_shape + q.event_shape).to_event(len(q.event_shape))
+    laplace = dist.Laplace(0.0, 1.0).expand(shape).to_event(rank)
     with pytest.raises(NotImplementedError):
         kl_divergence(q, laplace)
 
@@ -240,17 +246,19 @@ def test_trace_mean_field_elbo_uses_closed_form_kl(case):
     distribution (a batch-less one is broadcast by ``pyro.plate`` through ``expand``)."""
     q = case.make()
     rank = len(q.event_shape)
+    prior = dist.Normal(0.0, 1.0).expand(q.batch_shape + q.event_shape).to_event(rank)
 
     def model():
         with pyro.plate("data", 3, dim=-len(q.batch_shape) - 1):
-            pyro.sample("z", dist.Normal(0.0, 1.0).expand((3,) + q.batch_shape + q.event_shape).to_event(rank))
+            pyro.sample("z", prior.expand((3,) + q.batch_shape))
 
     def guide():
         with pyro.plate("data", 3, dim=-len(q.batch_shape) - 1):
             pyro.sample("z", q)  # batch_shape -> (3, *batch_shape) by the plate
 
+    guide_fn = pyro.poutine.trace(guide).get_trace().nodes["z"]["fn"]
+    assert type(guide_fn) is type(q) and guide_fn.batch_shape == (3,) + q.batch_shape  # our expand
     loss = pyro.infer.TraceMeanField_ELBO().loss(model, guide)
-    prior = dist.Normal(0.0, 1.0).expand(q.batch_shape + q.event_shape).to_event(rank)
     assert loss == pytest.approx(3 * kl_divergence(q, prior).sum().item(), rel=1e-10)
 
 
@@ -289,6 +297,15 @@ def test_bad_parameters_raise(case):
             case.make(validate_args=True, **{name: value})
 
 
+def test_rho_constraint_has_a_bijection():
+    """``pyro.param(..., constraint=AR1Normal.arg_constraints["rho"])`` needs ``biject_to``."""
+    constraint = AR1Normal.arg_constraints["rho"]
+    u = torch.tensor([-30.0, -1.0, 0.0, 2.0, 30.0], dtype=DTYPE)
+    rho = torch.distributions.biject_to(constraint)(u)
+    assert constraint.check(rho[1:-1]).all() and (rho.abs() <= 1).all()
+    assert torch.allclose(torch.distributions.biject_to(constraint).inv(rho[1:-1]), u[1:-1])
+
+
 def test_wrong_shapes_raise(case):
     loc = case.params["loc"]
     bad_loc = torch.zeros(()) if case.cls is AR1Normal else loc[..., 0, :].reshape(-1)
@@ -307,14 +324,19 @@ def test_numpyro_matrix_normal_log_prob(case):
         pytest.skip("numpyro has MatrixNormal only")
     jax = pytest.importorskip("jax")
     numpyro_dist = pytest.importorskip("numpyro.distributions")
-    jax.config.update("jax_enable_x64", True)
     import numpy as np
 
+    if hasattr(jax, "enable_x64"):  # scoped to this test (jax >= 0.7)
+        x64 = jax.enable_x64(True)
+    else:
+        jax.config.update("jax_enable_x64", True)
+        x64 = contextlib.nullcontext()
     d = case.make()
     x = d.sample((3,))
-    reference = numpyro_dist.MatrixNormal(
-        jax.numpy.asarray(d.loc.numpy()),
-        jax.numpy.asarray(d.scale_tril_row.numpy()),
-        jax.numpy.asarray(d.scale_tril_column.numpy()),
-    ).log_prob(jax.numpy.asarray(x.numpy()))
+    # one compiled function per shape: faster than numpyro's op-by-op dispatch
+    log_prob = jax.jit(lambda *args: numpyro_dist.MatrixNormal(*args[:3]).log_prob(args[3]))
+    with x64:
+        args = (d.loc, d.scale_tril_row, d.scale_tril_column, x)
+        reference = log_prob(*(t.numpy() for t in args))
+        assert reference.dtype == np.float64
     assert np.allclose(np.asarray(reference), d.log_prob(x).numpy(), rtol=1e-10, atol=1e-10)

@@ -17,7 +17,10 @@ def low_rank_mvn(batch=(2,), n=9, r=3, isotropic=False, seed=0):
     g = _gen(seed)
     loc = torch.randn(batch + (n,), generator=g, dtype=DTYPE)
     W = torch.randn(batch + (n, r), generator=g, dtype=DTYPE)
-    D = torch.full(batch + (n,), 0.3, dtype=DTYPE) if isotropic else 0.1 + torch.rand(batch + (n,), generator=g, dtype=DTYPE)
+    if isotropic:
+        D = torch.full(batch + (n,), 0.3, dtype=DTYPE)
+    else:
+        D = 0.1 + torch.rand(batch + (n,), generator=g, dtype=DTYPE)
     return LowRankMultivariateNormal(loc, W, D)
 
 
@@ -55,9 +58,11 @@ def test_conditional_edge_cases():
     mvn = low_rank_mvn()
     n = mvn.event_shape[0]
     nothing = torch.zeros(n, dtype=torch.bool)
-    mean, cov_factor, cov_diag = conditional(mvn, nothing, torch.zeros(2, 0, dtype=DTYPE), return_cov=True)
+    no_values = torch.zeros(2, 0, dtype=DTYPE)
+    mean, cov_factor, cov_diag = conditional(mvn, nothing, no_values, return_cov=True)
     assert torch.allclose(mean, mvn.loc)
-    assert torch.allclose(cov_factor @ cov_factor.mT + torch.diag_embed(cov_diag), mvn.covariance_matrix)
+    cov = cov_factor @ cov_factor.mT + torch.diag_embed(cov_diag)
+    assert torch.allclose(cov, mvn.covariance_matrix)
     everything = torch.arange(n)
     assert conditional(mvn, everything, mvn.loc).shape == (2, 0)
 

@@ -18,6 +18,16 @@ from vaezoo.evaluation.ais import AISResult, ais, annealing_schedule, reverse_ai
 from vaezoo.evaluation.bdmc import BDMCResult, bdmc, simulate
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """These runs are thousands of small tensor ops: intra-op threads only add synchronization,
+    which on a loaded 2-core machine made this file 6x slower (75 s against 12 s)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def ppca():
     return PPCA()
@@ -74,23 +84,26 @@ def test_prior_proposal_close_to_exact(ppca, x):
     assert r.latents["z"].shape == (16, 24, 2)
     err = r.log_px - ppca.log_px(x)
     m, se = mean_and_se(err)
-    # measured: mean error ~0.01, se ~0.02, every |error| < 3.5 of its own stderr
+    # measured over seeds 0-4: |mean error| < 0.035 (se ~0.03), every |error| < 3.1 of its stderr
     assert abs(m) < 4 * se + 0.02
     assert (err.abs() < 5 * r.stderr + 0.05).all()
     # the adaptation found a working step size for every datapoint
     assert ((r.accept_rate > 0.4) & (r.accept_rate < 0.95)).all()
 
 
-def test_bias_shrinks_with_steps(ppca, x):
+def test_bias_shrinks_with_steps(ppca):
+    x = ppca.sample_images(96, seed=2)
     exact = ppca.log_px(x)
-    errs = {}
+    err = {}
     for steps in (10, 200):
         r = ais(ppca.model, x, "prior", steps=steps, chains=8, leapfrog_steps=5, seed=1)
-        errs[steps] = mean_and_se(exact - r.log_px)
-    # measured: 10 steps ~0.2 (a clear underestimate), 200 steps ~0.01
-    (m10, se10), (m200, se200) = errs[10], errs[200]
-    assert m10 > 3 * se10
-    assert m10 - m200 > 3 * math.hypot(se10, se200)
+        err[steps] = exact - r.log_px  # [N], positive on average: AIS underestimates
+    # measured over seeds 0-3: mean error 0.56-0.87 at 10 steps, |mean| < 0.04 at 200 steps; the
+    # paired improvement is 3.4-5.0 of its standard error (10-step errors are heavy-tailed)
+    gain, gain_se = mean_and_se(err[10] - err[200])
+    assert gain > 2.5 * gain_se
+    m200, se200 = mean_and_se(err[200])
+    assert abs(m200) < 3 * se200 + 0.02
 
 
 def test_guide_proposal_close_to_exact_and_beats_importance_sampling(ppca, x):
@@ -115,28 +128,39 @@ def test_one_step_is_importance_sampling_from_the_guide(ppca, x):
     assert r.step_sizes.shape == (0, 24) and torch.isnan(r.accept_rate).all()
 
 
-def test_final_states_are_posterior_samples(ppca):
-    """HMC leaves every intermediate density invariant, so the chains end at p(z | x)."""
+def test_weighted_final_states_match_the_posterior(ppca):
+    """The chains' final states, weighted by their AIS weights, estimate posterior expectations
+    (after a short schedule the unweighted states are not yet exact posterior samples)."""
     x = ppca.sample_images(2, seed=5)
     r = ais(ppca.model, x, "prior", steps=30, chains=2000, leapfrog_steps=5, seed=4)
     z, post = r.latents["z"], ppca.posterior(x)  # [C, 2, 2]
-    zscore = (z.mean(0) - post.loc) / (post.stddev / math.sqrt(2000))
-    assert zscore.abs().max() < 4.5  # measured max 2.2; chains are independent
-    zc = z - z.mean(0)
-    cov = torch.einsum("cni,cnj->nij", zc, zc) / 2000
-    torch.testing.assert_close(cov, post.covariance_matrix.expand_as(cov), atol=0.02, rtol=0.15)
+    w = torch.softmax(r.log_weights, 0)  # [C, N], self-normalized per datapoint
+    mean = torch.einsum("cn,cni->ni", w, z)
+    zscore = (mean - post.loc) / (post.stddev / r.ess[:, None].sqrt())
+    assert zscore.abs().max() < 4.5  # measured max 0.8-2.7 over seeds 0-4
+    zc = z - mean
+    cov = torch.einsum("cn,cni,cnj->nij", w, zc, zc)
+    # posterior variances 0.05 and 0.13; measured max deviation 0.005-0.013 over seeds 0-4
+    torch.testing.assert_close(cov, post.covariance_matrix.expand_as(cov), atol=0.025, rtol=0)
 
 
 @pytest.mark.parametrize("proposal", ["prior", "guide"])
 def test_two_latent_sites_with_a_positive_support(proposal):
     two = TwoSite()
-    x = two.p.sample_images(16, seed=7)
-    r = ais(two.model, x, proposal, two.guide, steps=100, chains=8, leapfrog_steps=5, seed=5)
-    assert r.latents["z"].shape == (8, 16, 2) and r.latents["u"].shape == (8, 16, 1, 2)
+    x = two.p.sample_images(4, seed=7)
+    r = ais(two.model, x, proposal, two.guide, steps=30, chains=1000, leapfrog_steps=5, seed=5)
+    assert r.latents["z"].shape == (1000, 4, 2) and r.latents["u"].shape == (1000, 4, 1, 2)
     assert (r.latents["u"] > 0).all()
-    m, se = mean_and_se(r.log_px - two.p.log_px(x))
-    # measured |mean| < 0.03 for both proposals; a missing Jacobian shifts it by O(1)
-    assert abs(m) < 4 * se + 0.03
+    # Many chains on few datapoints make each estimate precise (stderr ~0.13 from the prior, ~0.02
+    # from the guide). Measured over seeds 0-4: every |error| < 1.5 stderrs and weighted posterior
+    # means within 2.5 se. With the Jacobian of u = exp(v) left out, errors are 0.3-1.8 nats
+    # (> 10 stderrs) and the weighted means are 6-12 se off.
+    err = r.log_px - two.p.log_px(x)
+    assert (err.abs() < 4 * r.stderr + 0.02).all()
+    post = two.p.posterior(x)  # over [z, log u]
+    v = torch.cat([r.latents["z"], r.latents["u"].log().reshape(1000, 4, 2)], -1)
+    mean = torch.einsum("cn,cni->ni", torch.softmax(r.log_weights, 0), v)
+    assert ((mean - post.loc) / (post.stddev / r.ess[:, None].sqrt())).abs().max() < 4.5
 
 
 def test_float32_in_float32_out(ppca, x):
@@ -145,7 +169,8 @@ def test_float32_in_float32_out(ppca, x):
     for t in (r.log_px, r.log_weights, r.stderr, r.ess, r.accept_rate, r.step_size, r.step_sizes, r.latents["z"]):
         assert t.dtype == torch.float32 and t.device == x32.device
     assert torch.isfinite(r.log_px).all()
-    assert (r.log_px.double() - ppca.log_px(x)).abs().mean() < 0.2  # measured ~0.05
+    # Monte Carlo error of a 20-step, 4-chain run: measured 0.12-0.15 over seeds 0-4
+    assert (r.log_px.double() - ppca.log_px(x)).abs().mean() < 0.3
     b = bdmc(ppca.model, x32[:4], ppca.guide, steps=3, chains=2, leapfrog_steps=2, seed=0)
     for t in (b.lower, b.upper, b.gap, b.x, b.latents["z"]):
         assert t.dtype == torch.float32
@@ -169,7 +194,8 @@ def test_pilot_and_fixed_step_sizes(ppca, x):
     none = ais(ppca.model, x, "prior", steps=20, chains=4, leapfrog_steps=2, adapt="none", step_size=0.2, seed=8)
     assert (none.step_sizes == 0.2).all()
     m, se = mean_and_se(exact - pilot.log_px)
-    assert -4 * se - 0.02 < m < 0.5  # measured ~0.05: a lower bound, close at 50 steps
+    # measured mean error -0.09 to 0.14 (se ~0.09) over seeds 0-4
+    assert -4 * se - 0.02 < m < 0.5
 
 
 def test_model_parameters_get_no_gradient():
@@ -210,7 +236,8 @@ def test_bdmc_brackets_exact_and_gap_shrinks(ppca):
         assert lo < 3 * lo_se and up > -3 * up_se
         torch.testing.assert_close(b.gap, b.upper - b.lower)
         gaps[steps] = b.gap.mean().item()
-    # measured: ~3 nats at 5 steps, ~0.4 at 30
+    # measured over seeds 0-4: lower -4.3 to -2.8 and upper 1.6 to 1.8 at 5 steps (gap 4.5-6.1);
+    # -0.36 to -0.26 and 0.29 to 0.50 at 30 steps (gap 0.55-0.86), each mean ~4 se from exact
     assert gaps[30] < 0.5 * gaps[5]
 
 
@@ -225,7 +252,9 @@ def test_bdmc_with_the_guide_and_num_data(ppca):
     lo, lo_se = mean_and_se(b.lower - exact)
     up, up_se = mean_and_se(b.upper - exact)
     assert lo < 3 * lo_se + 0.02 and up > -3 * up_se - 0.02
-    assert b.gap.mean() < 0.5  # measured ~0.05: the guide is close to the posterior
+    # measured gap -0.05 to 0.17 over seeds 0-4 (noise around a small positive value): the guide
+    # is close to the posterior
+    assert b.gap.mean() < 0.5
 
 
 def test_reverse_one_step_is_the_exact_sample_weight(ppca):

@@ -35,7 +35,8 @@ class DiagonalMatrixNormal(MatrixNormal):
 
     :param torch.Tensor loc: the mean :math:`M`, shape ``[..., m, n]``.
     :param torch.Tensor scale_row: :math:`a > 0`, the diagonal of :math:`L_r`, shape ``[..., m]``.
-    :param torch.Tensor scale_column: :math:`b > 0`, the diagonal of :math:`L_c`, shape ``[..., n]``.
+    :param torch.Tensor scale_column: :math:`b > 0`, the diagonal of :math:`L_c`, shape
+        ``[..., n]``.
 
     ``batch_shape`` is the broadcast of the three leading shapes ``...``; ``event_shape`` is
     ``(m, n)``.
@@ -63,11 +64,14 @@ class DiagonalMatrixNormal(MatrixNormal):
                 f"DiagonalMatrixNormal: scale_column must have shape [..., {n}] for loc of shape "
                 f"{tuple(loc.shape)}, got {tuple(scale_column.shape)}"
             )
-        batch_shape = torch.broadcast_shapes(loc.shape[:-2], scale_row.shape[:-1], scale_column.shape[:-1])
+        batch_shape = torch.broadcast_shapes(
+            loc.shape[:-2], scale_row.shape[:-1], scale_column.shape[:-1]
+        )
         self.loc = loc.expand(batch_shape + (m, n))
         self.scale_row = scale_row.expand(batch_shape + (m,))
         self.scale_column = scale_column.expand(batch_shape + (n,))
-        super(MatrixNormal, self).__init__(batch_shape, torch.Size((m, n)), validate_args=validate_args)
+        # TorchDistribution.__init__: MatrixNormal.__init__ would want the triangular factors
+        super(MatrixNormal, self).__init__(batch_shape, torch.Size((m, n)), validate_args)
 
     @classmethod
     def infer_shapes(cls, loc, scale_row, scale_column):

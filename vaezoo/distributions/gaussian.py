@@ -11,22 +11,28 @@ def _split(observed, n, device):
     observed = torch.as_tensor(observed, device=device)
     if observed.dim() != 1:
         raise ValueError(
-            f"conditional: observed must be a 1-D index tensor or a bool mask of shape [{n}] shared "
-            f"by the batch, got shape {tuple(observed.shape)}"
+            f"conditional: observed must be a 1-D index tensor or a bool mask of shape [{n}] "
+            f"shared by the batch, got shape {tuple(observed.shape)}"
         )
     if observed.dtype == torch.bool:
         if observed.numel() != n:
-            raise ValueError(f"conditional: the observed mask must have shape [{n}], got [{observed.numel()}]")
+            raise ValueError(
+                f"conditional: the observed mask must have shape [{n}], got [{observed.numel()}]"
+            )
         mask = observed
     else:
         if observed.is_floating_point():
             raise ValueError("conditional: observed indices must be integers or a bool mask")
         if observed.numel() and (observed.min() < 0 or observed.max() >= n):
-            raise ValueError(f"conditional: observed indices must lie in [0, {n}), got {observed.tolist()}")
+            raise ValueError(
+                f"conditional: observed indices must lie in [0, {n}), got {observed.tolist()}"
+            )
         mask = torch.zeros(n, dtype=torch.bool, device=device)
         mask[observed] = True
         if int(mask.sum()) != observed.numel():
-            raise ValueError(f"conditional: observed indices must be distinct, got {observed.tolist()}")
+            raise ValueError(
+                f"conditional: observed indices must be distinct, got {observed.tolist()}"
+            )
     observed_idx = observed if observed.dtype != torch.bool else mask.nonzero().squeeze(-1)
     return observed_idx, (~mask).nonzero().squeeze(-1)
 
@@ -67,8 +73,8 @@ def conditional(mvn, observed, observed_values, return_cov=False):
     observed_idx, unobserved_idx = _split(observed, n, loc.device)
     if observed_values.dim() < 1 or observed_values.size(-1) != observed_idx.numel():
         raise ValueError(
-            f"conditional: observed_values must have shape [..., {observed_idx.numel()}] (one value per "
-            f"observed coordinate), got {tuple(observed_values.shape)}"
+            f"conditional: observed_values must have shape [..., {observed_idx.numel()}] (one "
+            f"value per observed coordinate), got {tuple(observed_values.shape)}"
         )
     W_o, W_u = W[..., observed_idx, :], W[..., unobserved_idx, :]  # [..., n_o, r], [..., n_u, r]
     W_o_scaled = W_o / D[..., observed_idx].unsqueeze(-1)  # D_o^{-1} W_o
@@ -110,7 +116,10 @@ def principal_directions(mvn, k=None, include_diag=False):
     if k is None:
         k = k_max
     if not 1 <= k <= k_max:
-        raise ValueError(f"principal_directions: k must lie in [1, {k_max}] for a rank-{r} factor of size {n}, got {k}")
+        raise ValueError(
+            f"principal_directions: k must lie in [1, {k_max}] for a rank-{r} factor of size "
+            f"{n}, got {k}"
+        )
     U, S, _ = torch.linalg.svd(W, full_matrices=False)
     U, S = U[..., :k], S[..., :k]
     pivot = U.abs().argmax(-2, keepdim=True)  # [..., 1, k]

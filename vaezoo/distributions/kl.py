@@ -78,7 +78,8 @@ def _kl_ar1_normal_diagonal_normal(q, p):
 @register_kl(AR1Normal, AR1Normal)
 def _kl_ar1_normal_ar1_normal(q, p):
     r"""KL(N(mu_q, s_q T(rho_q)) || N(mu_p, s_p T(rho_p))) with
-    tr(Sigma_p^{-1} Sigma_q) = (s_q / s_p) [1 + (d - 1) (1 - 2 rho_p rho_q + rho_p^2) / (1 - rho_p^2)]
+    tr(Sigma_p^{-1} Sigma_q)
+        = (s_q / s_p) [1 + (d - 1) (1 - 2 rho_p rho_q + rho_p^2) / (1 - rho_p^2)]
     (the expected squared innovations of p under q) and the Mahalanobis term through p's
     innovations. O(d)."""
     if q.event_shape != p.event_shape:

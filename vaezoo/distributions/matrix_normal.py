@@ -53,7 +53,9 @@ class MatrixNormal(TorchDistribution):
 
     def __init__(self, loc, scale_tril_row, scale_tril_column, validate_args=None):
         if loc.dim() < 2:
-            raise ValueError(f"MatrixNormal: loc must have shape [..., m, n], got {tuple(loc.shape)}")
+            raise ValueError(
+                f"MatrixNormal: loc must have shape [..., m, n], got {tuple(loc.shape)}"
+            )
         m, n = loc.shape[-2:]
         if scale_tril_row.dim() < 2 or scale_tril_row.shape[-2:] != (m, m):
             raise ValueError(

@@ -1,16 +1,12 @@
-"""Annealed importance sampling (AIS) of log p(x), one estimate per datapoint, with Hamiltonian Monte
-Carlo transitions run for every chain of every datapoint in one vectorized batch.
-
-Follows Neal (2001), "Annealed importance sampling", and the evaluation protocol of Wu, Burda,
-Salakhutdinov, Grosse (2017), "On the quantitative analysis of decoder-based generative models".
-"""
+"""Annealed importance sampling of log p(x), one estimate per datapoint (Neal 2001; Wu et al. 2017),
+with HMC transitions for every chain of every datapoint run as one vectorized batch."""
 
 from __future__ import annotations
 
 import contextlib
 import math
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Mapping, Optional, Tuple
 
 import pyro
 import torch
@@ -51,7 +47,8 @@ class AISResult:
       exp(log_weights)``, a stochastic upper bound.
     - ``log_weights`` [C, N]: accumulated log-weights, ``sum_t log gamma_t(z_{t-1}) - log
       gamma_{t-1}(z_{t-1})``; ``exp`` of them is unbiased for ``p(x)`` (forward) or ``1 / p(x)``
-      (reverse).
+      (reverse) when the step sizes do not depend on the chains (``adapt="pilot"`` or ``"none"``),
+      and up to an O(1/C) adaptation bias with ``adapt="online"``.
     - ``stderr`` [N]: delta-method standard error of ``log_px`` from the spread of the ``C`` weights
       (``nan`` for one chain). It measures the Monte Carlo noise, not the bias of a short schedule.
     - ``ess`` [N]: effective sample size of the chains' weights, between 1 and ``C``.
@@ -59,8 +56,9 @@ class AISResult:
       when ``steps == 1``, which makes no transition).
     - ``step_size`` [N]: the last step size; ``step_sizes`` [T - 1, N]: the step size of every
       transition, in the order run.
-    - ``latents``: the chains' final states by site name, ``[C, N, ...]`` (approximate posterior
-      samples after a forward run).
+    - ``latents``: the chains' final states by site name, ``[C, N, ...]``. After a forward run,
+      weighted by ``softmax(log_weights)`` over the chains, they estimate posterior expectations;
+      unweighted, they are approximate posterior samples.
     - ``betas`` [T + 1]: the inverse temperatures in the order run (0 -> 1 forward, 1 -> 0 reverse).
     """
 
@@ -142,6 +140,13 @@ def ais(
         adapt: ``"online"``, ``"pilot"`` or ``"none"`` (see above).
         seed: seeds torch's RNG for this call only (the caller's RNG state is restored).
         progress: show a tqdm bar over the annealing steps.
+
+    References:
+        Neal (2001), "Annealed importance sampling", Statistics and Computing 11.
+        Grosse, Ghahramani, Adams (2015), "Sandwiching the marginal likelihood using bidirectional
+        Monte Carlo", arXiv:1511.02543.
+        Wu, Burda, Salakhutdinov, Grosse (2017), "On the quantitative analysis of decoder-based
+        generative models", ICLR.
     """
     _check_config(steps, chains, leapfrog_steps, step_size, target_accept, schedule, adapt, proposal, guide)
     x = _check_data(x)
@@ -189,8 +194,8 @@ def reverse_ais(
     stochastic *upper* bound on log p(x). All chains of a datapoint start from the same exact
     sample: each is still a valid estimator, only correlated with the others.
 
-    The step size must not depend on the chain's own path from the exact sample; online adaptation
-    would break the bound, hence ``adapt="none"`` by default. Pass ``step_sizes`` ``[T - 1, N]``,
+    The step sizes must not depend on the chains' paths from the exact sample (online adaptation
+    would make them, and could bias the bound), hence ``adapt="none"`` by default. Pass ``step_sizes`` ``[T - 1, N]``,
     the trajectory of a forward run on the same ``x`` (``AISResult.step_sizes``, as run), to reuse a
     forward run's tuning: it is used in reverse order, each step size at the β it was tuned for.
 
@@ -493,18 +498,15 @@ def _particle_dim(model: Callable, guide: Optional[Callable], x: torch.Tensor) -
     return -(max(max_plate_nesting(sites), 1) + 1)
 
 
+@contextlib.contextmanager
 def _seeded(seed: Optional[int], device: torch.device):
+    """Seeds torch's RNG inside the block only, restoring the caller's state after it."""
     if seed is None:
-        return contextlib.nullcontext()
-
-    @contextlib.contextmanager
-    def fork():
-        devices = [device] if device.type == "cuda" else []
-        with torch.random.fork_rng(devices=devices):
-            torch.manual_seed(seed)
-            yield
-
-    return fork()
+        yield
+        return
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        yield
 
 
 def _check_data(x) -> torch.Tensor:

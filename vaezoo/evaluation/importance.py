@@ -7,6 +7,7 @@ import time
 from typing import Callable, Dict, Iterable, Optional, Tuple
 
 import pyro
+import pyro.distributions
 import torch
 
 from vaezoo.errors import ConfigError, ShapeError, SiteError, SupportError, VaezooError
@@ -19,9 +20,10 @@ from vaezoo.traces import DATA_PLATE, guess_particle_dim, per_datapoint, record,
 # its own seed: the random numbers, hence the estimates, do not depend on the chunk sizes.
 PARTICLE_BLOCK = 1024
 DATA_BLOCK = 8
-# Defaults: about PASS_SIZE (particle, datapoint) pairs per pass of the model, and at most
-# WEIGHT_BUDGET log-weights (32 MiB of float64) held at once.
-PASS_SIZE = 4096
+# Defaults: 128 particles x 16 datapoints per pass of the model (PASS_SIZE pairs: big enough for
+# efficient matrix products, small enough for the CPU caches; see bench/log_marginal.py), and at
+# most WEIGHT_BUDGET log-weights (32 MiB of float64) held at once.
+PASS_SIZE = 2048
 WEIGHT_BUDGET = 1 << 22
 
 
@@ -58,7 +60,7 @@ def log_marginal(
         num_samples: K, particles per datapoint.
         particle_chunk, data_chunk: particles and datapoints per pass of the model, which bound the
             memory (the model's activations for particle_chunk x data_chunk pairs, and the float64
-            log-weights ``[K, data_chunk]`` kept for k-hat). By default about 4096 pairs per pass and
+            log-weights ``[K, data_chunk]`` kept for k-hat). By default about 2048 pairs per pass and
             at most 2^22 kept log-weights. They change neither the random numbers nor the results.
         iwae_k: values of k for which to estimate the IWAE-k bound (each 1 <= k <= K).
         dtype: casts ``x`` to this floating dtype; the pair must run in it (for float64, call
@@ -88,6 +90,7 @@ def log_marginal(
         raise ConfigError(f"seed={seed!r} is not an integer; expected an int or None")
 
     start = time.perf_counter()
+    validate = pyro.distributions.is_validation_enabled()
     parts = []
     with torch.no_grad(), rng_scope(x.device), _progress_bar(progress, n) as bar:
         seed_device(block_seed(seed, -1), x.device)  # the probe's draws, for reproducibility
@@ -98,8 +101,11 @@ def log_marginal(
             log_w = torch.empty(num_samples, c1 - c0, dtype=torch.float64, device=x.device)  # [K, n_c]
             for a in range(0, num_samples, particle_chunk):
                 b = min(num_samples, a + particle_chunk)
-                values, log_q = draws.take(a, b)
-                log_w[a:b] = _model_log_density(model, x[c0:c1], values, b - a, particle_dim) - log_q
+                # Pyro's validation (the data's support, the parameters' constraints) costs as much as
+                # the model's arithmetic: once per datapoint is enough
+                with pyro.validation_enabled(validate and a == 0):
+                    values, log_q = draws.take(a, b)
+                    log_w[a:b] = _model_log_density(model, x[c0:c1], values, b - a, particle_dim) - log_q
             parts.append(summarize(log_w, iwae_k))
             bar.update(c1 - c0)
     return LogMarginalResult.from_summaries(
@@ -271,7 +277,7 @@ def _check_data(x, dtype) -> torch.Tensor:
 
 def _chunk_sizes(num_samples: int, n: int, particle_chunk, data_chunk) -> Tuple[int, int]:
     if particle_chunk is None:
-        particle_chunk = min(num_samples, PARTICLE_BLOCK // 2)
+        particle_chunk = min(num_samples, 128)
     particle_chunk = min(_positive_int("particle_chunk", particle_chunk), num_samples)
     if data_chunk is None:
         data_chunk = max(DATA_BLOCK, PASS_SIZE // particle_chunk // DATA_BLOCK * DATA_BLOCK)

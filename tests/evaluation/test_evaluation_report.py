@@ -1,0 +1,41 @@
+"""Reports of a log-marginal estimate: markdown summary, gap histogram, strict atomic JSON."""
+
+import json
+import math
+
+import torch
+from ppca import PPCA
+
+from vaezoo.evaluation import log_marginal
+from vaezoo.evaluation.report import format_summary, plot_gap_histogram, write_json
+
+
+def _result():
+    p = PPCA()
+    return log_marginal(p.model, p.guide, p.sample_images(30), num_samples=200, iwae_k=(10,), seed=0)
+
+
+def test_summary_json_and_histogram(tmp_path):
+    r = _result()
+    text = format_summary(r, seconds=2.0)
+    for needle in ("log p(x)", "ELBO", "gap", "IWAE-10", "k-hat > 0.7", "wall time: 2.0 s", "±"):
+        assert needle in text
+    assert f"{r.mean_log_px.mean:.3f}" in text
+    summary = r.to_dict()
+    summary["nan"] = math.nan
+    summary["tensor"] = torch.tensor([1.0, math.inf])
+    path = write_json(tmp_path / "eval.json", summary)
+    loaded = json.loads(path.read_text())  # strict JSON: no NaN/Infinity tokens
+    assert loaded["nan"] is None and loaded["tensor"] == [1.0, None]
+    assert loaded["log_px"]["mean"] == r.mean_log_px.mean and loaded["num_samples"] == 200
+    assert loaded["khat"]["frac_above_0.7"] == r.frac_khat_above(0.7)
+    assert not [p for p in tmp_path.iterdir() if p.name != "eval.json"]  # no temporary left behind
+    png = plot_gap_histogram(r, tmp_path / "gaps.png")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_summary_without_khat():
+    p = PPCA()
+    r = log_marginal(p.model, p.guide, p.sample_images(3), num_samples=5, seed=0)
+    assert "not computed" in format_summary(r)
+    assert r.to_dict()["khat"]["max"] is None
