@@ -116,7 +116,8 @@ def site_log_prob(site: dict) -> torch.Tensor:
     lp = site["fn"].log_prob(site["value"])
     mask = site["mask"]
     if mask is not None and mask is not True:
-        lp = lp.masked_fill(~mask, 0.0) if isinstance(mask, torch.Tensor) else lp * 0.0
+        # torch.where, not lp * mask: a masked-out -inf must give 0, not NaN
+        lp = torch.where(mask, lp, lp.new_zeros(())) if isinstance(mask, torch.Tensor) else torch.zeros_like(lp)
     return lp
 
 
@@ -176,12 +177,18 @@ def log_weights(
     return log_p, log_q
 
 
-def guess_particle_dim(model: Callable, guide: Callable, x: torch.Tensor) -> int:
-    """Runs the pair once on one datapoint to find the first free plate dimension for particles,
-    as Pyro's ``vectorize_particles`` does with ``max_plate_nesting``."""
+def probe(model: Callable, guide: Callable, x: torch.Tensor):
+    """Runs the pair once on one datapoint and checks its sites. Returns ``(particle_dim,
+    uses_param_store)``: the first free plate dimension for particles, as Pyro's
+    ``vectorize_particles`` finds with ``max_plate_nesting``, and whether the pair has param sites."""
     with torch.no_grad():
         guide_run = record(guide, x[:1])
-        model_sites = record(model, x[:1], replay=guide_run.replay_values()).sites
-    guide_sites = guide_run.sites
-    check_sites(model_sites, guide_sites)
-    return -(max(max_plate_nesting(model_sites, guide_sites), 1) + 1)
+        model_run = record(model, x[:1], replay=guide_run.replay_values())
+    check_sites(model_run.sites, guide_run.sites)
+    dim = -(max(max_plate_nesting(model_run.sites, guide_run.sites), 1) + 1)
+    return dim, bool(guide_run.params or model_run.params)
+
+
+def guess_particle_dim(model: Callable, guide: Callable, x: torch.Tensor) -> int:
+    """The first free plate dimension for particles (see :func:`probe`)."""
+    return probe(model, guide, x)[0]

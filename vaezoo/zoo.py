@@ -121,13 +121,14 @@ class ZooModel(nn.Module):
         self.model = model
         self.guide = guide
 
-    def objective(self) -> Objective:
-        """The training objective the config names (``elbo`` or ``iwae``)."""
+    def objective(self, jit: bool = True) -> Objective:
+        """The training objective the config names (``elbo`` or ``iwae``); zoo entries have static
+        structure, so it is compiled with ``torch.jit.trace`` unless ``jit=False``."""
         kind = getattr(self.config, "objective", "elbo")
         if kind == "elbo":
-            return ELBO(self.model, self.guide, analytic_kl=getattr(self.config, "analytic_kl", True))
+            return ELBO(self.model, self.guide, analytic_kl=getattr(self.config, "analytic_kl", True), jit=jit)
         if kind == "iwae":
-            return IWAE(self.model, self.guide, num_particles=getattr(self.config, "num_particles", 5))
+            return IWAE(self.model, self.guide, num_particles=getattr(self.config, "num_particles", 5), jit=jit)
         raise ConfigError(f"unknown objective {kind!r}; expected elbo or iwae")
 
     def _template(self, n: int) -> torch.Tensor:

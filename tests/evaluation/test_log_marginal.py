@@ -11,7 +11,7 @@ import torch
 from ppca import PPCA
 from pyro import poutine
 
-from vaezoo.errors import ConfigError, ShapeError, SiteError
+from vaezoo.errors import ConfigError, ShapeError, SiteError, SupportError
 from vaezoo.evaluation import LogMarginalResult, log_marginal
 
 
@@ -279,3 +279,51 @@ def test_small_k_and_result_from_weights(ppca, data):
     ww = torch.tensor([math.e, 1 / math.e], dtype=torch.float64)
     assert torch.allclose(w.stderr[1], ww.std() / (math.sqrt(2) * ww.mean()))
     assert w.stderr[0] == 0
+
+
+def test_progress_bar(ppca, data, capsys):
+    r = log_marginal(ppca.model, ppca.guide, data[:3], num_samples=10, seed=0, progress=True)
+    assert r.log_px.shape == (3,)
+    assert "datapoint" in capsys.readouterr().err
+
+
+def test_numpyro_estimator_without_jax(monkeypatch, ppca, data):
+    import vaezoo.evaluation as evaluation
+
+    monkeypatch.setitem(__import__("sys").modules, "jax", None)
+    with pytest.raises(ImportError, match=r"pip install vaezoo\[jax\]"):
+        evaluation.numpyro_log_marginal(ppca.model, ppca.guide, data, num_samples=3)
+
+
+@pytest.mark.parametrize("mask", [False, "tensor"])
+def test_masked_sites_are_left_out(ppca, data, mask):
+    """A masked-out site contributes 0, even where its log-density is -inf."""
+    keep = torch.arange(len(data)) % 2 == 0 if mask == "tensor" else False
+
+    def model(x):
+        ppca.model(x)
+        with pyro.plate("data", x.shape[0], dim=-1), poutine.mask(mask=keep):
+            pyro.sample("aux", dist.Normal(x.new_zeros(()), 1.0), obs=x.new_full((x.shape[0],), math.inf))
+
+    ref = log_marginal(ppca.model, ppca.guide, data, num_samples=50, seed=0)
+    r = log_marginal(model, ppca.guide, data, num_samples=50, seed=0)
+    if mask is False:
+        assert torch.equal(r.log_px, ref.log_px)
+    else:
+        assert (r.log_px[keep] == -math.inf).all() and torch.equal(r.log_px[~keep], ref.log_px[~keep])
+
+
+def test_data_outside_the_support_beyond_the_first_datapoint():
+    def model(x):
+        with pyro.plate("data", x.shape[0], dim=-1):
+            z = pyro.sample("z", dist.Normal(x.new_zeros(1), 1.0).to_event(1))
+            pyro.sample("x", dist.Bernoulli(logits=z.expand(z.shape[:-1] + (3,))).to_event(1), obs=x)
+
+    def guide(x):
+        with pyro.plate("data", x.shape[0], dim=-1):
+            pyro.sample("z", dist.Normal(x.new_zeros(1), 1.0).to_event(1))
+
+    x = torch.ones(20, 3, dtype=torch.float64)
+    x[13, 1] = 0.5
+    with pytest.raises(SupportError, match="datapoints 8 to 15"):
+        log_marginal(model, guide, x, num_samples=10, data_chunk=8)

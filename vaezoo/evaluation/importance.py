@@ -3,6 +3,8 @@ particles and datapoints and reproducible from a seed whatever the chunk sizes."
 
 from __future__ import annotations
 
+import contextlib
+import numbers
 import time
 from typing import Callable, Dict, Iterable, Optional, Tuple
 
@@ -63,8 +65,9 @@ def log_marginal(
             log-weights ``[K, data_chunk]`` kept for k-hat). By default about 2048 pairs per pass and
             at most 2^22 kept log-weights. They change neither the random numbers nor the results.
         iwae_k: values of k for which to estimate the IWAE-k bound (each 1 <= k <= K).
-        dtype: casts ``x`` to this floating dtype; the pair must run in it (for float64, call
-            ``.double()`` on its modules). The log-weights are summed in float64 whatever the dtype.
+        dtype: casts ``x`` to this floating dtype; the pair itself is not converted and must run in
+            it (for float64, call ``.double()`` on its modules first: a pair that cannot raises
+            ConfigError). Site log-densities are summed into float64 log-weights whatever the dtype.
         progress: shows a tqdm bar over the datapoints.
         seed: seeds the particles; ``None`` draws a seed from torch's global generator. With a seed
             the caller's random state is left untouched. Particles ``[1024 j, 1024 (j + 1))`` of the
@@ -76,6 +79,7 @@ def log_marginal(
         SiteError: the guide lacks a latent site of the model, has one the model lacks, or an event
             shape differs.
         ShapeError: the pair cannot run on data of ``x``'s shape.
+        SupportError: data outside the support of the model's likelihood (with Pyro's validation on).
         ConfigError: ``num_samples``, a chunk size or an ``iwae_k`` out of range; a dtype the pair
             cannot run in.
     """
@@ -86,7 +90,9 @@ def log_marginal(
     particle_chunk, data_chunk = _chunk_sizes(num_samples, n, particle_chunk, data_chunk)
     if seed is None:
         seed = draw_seed()
-    elif not isinstance(seed, int) or isinstance(seed, bool):
+    elif _is_int(seed):
+        seed = int(seed)
+    else:
         raise ConfigError(f"seed={seed!r} is not an integer; expected an int or None")
 
     start = time.perf_counter()
@@ -103,7 +109,7 @@ def log_marginal(
                 b = min(num_samples, a + particle_chunk)
                 # Pyro's validation (the data's support, the parameters' constraints) costs as much as
                 # the model's arithmetic: once per datapoint is enough
-                with pyro.validation_enabled(validate and a == 0):
+                with pyro.validation_enabled(validate and a == 0), _support_errors(x, c0, c1):
                     values, log_q = draws.take(a, b)
                     log_w[a:b] = _model_log_density(model, x[c0:c1], values, b - a, particle_dim) - log_q
             parts.append(summarize(log_w, iwae_k))
@@ -241,24 +247,43 @@ def _probe(model, guide, x) -> int:
         ) from err
 
 
+@contextlib.contextmanager
+def _support_errors(x, c0: int, c1: int):
+    """Re-raises Pyro's validation error for data outside a likelihood's support as a SupportError."""
+    try:
+        yield
+    except ValueError as err:
+        if "support" not in str(err) or isinstance(err, VaezooError):
+            raise
+        raise SupportError(
+            f"datapoints {c0} to {c1 - 1} of x (shape {tuple(x.shape)}) include values outside the support of "
+            f"the model's likelihood ({str(err).strip().splitlines()[0]}); expected data it can score "
+            "(e.g. binarized for a Bernoulli)"
+        ) from err
+
+
 def _is_dtype_error(message: str) -> bool:
     return any(s in message for s in ("dtype", "scalar type", "Double", "Half", "BFloat16"))
 
 
+def _is_int(value) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
 def _positive_int(name: str, value) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+    if not _is_int(value) or value < 1:
         raise ConfigError(f"{name}={value!r} is not a positive integer; expected an int >= 1")
-    return value
+    return int(value)
 
 
 def _check_iwae_k(iwae_k, num_samples: int) -> Tuple[int, ...]:
-    ks = (iwae_k,) if isinstance(iwae_k, int) else tuple(iwae_k)
+    ks = (iwae_k,) if _is_int(iwae_k) else tuple(iwae_k)
     for k in ks:
-        if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= num_samples:
+        if not _is_int(k) or not 1 <= k <= num_samples:
             raise ConfigError(
                 f"iwae_k={k!r} is out of range; expected integers 1 <= k <= num_samples={num_samples}"
             )
-    return tuple(sorted(set(ks)))
+    return tuple(sorted({int(k) for k in ks}))
 
 
 def _check_data(x, dtype) -> torch.Tensor:
