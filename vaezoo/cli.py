@@ -19,7 +19,7 @@ from vaezoo.errors import ConfigError, RunError, VaezooError
 
 DEFAULT_MODEL = "vae"
 DEFAULT_DATASET = "mnist-small"
-DEFAULT_EPOCHS = 40
+DEFAULT_EPOCHS = 100
 EVAL_SAMPLES_AFTER_TRAIN = 500
 
 
@@ -144,20 +144,24 @@ def _evaluate(m, x, run: Path, samples: int, seed: int, quiet: bool, ais_steps: 
     ``gaps.png`` in the run; returns the markdown summary for ``report.md``."""
     from vaezoo import evaluation
     from vaezoo.evaluation import report
-    from vaezoo.fileio import write_json
 
     start = time.perf_counter()
     result = evaluation.log_marginal(m.model, m.guide, x, num_samples=samples, seed=seed, progress=not quiet)
     seconds = time.perf_counter() - start
-    summary = result.to_dict()
-    summary.update({"seconds": seconds, "num_data": int(x.shape[0])})
+    summary = dict(result.to_dict(), seconds=seconds, num_data=int(x.shape[0]))
     text = report.format_summary(result, seconds=seconds)
     if ais_steps > 0:
         start = time.perf_counter()
-        a = evaluation.ais(m.model, x, guide=m.guide, proposal="guide", steps=ais_steps, seed=seed, progress=not quiet)
-        summary["ais"] = dict(a.to_dict(), seconds=time.perf_counter() - start)
+        a = evaluation.ais(m.model, x, proposal="guide", guide=m.guide, steps=ais_steps, seed=seed, progress=not quiet)
+        summary["ais"] = {
+            "steps": ais_steps,
+            "log_px_mean": float(a.log_px.mean()),
+            "log_px_se": float(a.log_px.std() / a.log_px.numel() ** 0.5) if a.log_px.numel() > 1 else None,
+            "accept_rate_mean": float(a.accept_rate.mean()),
+            "seconds": time.perf_counter() - start,
+        }
         text += "\n" + report.format_ais(a)
-    write_json(run / "eval.json", summary)
+    report.write_json(run / "eval.json", summary)
     report.plot_gap_histogram(result, run / "gaps.png")
     print(text)
     return text + "\n\n![per-datapoint gaps](gaps.png)"

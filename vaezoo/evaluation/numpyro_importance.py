@@ -156,7 +156,8 @@ def _probe(jax, handlers, model, guide, x, rng_key):
         values = {name: s["value"] for name, s in guide_sites.items()}
         model_run = handlers.trace(handlers.substitute(handlers.seed(model, key), data=values)).get_trace(xb)
         seen["guide"], seen["model"] = _event_shapes(guide_sites), _event_shapes(_latents(model_run))
-        return [s["fn"].log_prob(s["value"]) for s in list(model_run.values()) + list(guide_sites.values()) if s["type"] == "sample"]
+        sites = list(model_run.values()) + list(guide_sites.values())
+        return [s["fn"].log_prob(s["value"]) for s in sites if s["type"] == "sample"]
 
     try:
         jax.eval_shape(run, rng_key, x[:1])

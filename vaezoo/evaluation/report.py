@@ -20,7 +20,8 @@ def format_summary(result: LogMarginalResult, seconds: Optional[float] = None) -
     lines = [
         f"Importance sampling, K = {k} particles per datapoint, {n} datapoints (nats, ± standard error over the data):",
         "",
-        f"- log p(x): {_pm(result.mean_log_px)} (mean Monte Carlo stderr per datapoint {_f(result.stderr.mean().item())})",
+        f"- log p(x): {_pm(result.mean_log_px)} "
+        f"(mean Monte Carlo stderr per datapoint {_f(result.stderr.mean().item())})",
         f"- ELBO: {_pm(result.mean_elbo)}",
         f"- gap log p(x) - ELBO (≈ KL(q || posterior)): {_pm(result.mean_gap)}",
     ]

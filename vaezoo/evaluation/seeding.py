@@ -46,6 +46,8 @@ def seed_device(seed: int, device: torch.device) -> None:
 @contextlib.contextmanager
 def rng_scope(device: torch.device):
     """Restores the CPU generator (and ``device``'s, if a GPU) on exit, like ``torch.random.fork_rng``."""
-    devices = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
+    devices = []
+    if device.type == "cuda":
+        devices = [device.index if device.index is not None else torch.cuda.current_device()]
     with torch.random.fork_rng(devices=devices):
         yield
