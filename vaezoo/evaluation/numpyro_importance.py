@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import numbers
 import time
 from collections import OrderedDict
 from typing import Callable, Iterable, Optional
@@ -63,8 +64,8 @@ def numpyro_log_marginal(
         data_chunk = max(1, min(PASS_SIZE // chunk, WEIGHT_BUDGET // num_samples))
     data_chunk = min(_positive_int("data_chunk", data_chunk), n)
     seed = None
-    if isinstance(rng_key, int) and not isinstance(rng_key, bool):
-        seed, rng_key = rng_key, jax.random.PRNGKey(rng_key)
+    if isinstance(rng_key, numbers.Integral) and not isinstance(rng_key, bool):
+        seed, rng_key = int(rng_key), jax.random.PRNGKey(int(rng_key))
 
     start = time.perf_counter()
     _probe(jax, handlers, model, guide, x, rng_key)
