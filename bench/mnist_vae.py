@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 
 from vaezoo import data, evaluation, zoo
+from vaezoo.fileio import write_json
 from vaezoo.inference import Trainer
 
 ANCHORS = {  # one stochastic layer, Burda MLP, dynamically binarized MNIST, test log p(x)
@@ -28,6 +29,11 @@ ANCHORS = {  # one stochastic layer, Burda MLP, dynamically binarized MNIST, tes
 
 def run_one(name, seed, args, train, test):
     out = Path(args.out) / f"{name}-seed{seed}"
+    done = out / f"bench-e{args.epochs}-K{args.samples}.json"
+    if done.exists():  # trained and evaluated at this budget already (e.g. by another invocation)
+        row = json.loads(done.read_text())
+        print(json.dumps(row), flush=True)
+        return row
     torch.manual_seed(seed)
     overrides = dict(s.split("=", 1) for s in args.set)
     m = zoo.create(name, data_shape=train.shape, **overrides)
@@ -56,7 +62,7 @@ def run_one(name, seed, args, train, test):
         "train_seconds": train_seconds,
         "eval_seconds": time.perf_counter() - start,
     }
-    (out / "bench.json").write_text(json.dumps(row, indent=2))
+    write_json(done, row)
     print(json.dumps(row), flush=True)
     return row
 
@@ -72,7 +78,10 @@ def main():
     ap.add_argument("--device", default="auto")
     ap.add_argument("--set", action="append", default=[], help="config override for every model, key=value")
     ap.add_argument("--out", default="bench/runs")
+    ap.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     train = data.load("mnist", split="train", binarize="dynamic")
     test = data.load("mnist", split="test", binarize="fixed")
     rows = [run_one(name, seed, args, train, test) for name in args.models for seed in args.seeds]
