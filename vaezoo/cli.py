@@ -49,9 +49,11 @@ def cmd_list(args) -> int:
 
 # ----------------------------------------------------------------------------------- train
 def cmd_train(args) -> int:
-    from vaezoo.inference import Trainer, resolve_device
+    from vaezoo.inference import Trainer, distributed, resolve_device
 
-    device = resolve_device(args.device)
+    # under torchrun: join the process group; rank 0 writes the run directory, the others train
+    device = distributed.init_from_env(args.device) if distributed.launched() else resolve_device(args.device)
+    lead = distributed.rank() == 0
     if args.resume:
         if args.out is None:
             raise ConfigError("--resume needs --out RUN, the run directory to continue")
@@ -82,6 +84,8 @@ def cmd_train(args) -> int:
             "dtype": args.dtype,
         }
         run = Path(args.out) if args.out is not None else _default_out(model, dataset)
+        if distributed.is_distributed():  # every process must name the same directory
+            run = Path(distributed.gather_objects(str(run))[0])
         if (run / runs.CHECKPOINT).exists():
             raise ConfigError(f"{run} already holds a run; pass --resume to continue it or choose another --out")
         cfg = {"model": model, "config": zoo.config_dict(config), "dataset": dataset, "data_dir": data_dir}
@@ -93,11 +97,15 @@ def cmd_train(args) -> int:
     if not args.resume:
         torch.manual_seed(train_cfg["seed"])  # the initial weights follow the seed too
         m = zoo.create(cfg["model"], data_shape=train.shape, **cfg["config"])
-        runs.write_config(run, m, dataset, data_dir, train_cfg)
+        if lead:
+            runs.write_config(run, m, dataset, data_dir, train_cfg)
+        distributed.barrier()
         cfg = runs.read_config(run)
     m.check_data(train.data if binarize is None else test.data)
     dtype = train_cfg.get("dtype", "float32")
-    print(f"training {cfg['model']} on {dataset} ({len(train)} images, device {device}) -> {run}", file=sys.stderr)
+    if lead:
+        procs = f", {distributed.world_size()} processes" if distributed.is_distributed() else ""
+        print(f"training {cfg['model']} on {dataset} ({len(train)} images, device {device}{procs}) -> {run}", file=sys.stderr)
 
     def report_epoch(trainer, record):
         line = f"epoch {record['epoch']:>3}/{trainer.epochs}  train loss {record['train_loss']:9.3f}"
@@ -120,9 +128,13 @@ def cmd_train(args) -> int:
         on_epoch_end=report_epoch,
     )
     if args.resume and train_cfg["epochs"] != cfg["train"]["epochs"]:
-        runs.write_config(run, m, dataset, data_dir, train_cfg)
+        if lead:
+            runs.write_config(run, m, dataset, data_dir, train_cfg)
+        distributed.barrier()
         cfg = runs.read_config(run)
     history = trainer.fit(train, test, resume=args.resume)
+    if not lead:  # rank 0 evaluates and draws the pictures
+        return 0
     m.eval()
     test_x = test.data.to(trainer.device, trainer.dtype)
     pictures = runs.write_pictures(run, m, test_x, seed=train_cfg["seed"])
@@ -268,6 +280,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     except KeyboardInterrupt:
         print(f"vaezoo {command}: interrupted; the last checkpoint is kept", file=sys.stderr)
         return 130
+    finally:
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():
+            dist.destroy_process_group()
 
 
 if __name__ == "__main__":

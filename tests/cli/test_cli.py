@@ -126,3 +126,18 @@ def test_exit_code_and_no_traceback_in_a_process(tmp_path):
     assert r.returncode == 2
     assert "Traceback" not in r.stderr and r.stderr.strip().count("\n") == 0
     assert "unknown model 'nope'" in r.stderr
+
+
+def test_train_and_resume_under_torchrun(tmp_path):
+    """The main job data-parallel in two processes (torchrun, Gloo on CPU), then resumed."""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path), OMP_NUM_THREADS="1")
+    run = tmp_path / "ddp"
+    base = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "vaezoo", "train",
+            "--n-train", "300", "--eval-samples", "0", "--quiet", "--out", str(run)]
+    r = subprocess.run(base + ["--epochs", "1"], capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "2 processes" in r.stderr and r.stdout.count("run directory:") == 1  # rank 0 alone reports
+    r = subprocess.run(base + ["--epochs", "2", "--resume"], capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    epochs = [json.loads(line)["epoch"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert epochs == [1, 2] and (run / "samples.png").exists()

@@ -3,6 +3,10 @@ checkpoints every epoch and exact resume.
 
 Datasets that fit in memory are moved to the device once and batched by indexing: no DataLoader,
 no per-batch host-to-device copies (on a GPU those and Python overhead dominate small models).
+
+Under ``torchrun`` (a process group initialized, see :mod:`vaezoo.inference.distributed`) the same
+loop runs data-parallel: each process takes its share of every global batch of ``batch_size``, the
+gradients are averaged before each step, rank 0 writes the checkpoint and the metrics.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from tqdm.auto import tqdm
 from vaezoo.fileio import atomic_write_text
 from vaezoo.errors import CheckpointError, ConfigError, NonFiniteLossError
 from vaezoo.inference import checkpoint as ckpt
+from vaezoo.inference import distributed
 from vaezoo.inference.objectives import Objective
 
 OPTIMIZERS = {
@@ -85,7 +90,8 @@ class Trainer:
         device: ``"auto"`` (CUDA when available), ``"cpu"`` or ``"cuda[:N]"``; dtype likewise.
         out: run directory for ``checkpoint.pt`` and ``metrics.jsonl`` (nothing is written if None).
         metadata: stored in the checkpoint (e.g. the zoo name and config) for checks on resume.
-        on_epoch_end: called as ``on_epoch_end(trainer, record)`` after each checkpoint.
+        on_epoch_end: called as ``on_epoch_end(trainer, record)`` after each checkpoint (by rank 0
+            alone in a process group).
     """
 
     def __init__(
@@ -152,15 +158,21 @@ class Trainer:
         return OPTIMIZERS[self.optimizer_spec](params, lr=self.lr)
 
     def state_dict(self) -> Dict[str, Any]:
-        return {
+        """The checkpoint. In a process group, every process must call it (it gathers the random
+        number states of all processes, for an exact resume with the same number of processes)."""
+        rng = distributed.gather_objects(_rng_state(self.device))
+        state = {
             "objective": self.objective.state_dict(),
             "param_store": pyro.get_param_store().get_state(),
             "optimizer": self.optimizer.state_dict(),
             "epoch": self.epoch,
             "history": self.history,
-            "rng": _rng_state(self.device),
+            "rng": rng[0],
             "metadata": self.metadata,
         }
+        if len(rng) > 1:
+            state["rng_ranks"] = rng
+        return state
 
     def load_state_dict(self, state: Dict[str, Any], path="checkpoint") -> None:
         meta = state.get("metadata", {})
@@ -179,21 +191,38 @@ class Trainer:
         pyro.get_param_store().set_state(state["param_store"])
         self.epoch = int(state["epoch"])
         self.history = list(state["history"])
-        _set_rng_state(state["rng"], self.device)
+        ranks = state.get("rng_ranks", [state["rng"]])
+        if len(ranks) == distributed.world_size():
+            _set_rng_state(ranks[distributed.rank()], self.device)
+        else:  # another number of processes than the run had: fresh streams, no longer exact
+            pyro.set_rng_seed(self._rank_seed(self.seed * 1_000_003 + self.epoch))
+
+    @staticmethod
+    def _rank_seed(seed: int) -> int:
+        """This process's seed: ``seed`` itself on rank 0 (a single process), distinct elsewhere."""
+        return (seed + 7_919 * distributed.rank()) % 2**32
 
     def _save(self) -> None:
         if self.out is None:
             return
-        ckpt.save(self.checkpoint_path, self.state_dict())
-        lines = "".join(json.dumps(r) + "\n" for r in self.history)
-        atomic_write_text(self.out / "metrics.jsonl", lines)
+        state = self.state_dict()  # a collective: every process takes part
+        if distributed.rank() == 0:
+            ckpt.save(self.checkpoint_path, state)
+            lines = "".join(json.dumps(r) + "\n" for r in self.history)
+            atomic_write_text(self.out / "metrics.jsonl", lines)
+        distributed.barrier()  # nobody reads the run directory before it is complete
 
     # ----------------------------------------------------------------------------- loops
     @torch.no_grad()
     def evaluate(self, data, batch_size: Optional[int] = None) -> Dict[str, float]:
-        """Mean of the objective's terms over a dataset (e.g. the test ELBO), per datapoint."""
+        """Mean of the objective's terms over a dataset (e.g. the test ELBO), per datapoint. In a
+        process group, each process evaluates its share and the sums are combined."""
         x_all, dynamic = _unpack(data)
         x_all = x_all.to(self.device, self.dtype)
+        n_all = x_all.shape[0]
+        shared = distributed.is_distributed() and n_all >= distributed.world_size()
+        if shared:
+            x_all = x_all[distributed.rank() :: distributed.world_size()]
         bs = batch_size or max(self.batch_size, 500)
         sums: Dict[str, torch.Tensor] = {}
         self.objective.eval()
@@ -207,7 +236,11 @@ class Trainer:
                     sums[k] = sums.get(k, 0.0) + v * xb.shape[0]
         finally:
             self.objective.train()
-        return {k: float(v) / x_all.shape[0] for k, v in sums.items()}
+        keys = sorted(sums)
+        totals = torch.stack([torch.as_tensor(sums[k], dtype=torch.float64, device=self.device) for k in keys])
+        if shared:
+            distributed.all_reduce_sum(totals)
+        return {k: float(v) / n_all for k, v in zip(keys, totals.tolist())}
 
     def fit(self, train, test=None, resume: bool = False) -> List[Dict[str, Any]]:
         """Trains for the epochs that remain (all of them unless ``resume``); returns the history
@@ -221,39 +254,52 @@ class Trainer:
         probe = x_train[: min(2, x_train.shape[0])]
         self.optimizer = self._build_optimizer(self._parameters(torch.bernoulli(probe) if dynamic else probe))
         self.params = [p for g in self.optimizer.param_groups for p in g["params"]]
+        distributed.broadcast_parameters(self.params)
         if resume:
             self.load_state_dict(ckpt.load(self.checkpoint_path, map_location=self.device), self.checkpoint_path)
         else:
-            pyro.set_rng_seed(self.seed)  # the probe above must not shift the stream
+            pyro.set_rng_seed(self._rank_seed(self.seed))  # the probe above must not shift the stream
         n = x_train.shape[0]
-        steps = math.ceil(n / self.batch_size)
+        world = distributed.world_size()
+        # every process needs a share of each global batch: a last batch smaller than the number
+        # of processes is dropped (by all of them alike)
+        steps = math.ceil(n / self.batch_size) if n % self.batch_size >= world or n % self.batch_size == 0 else n // self.batch_size
+        if steps == 0:
+            raise ConfigError(f"{n} training images cannot be shared by {world} processes; expected at least {world}")
+        lead = distributed.rank() == 0
         while self.epoch < self.epochs:
             epoch = self.epoch + 1
             start = time.perf_counter()
             order = torch.randperm(n, generator=torch.Generator().manual_seed(self.seed * 1_000_003 + epoch))
             order = order.to(self.device)
             running = torch.zeros((), device=self.device, dtype=self.dtype)
-            bar = tqdm(total=steps, desc=f"epoch {epoch}/{self.epochs}", disable=not self.progress, leave=False)
+            bar = tqdm(total=steps, desc=f"epoch {epoch}/{self.epochs}", disable=not (self.progress and lead), leave=False)
             for step in range(steps):
-                xb = x_train[order[step * self.batch_size : (step + 1) * self.batch_size]]
+                batch = order[step * self.batch_size : (step + 1) * self.batch_size]
+                mine = distributed.shard(batch)
+                xb = x_train[mine]
                 if dynamic:
                     xb = torch.bernoulli(xb)
                 loss, _ = self.objective(xb)
+                if world > 1:  # averaged over processes, the gradient is the global batch's
+                    loss = loss * (mine.numel() * world / batch.numel())
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
+                distributed.average_gradients(self.params)
                 if self.clip_norm is not None:
                     torch.nn.utils.clip_grad_norm_(self.params, self.clip_norm)
                 self.optimizer.step()
                 running += loss.detach()
                 if (step + 1) % 50 == 0 or step + 1 == steps:
-                    mean = float(running) / (step + 1)  # one device sync per 50 steps
+                    # one device sync per 50 steps; all processes see the same mean (and stop together)
+                    mean = float(distributed.all_reduce_sum(running.clone())) / world / (step + 1)
                     if not math.isfinite(mean):
                         bar.close()
                         self._stop_non_finite(epoch, step + 1)
                     bar.set_postfix(loss=f"{mean:.3f}", refresh=False)
                     bar.update((step + 1) - bar.n)
             bar.close()
-            record = {"epoch": epoch, "train_loss": float(running) / steps, "seconds": time.perf_counter() - start}
+            record = {"epoch": epoch, "train_loss": mean, "seconds": time.perf_counter() - start}
             if test is not None:
                 terms = self.evaluate(test)
                 record.update({f"test_{k}": v for k, v in terms.items() if k != "loss"})
@@ -261,7 +307,7 @@ class Trainer:
             self.epoch = epoch
             self.history.append(record)
             self._save()
-            if self.on_epoch_end is not None:
+            if self.on_epoch_end is not None and lead:
                 self.on_epoch_end(self, record)
         return self.history
 
