@@ -236,6 +236,8 @@ class Trainer:
                     sums[k] = sums.get(k, 0.0) + v * xb.shape[0]
         finally:
             self.objective.train()
+        if not sums:  # no data
+            return {}
         keys = sorted(sums)
         totals = torch.stack([torch.as_tensor(sums[k], dtype=torch.float64, device=self.device) for k in keys])
         if shared:
@@ -263,7 +265,9 @@ class Trainer:
         world = distributed.world_size()
         # every process needs a share of each global batch: a last batch smaller than the number
         # of processes is dropped (by all of them alike)
-        steps = math.ceil(n / self.batch_size) if n % self.batch_size >= world or n % self.batch_size == 0 else n // self.batch_size
+        steps = math.ceil(n / self.batch_size)
+        if 0 < n % self.batch_size < world:
+            steps -= 1
         if steps == 0:
             raise ConfigError(f"{n} training images cannot be shared by {world} processes; expected at least {world}")
         lead = distributed.rank() == 0
