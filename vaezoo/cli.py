@@ -19,7 +19,7 @@ from vaezoo.errors import ConfigError, RunError, VaezooError
 
 DEFAULT_MODEL = "vae"
 DEFAULT_DATASET = "mnist-small"
-DEFAULT_EPOCHS = 100
+DEFAULT_EPOCHS = 250  # the main job: about 1 min 45 s on 2 CPU cores (bench/RESULTS.md)
 EVAL_SAMPLES_AFTER_TRAIN = 500
 
 
