@@ -34,3 +34,11 @@ def test_bernoulli_log_prob_broadcasts_data_with_more_dimensions_than_the_logits
     x = torch.bernoulli(torch.full((2, 3, 4), 0.5, dtype=torch.float64))
     ours = BernoulliLogits(logits=logits).log_prob(x)
     torch.testing.assert_close(ours, dist.Bernoulli(logits=logits).log_prob(x), rtol=0, atol=1e-13)
+
+
+def test_bernoulli_log_prob_gradient_matches_torch():
+    logits = (5 * torch.randn(4, 3, 6, dtype=torch.float64)).requires_grad_()
+    x = torch.bernoulli(torch.full((3, 6), 0.5, dtype=torch.float64))
+    (g_ours,) = torch.autograd.grad(BernoulliLogits(logits=logits).log_prob(x).sum(), logits)
+    (g_ref,) = torch.autograd.grad(dist.Bernoulli(logits=logits).log_prob(x).sum(), logits)
+    torch.testing.assert_close(g_ours, g_ref, rtol=0, atol=1e-14)
