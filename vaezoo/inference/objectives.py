@@ -35,6 +35,17 @@ def _scaled_sum(value: torch.Tensor, site: dict) -> torch.Tensor:
     return value.sum()
 
 
+def _total(values, like: torch.Tensor) -> torch.Tensor:
+    """The sum of a list of scalars, without adding to a zero first (every op counts on the
+    training hot path); a zero of ``like``'s dtype and device for an empty list."""
+    if not values:
+        return like.new_zeros(())
+    total = values[0]
+    for v in values[1:]:
+        total = total + v
+    return total
+
+
 class _Eager(nn.Module):
     """The objective's eager forward as a module of its own, for ``torch.jit.trace`` (which traces
     a module's forward and shares its parameters with the traced copy)."""
@@ -149,18 +160,16 @@ class ELBO(Objective):
 
     def loss_and_terms(self, x: torch.Tensor) -> Tuple[torch.Tensor, Terms]:
         model_sites, guide_sites = self._runs(x)
-        log_lik = x.new_zeros(())
-        kl = x.new_zeros(())
+        log_liks, kls = [], []
         for name, site in model_sites.items():
             if site["is_observed"]:
-                log_lik = log_lik + _scaled_sum(site["fn"].log_prob(site["value"]), site)
+                log_liks.append(_scaled_sum(site["fn"].log_prob(site["value"]), site))
             elif self.analytic_kl:
-                kl = kl + _scaled_sum(self._site_kl(name, site, guide_sites[name]), guide_sites[name])
+                kls.append(_scaled_sum(self._site_kl(name, site, guide_sites[name]), guide_sites[name]))
             else:
                 g = guide_sites[name]
-                kl = kl + _scaled_sum(g["fn"].log_prob(g["value"]), g) - _scaled_sum(
-                    site["fn"].log_prob(site["value"]), site
-                )
+                kls.append(_scaled_sum(g["fn"].log_prob(g["value"]), g) - _scaled_sum(site["fn"].log_prob(site["value"]), site))
+        log_lik, kl = _total(log_liks, x), _total(kls, x)
         n = x.shape[0]
         elbo = (log_lik - kl) / n
         return -elbo, {"elbo": elbo.detach(), "log_lik": log_lik.detach() / n, "kl": kl.detach() / n}
