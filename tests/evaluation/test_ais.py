@@ -14,8 +14,8 @@ import torch
 
 from tests.evaluation.ppca import PPCA
 from vaezoo.errors import ConfigError, ShapeError, SiteError
-from vaezoo.evaluation.ais import AISResult, ais, annealing_schedule, reverse_ais
-from vaezoo.evaluation.bdmc import BDMCResult, bdmc, simulate
+from vaezoo.evaluation.annealed import AISResult, ais, annealing_schedule, reverse_ais
+from vaezoo.evaluation.bidirectional import BDMCResult, bdmc, simulate
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -329,3 +329,14 @@ def test_discrete_latent_is_rejected():
 
     with pytest.raises(SiteError, match="discrete"):
         ais(model, torch.zeros(3, 2), "prior", steps=2, chains=2)
+
+
+def test_package_functions_stay_functions_after_their_modules_load(ppca, x):
+    # a submodule named like the function it defines would shadow it on the package
+    import vaezoo.evaluation as ev
+    from vaezoo.evaluation import annealed, bidirectional  # noqa: F401
+
+    model, guide = ppca.model, ppca.guide
+    for _ in range(2):
+        assert callable(ev.ais) and callable(ev.bdmc) and callable(ev.reverse_ais)
+        ev.ais(model, x[:2], guide=guide, steps=2, chains=2, seed=0)

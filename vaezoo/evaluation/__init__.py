@@ -1,24 +1,34 @@
-"""Per-datapoint estimators of log p(x) for model/guide pairs, their diagnostics and reports."""
+"""Per-datapoint estimators of log p(x) for model/guide pairs, their diagnostics and reports.
 
+Module names differ from the functions they define (``annealed.ais``, ``bidirectional.bdmc``): a
+submodule named like a function would replace that function as an attribute of this package as
+soon as it is imported.
+"""
+
+from vaezoo.evaluation.annealed import AISResult, ais, annealing_schedule, reverse_ais
+from vaezoo.evaluation.bidirectional import BDMCResult, bdmc, simulate
 from vaezoo.evaluation.importance import log_marginal
 from vaezoo.evaluation.result import Estimate, LogMarginalResult
 
-__all__ = ["Estimate", "LogMarginalResult", "log_marginal", "numpyro_log_marginal", "ais", "reverse_ais", "bdmc"]
-
-_LAZY = {
-    # the NumPyro estimator needs the optional jax extra: imported only when asked for
-    "numpyro_log_marginal": "vaezoo.evaluation.numpyro_importance",
-    "ais": "vaezoo.evaluation.ais",
-    "reverse_ais": "vaezoo.evaluation.ais",
-    "AISResult": "vaezoo.evaluation.ais",
-    "bdmc": "vaezoo.evaluation.bdmc",
-    "BDMCResult": "vaezoo.evaluation.bdmc",
-}
+__all__ = [
+    "Estimate",
+    "LogMarginalResult",
+    "log_marginal",
+    "numpyro_log_marginal",
+    "ais",
+    "reverse_ais",
+    "annealing_schedule",
+    "AISResult",
+    "bdmc",
+    "simulate",
+    "BDMCResult",
+]
 
 
 def __getattr__(name):
-    if name in _LAZY:
-        import importlib
+    # the NumPyro estimator needs the optional jax extra: imported only when asked for
+    if name == "numpyro_log_marginal":
+        from vaezoo.evaluation.numpyro_importance import numpyro_log_marginal
 
-        return getattr(importlib.import_module(_LAZY[name]), name)
+        return numpyro_log_marginal
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

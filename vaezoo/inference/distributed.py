@@ -77,9 +77,12 @@ def average_gradients(params: Sequence[torch.Tensor]) -> None:
     flat /= world_size()
     offset = 0
     for p, g in zip(params, grads):
-        n = g.numel()
-        p.grad = flat[offset : offset + n].view_as(p).clone() if p.grad is None else p.grad.copy_(flat[offset : offset + n].view_as(g))
-        offset += n
+        mean = flat[offset : offset + g.numel()].view_as(g)
+        offset += g.numel()
+        if p.grad is None:
+            p.grad = mean.clone()
+        else:
+            p.grad.copy_(mean)
 
 
 def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:

@@ -11,7 +11,7 @@ import torch
 from pyro import poutine
 
 from vaezoo.errors import ConfigError, ShapeError, SiteError
-from vaezoo.evaluation.ais import (
+from vaezoo.evaluation.annealed import (
     CHAIN_PLATE,
     AISResult,
     _check_config,
@@ -115,13 +115,13 @@ def bdmc(
 
     The reverse run uses the forward run's step-size trajectory backwards (each step size at the β
     it was tuned for): it depends on ``x*`` but not on ``z*``, so the upper bound stays valid. With
-    ``adapt="pilot"`` the forward bound is exactly valid too (see :func:`~vaezoo.evaluation.ais.ais`).
+    ``adapt="pilot"`` the forward bound is exactly valid too (see :func:`~vaezoo.evaluation.annealed.ais`).
 
     Args:
         x_template: ``[N, ...]``, shape, dtype and device of the data to simulate; values ignored.
         num_data: simulate this many datapoints shaped like ``x_template[0]`` instead of ``N``.
         proposal: ``"guide"`` or ``"prior"``; default: the guide if one is given, else the prior.
-        Others: as in :func:`~vaezoo.evaluation.ais.ais`; ``seed`` covers the simulation and both runs.
+        Others: as in :func:`~vaezoo.evaluation.annealed.ais`; ``seed`` covers the simulation and both runs.
     """
     if proposal is None:
         proposal = "prior" if guide is None else "guide"

@@ -187,7 +187,7 @@ def reverse_ais(
 
     Every chain starts at the given ``latents``, which must be an *exact* sample of
     :math:`p(z \mid x)` (in practice: the latents that generated simulated data ``x``, see
-    :func:`vaezoo.evaluation.bdmc.bdmc`), and runs the schedule of :func:`ais` backwards,
+    :func:`vaezoo.evaluation.bidirectional.bdmc`), and runs the schedule of :func:`ais` backwards,
     :math:`\beta: 1 \to 0`, accumulating :math:`\sum_t \log \gamma_{\beta_{t}}(z_{t-1}) - \log
     \gamma_{\beta_{t-1}}(z_{t-1})` with the β's in reverse order. Its exponential is unbiased for
     :math:`Z_0 / Z_1 = 1 / p(x)`, so ``log_px`` :math:`= -\log \frac1C \sum_c w_c` is a
