@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from vaezoo import data, evaluation, zoo
+from vaezoo import data, evaluation, runs, zoo
 from vaezoo.fileio import write_json
 from vaezoo.inference import Trainer
 
@@ -25,6 +25,13 @@ ANCHORS = {  # one stochastic layer, Burda MLP, dynamically binarized MNIST, tes
     "vae": "Burda et al. 2016: -86.76; pythae: -89.78",
     "iwae": "Burda et al. 2016 (k=50): -84.78; pythae: -86.82",
 }
+
+
+def write_run_config(out, m, args, seed):
+    """``config.json`` as ``vaezoo train`` writes it: the directory is then an ordinary run
+    (``vaezoo evaluate``, ``vaezoo sample``, ``vaezoo train --resume --out DIR``)."""
+    train_cfg = {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "seed": seed, "clip_norm": None, "dtype": "float32"}
+    runs.write_config(out, m, "mnist", None, train_cfg)
 
 
 def run_one(name, seed, args, train, test):
@@ -37,6 +44,8 @@ def run_one(name, seed, args, train, test):
     torch.manual_seed(seed)
     overrides = dict(s.split("=", 1) for s in args.set)
     m = zoo.create(name, data_shape=train.shape, **overrides)
+    out.mkdir(parents=True, exist_ok=True)
+    write_run_config(out, m, args, seed)
     trainer = Trainer(
         m.objective(), epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, device=args.device, seed=seed,
         out=out, progress=False, metadata={"model": name},
