@@ -21,6 +21,14 @@ from vaezoo.errors import ShapeError, SiteError
 DATA_PLATE = "data"
 
 
+def data_plate(x: torch.Tensor) -> pyro.plate:
+    """``pyro.plate("data", B, dim=-1)`` for a batch ``x  # [B, ...]``, the contract's data plate,
+    with ``B`` a Python int: under ``torch.jit.trace`` (the objectives' ``jit=True``) a traced
+    size would make the plate recompute its scale with tensor ops on every step, a constant does
+    not (traces are kept per input shape, so the constant is always right)."""
+    return pyro.plate(DATA_PLATE, int(x.shape[0]), dim=-1)
+
+
 class Recorder(Messenger):
     """Records every sample and param site of one run of a program; optionally replays latent
     values (and plate subsample indices) from a mapping ``{name: value}``, like ``poutine.replay``

@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from vaezoo.distributions import AR1Normal
+from vaezoo.traces import data_plate
 
 
 class AR1Guide(nn.Module):
@@ -29,5 +30,5 @@ class AR1Guide(nn.Module):
         return AR1Normal(loc, (0.5 * log_s).exp(), rho)
 
     def forward(self, x: torch.Tensor) -> None:
-        with pyro.plate("data", x.shape[0], dim=-1):
+        with data_plate(x):
             pyro.sample(self.site, self.posterior(x))

@@ -6,6 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vaezoo.traces import data_plate
+
 
 class DiagonalNormalGuide(nn.Module):
     """``encoder`` maps ``[B, C, H, W]`` to ``[B, 2 * latent_dim]``: the mean and a raw scale,
@@ -23,5 +25,5 @@ class DiagonalNormalGuide(nn.Module):
         return dist.Normal(loc, F.softplus(raw) + self.min_scale).to_event(1)
 
     def forward(self, x: torch.Tensor) -> None:
-        with pyro.plate("data", x.shape[0], dim=-1):
+        with data_plate(x):
             pyro.sample(self.site, self.posterior(x))

@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from vaezoo.models.likelihoods import Likelihood
+from vaezoo.traces import data_plate
 
 
 class VAEModel(nn.Module):
@@ -26,6 +27,6 @@ class VAEModel(nn.Module):
         return dist.Normal(x.new_zeros(()), x.new_ones(())).expand([self.latent_dim]).to_event(1)
 
     def forward(self, x: torch.Tensor) -> None:
-        with pyro.plate("data", x.shape[0], dim=-1):
+        with data_plate(x):
             z = pyro.sample("z", self.prior(x))
             pyro.sample("x", self.likelihood(self.decoder(z)), obs=x)
