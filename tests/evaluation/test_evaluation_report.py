@@ -39,3 +39,19 @@ def test_summary_without_khat():
     r = log_marginal(p.model, p.guide, p.sample_images(3), num_samples=5, seed=0)
     assert "not computed" in format_summary(r)
     assert r.to_dict()["khat"]["max"] is None
+
+
+def test_public_names_are_the_functions_and_classes():
+    import importlib
+    import importlib.util
+
+    import vaezoo.evaluation as ev
+
+    has_jax = importlib.util.find_spec("jax") is not None
+    for module in ("annealed", "bidirectional", "importance", "report", "figures") + (("numpyro_importance",) if has_jax else ()):
+        importlib.import_module(f"vaezoo.evaluation.{module}")  # loading a submodule must not shadow a name
+    for name in ev.__all__:
+        if name == "numpyro_log_marginal" and not has_jax:
+            continue
+        obj = getattr(ev, name)
+        assert callable(obj) and not isinstance(obj, type(ev)), name
