@@ -52,7 +52,9 @@ def cmd_train(args) -> int:
     from vaezoo.inference import Trainer, distributed, resolve_device
 
     # under torchrun: join the process group; rank 0 writes the run directory, the others train
-    device = distributed.init_from_env(args.device) if distributed.launched() else resolve_device(args.device)
+    device = resolve_device(args.device)
+    if distributed.launched():
+        device = distributed.init_from_env(device)
     lead = distributed.rank() == 0
     if args.resume:
         if args.out is None:

@@ -19,8 +19,6 @@ from typing import Any, List, Sequence
 import torch
 import torch.distributed as dist
 
-from vaezoo.errors import ConfigError
-
 
 def is_distributed() -> bool:
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
@@ -39,18 +37,17 @@ def launched() -> bool:
     return int(os.environ.get("WORLD_SIZE", "1")) > 1
 
 
-def init_from_env(device: str = "auto") -> torch.device:
-    """Joins the process group ``torchrun`` describes in the environment (NCCL on CUDA, Gloo on
-    CPU) and returns this process's device (``cuda:LOCAL_RANK`` on GPUs)."""
-    cuda = device == "cuda" or str(device).startswith("cuda") or (device == "auto" and torch.cuda.is_available())
+def init_from_env(device: torch.device) -> torch.device:
+    """Joins the process group ``torchrun`` describes in the environment (NCCL for a CUDA
+    ``device``, already resolved and checked by the caller; Gloo on CPU) and returns this process's
+    device (``cuda:LOCAL_RANK`` on GPUs)."""
+    cuda = device.type == "cuda"
     local = int(os.environ.get("LOCAL_RANK", "0"))
     if cuda:
-        if not torch.cuda.is_available():
-            raise ConfigError(f"device {device!r} requested but CUDA is not available here; use --device cpu")
         torch.cuda.set_device(local)
     if not dist.is_initialized():
         dist.init_process_group(backend="nccl" if cuda else "gloo")
-    return torch.device("cuda", local) if cuda else torch.device("cpu")
+    return torch.device("cuda", local) if cuda else device
 
 
 def shard(indices: torch.Tensor) -> torch.Tensor:
