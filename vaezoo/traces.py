@@ -1,20 +1,23 @@
-"""Light-weight tracing of Pyro programs shared by the objectives and the estimators.
+"""Tracing of Pyro programs shared by the objectives and the estimators.
 
-Pyro's ``poutine.trace`` builds a graph and ``Trace.compute_log_prob`` sums over every plate; the
-training objectives need only a dict of sample sites (fast: it runs every step), and the estimators
-need one log-density per (particle, datapoint), which no Pyro utility returns. Both live here, below
-``inference`` and ``evaluation`` (which may not import each other), importing only torch and pyro.
+The runs are Pyro's own ``poutine.trace`` and ``poutine.replay``; this module adds only what Pyro
+lacks: replaying latent values given as a mapping (the estimators hand out particles in chunks),
+checks that a guide fits its model with one-line errors, and one log-density per (particle,
+datapoint), which no Pyro utility returns (``Trace.compute_log_prob`` sums over every plate).
+It sits below ``inference`` and ``evaluation`` (which may not import each other) and imports only
+torch and pyro.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Callable, Dict, Mapping, Optional
+from typing import Callable, Dict, Mapping, Optional, Union
 
 import pyro
 import torch
-from pyro.poutine.messenger import Messenger
-from pyro.poutine.subsample_messenger import _Subsample
+from pyro import poutine
+from pyro.distributions.util import scale_and_mask
+from pyro.poutine.util import site_is_subsample
 
 from vaezoo.errors import ShapeError, SiteError
 
@@ -29,21 +32,23 @@ def data_plate(x: torch.Tensor) -> pyro.plate:
     return pyro.plate(DATA_PLATE, int(x.shape[0]), dim=-1)
 
 
-class Recorder(Messenger):
-    """Records every sample and param site of one run of a program; optionally replays latent
-    values (and plate subsample indices) from a mapping ``{name: value}``, like ``poutine.replay``
-    without building a Trace.
+class Run:
+    """One run of a program under ``poutine.trace``: the Pyro ``trace`` and views of its sites.
 
-    ``sites``: sample sites (latent and observed) by name; ``subsamples``: the plates' subsample
-    sites; ``params``: param sites.
+    ``sites``: sample sites (latent and observed) by name, in the order run; ``subsamples``: the
+    plates' subsample sites; ``params``: param sites.
     """
 
-    def __init__(self, replay: Optional[Mapping[str, torch.Tensor]] = None):
-        super().__init__()
-        self.replay = replay
+    def __init__(self, trace: poutine.Trace):
+        self.trace = trace
         self.sites: Dict[str, dict] = OrderedDict()
         self.subsamples: Dict[str, dict] = OrderedDict()
         self.params: Dict[str, dict] = OrderedDict()
+        for name, site in trace.nodes.items():
+            if site["type"] == "sample":
+                (self.subsamples if site_is_subsample(site) else self.sites)[name] = site
+            elif site["type"] == "param":
+                self.params[name] = site
 
     def replay_values(self) -> Dict[str, torch.Tensor]:
         """Values for replaying this run: every latent site and every plate's subsample."""
@@ -51,45 +56,59 @@ class Recorder(Messenger):
         values.update((name, s["value"]) for name, s in self.sites.items() if not s["is_observed"])
         return values
 
-    def _pyro_sample(self, msg):
-        if self.replay is not None and not msg["is_observed"]:
-            value = self.replay.get(msg["name"])
-            if value is not None:
-                msg["value"] = value
-                msg["done"] = True
 
-    def _pyro_post_sample(self, msg):
-        if msg["infer"].get("_do_not_trace"):
-            return
-        name = msg["name"]
-        if isinstance(msg["fn"], _Subsample):
-            self.subsamples[name] = msg
-            return
-        if name in self.sites:
-            raise SiteError(f"sample site {name!r} appears twice in one run; site names must be unique")
-        self.sites[name] = msg
-
-    def _pyro_post_param(self, msg):
-        self.params[msg["name"]] = msg
+def replay_trace(values: Mapping[str, torch.Tensor]) -> poutine.Trace:
+    """A Trace holding ``values`` as sampled sites: ``poutine.replay`` replays from a Trace only."""
+    trace = poutine.Trace()
+    for name, value in values.items():
+        trace.add_node(name, type="sample", name=name, value=value, is_observed=False, infer={})
+    return trace
 
 
-def record(fn: Callable, *args, replay: Optional[Mapping[str, torch.Tensor]] = None, **kwargs) -> Recorder:
-    """Runs ``fn(*args, **kwargs)`` under a :class:`Recorder` and returns it. ``replay`` maps site
-    names to values to use instead of sampling."""
-    with Recorder(replay) as rec:
-        fn(*args, **kwargs)
-    return rec
+def record(
+    fn: Callable, *args, replay: Optional[Union[poutine.Trace, Mapping[str, torch.Tensor]]] = None, **kwargs
+) -> Run:
+    """Runs ``fn(*args, **kwargs)`` under ``poutine.trace`` and returns the :class:`Run`. ``replay``
+    (a Trace, e.g. a guide's ``Run.trace``, or a mapping from site names to values) replays latent
+    sites and plate subsamples instead of sampling them, as ``poutine.replay`` does."""
+    if replay is not None:
+        fn = poutine.replay(fn, trace=replay if isinstance(replay, poutine.Trace) else replay_trace(replay))
+    return Run(poutine.trace(fn).get_trace(*args, **kwargs))
 
 
-def check_sites(model_sites: Mapping[str, dict], guide_sites: Mapping[str, dict]) -> None:
+def is_enumerated(site: dict) -> bool:
+    """Whether a site asks to be summed out (``infer={"enumerate": ...}``, ``config_enumerate``)."""
+    return site["infer"].get("enumerate") in ("parallel", "sequential") and site["fn"].has_enumerate_support
+
+
+def check_sites(model_sites: Mapping[str, dict], guide_sites: Mapping[str, dict], allow_enumerated: bool = False) -> None:
     """Raises :class:`SiteError` unless the guide has exactly the model's latent sites with the same
-    event shapes."""
+    event shapes. ``allow_enumerated``: latent sites of the model marked for enumeration may be
+    missing from the guide (they are summed out, as ``TraceEnum_ELBO`` does)."""
+    for name, site in guide_sites.items():
+        if site["infer"].get("is_auxiliary"):
+            raise SiteError(
+                f"guide site {name!r} is auxiliary (an AutoGuide's joint latent, scored apart from the "
+                "model's sites); vaezoo scores guides site by site per datapoint: write an amortized guide "
+                "with one site per latent of the model, inside the data plate"
+            )
     model_latents = {n: s for n, s in model_sites.items() if not s["is_observed"]}
     guide_latents = {n: s for n, s in guide_sites.items() if not s["is_observed"]}
-    missing = [n for n in model_latents if n not in guide_latents]
+    missing = [n for n in model_latents if n not in guide_latents and not (allow_enumerated and is_enumerated(model_latents[n]))]
     if missing:
+        name = missing[0]
+        if name.endswith("_unobserved") and f"{name[: -len('_unobserved')]}_observed" in model_sites:
+            raise SiteError(
+                f"site {name[: -len('_unobserved')]!r} uses obs_mask, which makes its masked-out values a "
+                f"latent site {name!r}; vaezoo does not impute missing data: score the observed values only "
+                "with poutine.mask(mask=...) around the observation, or give the guide a site "
+                f"{name!r}"
+            )
+        hint = ""
+        if is_enumerated(model_latents[name]):
+            hint = " (it is marked for enumeration: only the ELBO objective sums such sites out)"
         raise SiteError(
-            f"the guide has no site {missing[0]!r}, a latent site of the model; "
+            f"the guide has no site {name!r}, a latent site of the model{hint}; "
             f"expected the guide's sites to be {sorted(model_latents)}"
         )
     extra = [n for n in guide_latents if n not in model_latents]
@@ -98,8 +117,8 @@ def check_sites(model_sites: Mapping[str, dict], guide_sites: Mapping[str, dict]
             f"the guide has a site {extra[0]!r} that the model lacks; "
             f"expected the guide's sites to be {sorted(model_latents)}"
         )
-    for name, ms in model_latents.items():
-        me, ge = tuple(ms["fn"].event_shape), tuple(guide_latents[name]["fn"].event_shape)
+    for name, gs in guide_latents.items():
+        me, ge = tuple(model_latents[name]["fn"].event_shape), tuple(gs["fn"].event_shape)
         if me != ge:
             raise SiteError(
                 f"site {name!r} has event shape {ge} in the guide but {me} in the model; "
@@ -121,12 +140,8 @@ def max_plate_nesting(*site_dicts: Mapping[str, dict]) -> int:
 def site_log_prob(site: dict) -> torch.Tensor:
     """``log p(value)`` of a site with its mask applied and *no* scale: training-time scaling
     (``poutine.scale``, KL annealing, subsampling) never enters a log-weight."""
-    lp = site["fn"].log_prob(site["value"])
-    mask = site["mask"]
-    if mask is not None and mask is not True:
-        # torch.where, not lp * mask: a masked-out -inf must give 0, not NaN
-        lp = torch.where(mask, lp, lp.new_zeros(())) if isinstance(mask, torch.Tensor) else torch.zeros_like(lp)
-    return lp
+    # scale_and_mask masks with torch.where: a masked-out -inf gives 0, not NaN
+    return scale_and_mask(site["fn"].log_prob(site["value"]), 1.0, site["mask"])
 
 
 def per_datapoint(lp: torch.Tensor, site: dict, particle_dim: int) -> torch.Tensor:

@@ -1,38 +1,48 @@
 """Training objectives as nn.Modules: ``Objective(model, guide)(x) -> (loss, terms)``.
 
-Like Pyro's ``Trace_ELBO``, an objective walks the sample sites of a guide run and a replayed model
-run and never names a model. Unlike it, it records sites with a light messenger instead of building
-a ``Trace`` graph (see :mod:`vaezoo.traces`) and returns a differentiable loss instead of stepping
-an optimizer itself, so training is plain PyTorch: any torch optimizer, DDP, AMP, ``torch.compile``.
-The loss is the negative objective *per datapoint* (the batch mean), in nats.
+Like Pyro's ``Trace_ELBO``, an objective walks the sample sites of a guide trace and of the model
+replayed on it (``poutine.trace``/``replay``) and never names a model. Unlike it, it returns a
+differentiable loss instead of stepping an optimizer itself, so training is plain PyTorch: any
+torch optimizer, DDP, AMP. The loss is the negative objective *per datapoint* (divided by the size
+of the ``"data"`` plate), in nats.
+
+What each objective does with each kind of Pyro program, so that it answers what Pyro's own
+inference answers or refuses in one line:
+
+- reparameterized guide sites: pathwise gradients, with closed-form KL terms where they are exact;
+- guide sites without ``rsample`` (discrete latents): score-function terms, Rao-Blackwellized over
+  the plates as in ``Trace_ELBO`` and with a decaying-average baseline as in ``TraceGraph_ELBO``;
+- sites marked for enumeration (``config_enumerate``, ``infer={"enumerate": "parallel"}``): summed
+  out exactly by Pyro's ``TraceEnum_ELBO``;
+- ``poutine.scale``/``mask`` and subsampled plates (``subsample_size``): honoured as Pyro does.
 """
 
 from __future__ import annotations
 
 import math
 import warnings
-from typing import Callable, Dict, Optional, Tuple
+from typing import Callable, Dict, Mapping, Optional, Tuple
 
 import pyro
 import torch
+from pyro.distributions.util import is_identically_one, scale_and_mask
+from pyro.infer import TraceEnum_ELBO
+from pyro.infer.util import MultiFrameTensor
 from torch import nn
 from torch.distributions import kl_divergence
 
 from vaezoo import traces
-from vaezoo.errors import ConfigError
+from vaezoo.errors import ConfigError, SiteError
 
 Terms = Dict[str, torch.Tensor]
 
+#: decay of the score-function baselines, Pyro's ``TraceGraph_ELBO`` default
+BASELINE_BETA = 0.9
+
 
 def _scaled_sum(value: torch.Tensor, site: dict) -> torch.Tensor:
-    """Sum of a site's (log-density or KL) tensor with its mask and scale applied, as Pyro does."""
-    mask = site["mask"]
-    if mask is not None and mask is not True:
-        value = value.masked_fill(~mask, 0.0) if isinstance(mask, torch.Tensor) else value * 0.0
-    scale = site["scale"]
-    if isinstance(scale, torch.Tensor) or scale != 1.0:
-        value = value * scale
-    return value.sum()
+    """Sum of a site's (log-density or KL) tensor with its scale and mask applied, as Pyro does."""
+    return scale_and_mask(value, site["scale"], site["mask"]).sum()
 
 
 def _total(values, like: torch.Tensor) -> torch.Tensor:
@@ -44,6 +54,37 @@ def _total(values, like: torch.Tensor) -> torch.Tensor:
     for v in values[1:]:
         total = total + v
     return total
+
+
+def _data_size(sites: Mapping[str, dict]) -> Optional[int]:
+    """The full size of the ``"data"`` plate if it subsamples (a constant then), else ``None``: the
+    per-datapoint loss divides by the batch size ``len(x)``."""
+    for site in sites.values():
+        for frame in site["cond_indep_stack"]:
+            if frame.name == traces.DATA_PLATE and frame.full_size is not None and frame.full_size != frame.size:
+                return int(frame.full_size)
+    return None
+
+
+def _subsampled(run: traces.Run):
+    """Names of the plates of a run that subsample (``subsample_size`` below their size)."""
+    return [name for name, s in run.subsamples.items() if s["fn"].subsample_size not in (None, s["fn"].size)]
+
+
+def _same(a, b) -> bool:
+    """Whether two scales (or masks) are the same value: the same object or equal numbers."""
+    if a is b:
+        return True
+    if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
+        return False
+    return a == b
+
+
+def _site_flags(model_run: traces.Run, guide_run: traces.Run) -> Tuple[bool, Tuple[str, ...]]:
+    """``(enumerated, non-reparameterized guide site names)`` of one run of the pair."""
+    enumerated = any(traces.is_enumerated(s) for run in (model_run, guide_run) for s in run.sites.values() if not s["is_observed"])
+    score = tuple(n for n, s in guide_run.sites.items() if not s["is_observed"] and not s["fn"].has_rsample)
+    return enumerated, score
 
 
 class _Eager(nn.Module):
@@ -63,17 +104,21 @@ class Objective(nn.Module):
     """Base class: holds the model and the guide (as submodules when they are nn.Modules, so that
     ``objective.parameters()`` are theirs) and any state of the objective itself.
 
-    ``check=True`` (the default) validates the first call: distribution arguments and data support,
-    and that the guide's latent sites match the model's. Later calls skip these checks for speed.
+    ``check=True`` (the default) validates the first call: distribution arguments and data support
+    (Pyro's validation), and that the guide's latent sites match the model's. Later calls skip these
+    checks for speed.
 
     ``jit=True`` compiles the objective after its first (checked, eager) call with
     ``torch.jit.trace``, once per input shape, dtype and device, as Pyro's ``JitTrace_ELBO`` does:
-    later calls run the recorded tensor program without Pyro's Python-level effect handling, so
-    the step costs what the networks cost. Like any trace, it assumes the pair's control flow does
-    not depend on the data; use it for pairs whose structure is static (every zoo entry is). It is
-    switched off by itself when the pair registers parameters in Pyro's param store
-    (``pyro.param``/``pyro.module``: a trace would freeze them), and falls back to eager execution
-    with a warning when tracing fails.
+    later calls run the recorded tensor program without Pyro's Python-level effect handling. A
+    trace records tensor operations only: every Python value the pair computes with is frozen at
+    its first call. So the pair is traced only when nothing visible says otherwise; the first call
+    turns tracing off, with one warning naming the reason, for a pair with a site scaled or masked
+    (``poutine.scale``, KL annealing, ``poutine.mask``, a subsampled plate), a parameter that lives
+    in Pyro's param store rather than in the objective's modules, a guide site without ``rsample``,
+    or a site to enumerate. What a trace cannot see (a Python number read from a global inside the
+    pair) it cannot refuse: use ``jit=True`` for pairs whose structure and constants are static
+    (every zoo entry's are). Tracing that fails also falls back to eager execution with a warning.
     """
 
     def __init__(self, model: Callable, guide: Callable, check: bool = True, jit: bool = False):
@@ -81,24 +126,78 @@ class Objective(nn.Module):
         self.model = model
         self.guide = guide
         self._checked = not check
-        self.jit = jit
+        self.jit = bool(jit)
         self._traced: Dict[tuple, torch.jit.ScriptModule] = {}
-        self._jit_ready = False  # set after the first eager call has shown the pair traceable
+        self._jit_ready = False  # set by the first call when the pair can be traced
+        self._structure: Optional[Tuple[bool, Tuple[str, ...]]] = None  # see _site_flags
+        self._data_size: Optional[int] = None  # the data plate's size when it subsamples
 
-    def _runs(self, x: torch.Tensor):
-        """One guide run and one model run replaying the guide's latents: two site dicts."""
-        if self._checked:
-            with pyro.validation_enabled(False):
-                guide_run = traces.record(self.guide, x)
-                model_run = traces.record(self.model, x, replay=guide_run.replay_values())
-            return model_run.sites, guide_run.sites
-        with pyro.validation_enabled(True):
+    # ----------------------------------------------------------------------------- runs
+    def _runs(self, x: torch.Tensor) -> Tuple[traces.Run, traces.Run]:
+        """One guide run and one model run replaying the guide's latents."""
+        first = not self._checked
+        with pyro.validation_enabled(first):
             guide_run = traces.record(self.guide, x)
-            model_run = traces.record(self.model, x, replay=guide_run.replay_values())
+            model_run = traces.record(self.model, x, replay=guide_run.trace)
+        if first:
+            self._check(model_run, guide_run)
+            self._checked = True
+        if self._structure is None:
+            structure = _site_flags(model_run, guide_run)
+            self._refuse(model_run, guide_run, structure)
+            self._structure = structure
+            self._data_size = _data_size(model_run.sites)
+            self._jit_ready = self._can_trace(model_run, guide_run)
+        return model_run, guide_run
+
+    def _per_datapoint(self, x: torch.Tensor) -> int:
+        """What a sum over the data plate is divided by: the batch size, or the full size of a
+        subsampled data plate (whose sites Pyro scales by size / subsample size)."""
+        return int(x.shape[0]) if self._data_size is None else self._data_size
+
+    def _refuse(self, model_run: traces.Run, guide_run: traces.Run, structure) -> None:
+        """Raises SiteError for a pair this objective cannot train correctly (checked on the first
+        call whether or not ``check`` is on)."""
+
+    def _check(self, model_run: traces.Run, guide_run: traces.Run) -> None:
         traces.check_sites(model_run.sites, guide_run.sites)
-        self._checked = True
-        self._jit_ready = not (guide_run.params or model_run.params)
-        return model_run.sites, guide_run.sites
+
+    def _can_trace(self, model_run: traces.Run, guide_run: traces.Run) -> bool:
+        """Whether a trace of this pair would compute what eager calls compute; warns (once, when
+        ``jit=True`` was asked for) with the reason when it would not."""
+        reason = self._trace_blocker(model_run, guide_run)
+        if reason is not None and self.jit:
+            warnings.warn(f"{type(self).__name__}(jit=True) runs eagerly: {reason}", stacklevel=4)
+        return reason is None
+
+    def _trace_blocker(self, model_run: traces.Run, guide_run: traces.Run) -> Optional[str]:
+        own = {id(p) for p in self.parameters()}
+        for run in (model_run, guide_run):
+            for name, site in run.params.items():
+                value = site["value"]
+                unconstrained = getattr(value, "unconstrained", None)
+                if id(value) not in own and not (callable(unconstrained) and id(unconstrained()) in own):
+                    return (
+                        f"param site {name!r} is in Pyro's param store, not a parameter of the objective's "
+                        "modules, and a trace would freeze its value (make the networks submodules of "
+                        "nn.Module model/guide, or use jit=False)"
+                    )
+            for name in _subsampled(run):
+                return f"plate {name!r} subsamples, and a trace would freeze its indices"
+            for name, site in run.sites.items():
+                if not is_identically_one(site["scale"]):
+                    return (
+                        f"site {name!r} has scale {site['scale']} (poutine.scale, an annealing factor), "
+                        "which a trace would freeze; jit=False keeps it live"
+                    )
+                if site["mask"] is not None:
+                    return f"site {name!r} is masked (poutine.mask), and a trace would freeze the mask"
+        enumerated, score = self._structure
+        if enumerated:
+            return "sites are enumerated (TraceEnum_ELBO runs eagerly)"
+        if score:
+            return f"guide site {score[0]!r} has no reparameterized sampler (score-function terms run eagerly)"
+        return None
 
     def loss_and_terms(self, x: torch.Tensor) -> Tuple[torch.Tensor, Terms]:
         """The eager computation: ``(loss, terms)`` for the batch ``x``."""
@@ -133,68 +232,198 @@ class Objective(nn.Module):
         self._traced.clear()  # traces hold the old device/dtype as constants
         return super()._apply(fn, *args, **kwargs)
 
+
 class ELBO(Objective):
-    """The evidence lower bound E_q[log p(x, z) - log q(z | x)], with each latent site's
-    ``E_q[log q - log p]`` replaced by ``KL(q || p)`` in closed form where one is registered with
-    ``torch.distributions.kl_divergence`` (``analytic_kl=True``) and estimated from the single
-    reparameterized sample otherwise. Terms: ``elbo``, ``log_lik`` (observed sites), ``kl``
-    (latent sites), per datapoint.
+    """The evidence lower bound E_q[log p(x, z) - log q(z | x)] per datapoint, with the gradient
+    Pyro's ``Trace_ELBO`` estimates, or ``TraceEnum_ELBO`` for a pair with sites to enumerate.
+
+    ``analytic_kl=True`` replaces a latent site's ``E_q[log q - log p]`` by ``KL(q || p)`` in closed
+    form where one is registered with ``torch.distributions.kl_divergence`` and where that is exact:
+    the guide site is reparameterized, has the model site's scale and mask, and every latent the
+    model site's distribution may depend on (the model's sites before it) is drawn before it in the
+    guide, so that given them the site is drawn from q exactly (a guide x -> z1 -> z2 against a model
+    z2 -> z1 gets the sampled term for z1). Elsewhere the sampled term is used.
+
+    Guide sites without a reparameterized sampler add the score-function term
+    ``log q(z) * (log r - b)`` with ``log r`` the sampled ``log p - log q`` summed to the site's
+    plates (Rao-Blackwellized as in ``Trace_ELBO``) and ``b`` a decaying average of it (as
+    ``TraceGraph_ELBO``'s ``use_decaying_avg_baseline``), kept in the objective's state (and so in
+    checkpoints). Terms: ``elbo``, ``log_lik`` (observed sites), ``kl`` (latent sites), per datapoint;
+    ``elbo`` alone when sites are enumerated.
     """
 
     def __init__(self, model: Callable, guide: Callable, analytic_kl: bool = True, check: bool = True, jit: bool = False):
         super().__init__(model, guide, check, jit)
         self.analytic_kl = analytic_kl
-        self._analytic: Dict[str, bool] = {}  # site name -> has a closed-form KL
+        self._has_kl: Dict[tuple, bool] = {}  # (guide type, model type) -> a KL is registered
+        self._analytic: Optional[frozenset] = None  # sites with a closed-form KL, found by the first call
+        self._baselines: Dict[str, float] = {}
+        self._enum: Optional[TraceEnum_ELBO] = None
 
-    def _site_kl(self, name: str, model_site: dict, guide_site: dict) -> torch.Tensor:
-        use = self._analytic.get(name)
-        if use is None or use:
+    def _check(self, model_run, guide_run):
+        traces.check_sites(model_run.sites, guide_run.sites, allow_enumerated=True)
+
+    # closed-form KL: where it is exact
+    def _kl_registered(self, q, p) -> bool:
+        key = (type(q), type(p))
+        if key not in self._has_kl:
             try:
-                kl = kl_divergence(guide_site["fn"], model_site["fn"])
-                self._analytic[name] = True
-                return kl
+                kl_divergence(q, p)
+                self._has_kl[key] = True
             except NotImplementedError:
-                self._analytic[name] = False
-        value = guide_site["value"]
-        return guide_site["fn"].log_prob(value) - model_site["fn"].log_prob(value)
+                self._has_kl[key] = False
+        return self._has_kl[key]
+
+    def _analytic_sites(self, model_sites, guide_sites) -> frozenset:
+        """Latent sites whose KL term is taken in closed form (see the class docstring)."""
+        model_order = [n for n, s in model_sites.items() if not s["is_observed"]]
+        guide_order = [n for n, s in guide_sites.items() if not s["is_observed"]]
+        guide_before = {n: set(guide_order[:i]) for i, n in enumerate(guide_order)}
+        out = set()
+        for i, name in enumerate(model_order):
+            p, g = model_sites[name], guide_sites.get(name)
+            if g is None or not g["fn"].has_rsample:
+                continue
+            if not set(model_order[:i]) <= guide_before[name]:
+                continue
+            if not (_same(p["scale"], g["scale"]) and _same(p["mask"], g["mask"])):
+                continue
+            if self._kl_registered(g["fn"], p["fn"]):
+                out.add(name)
+        return frozenset(out)
 
     def loss_and_terms(self, x: torch.Tensor) -> Tuple[torch.Tensor, Terms]:
-        model_sites, guide_sites = self._runs(x)
+        if self._enum is not None:
+            return self._enumerated_loss(x)
+        model_run, guide_run = self._runs(x)
+        enumerated, score = self._structure
+        if enumerated:
+            depth = traces.max_plate_nesting(model_run.sites, guide_run.sites)
+            self._enum = TraceEnum_ELBO(max_plate_nesting=max(depth, 1))
+            return self._enumerated_loss(x)
+        model_sites, guide_sites = model_run.sites, guide_run.sites
+        if self._analytic is None:
+            self._analytic = self._analytic_sites(model_sites, guide_sites) if self.analytic_kl else frozenset()
+        n = self._per_datapoint(x)
+        if score:
+            return self._score_function_loss(model_sites, guide_sites, n)
+        analytic = self._analytic
         log_liks, kls = [], []
         for name, site in model_sites.items():
             if site["is_observed"]:
                 log_liks.append(_scaled_sum(site["fn"].log_prob(site["value"]), site))
-            elif self.analytic_kl:
-                kls.append(_scaled_sum(self._site_kl(name, site, guide_sites[name]), guide_sites[name]))
+            elif name in analytic:
+                g = guide_sites[name]
+                kls.append(_scaled_sum(kl_divergence(g["fn"], site["fn"]), g))
             else:
                 g = guide_sites[name]
                 kls.append(_scaled_sum(g["fn"].log_prob(g["value"]), g) - _scaled_sum(site["fn"].log_prob(site["value"]), site))
         log_lik, kl = _total(log_liks, x), _total(kls, x)
-        n = x.shape[0]
         elbo = (log_lik - kl) / n
         return -elbo, {"elbo": elbo.detach(), "log_lik": log_lik.detach() / n, "kl": kl.detach() / n}
+
+    def _enumerated_loss(self, x):
+        loss = self._enum.differentiable_loss(self.model, self.guide, x) / self._per_datapoint(x)
+        return loss, {"elbo": -loss.detach()}
+
+    def _score_function_loss(self, model_sites, guide_sites, n: int) -> Tuple[torch.Tensor, Terms]:
+        """The ELBO with score-function terms for the guide's non-reparameterized sites: its value,
+        and a surrogate whose gradient is the estimator of the class docstring."""
+        analytic = self._analytic
+        log_r = MultiFrameTensor()  # sampled log p - log q, by plate stack, for the score terms
+        log_lik = value = surrogate = 0.0  # sums of scalar tensors
+        for name, site in model_sites.items():
+            lp = scale_and_mask(site["fn"].log_prob(site["value"]), site["scale"], site["mask"])
+            log_r.add((site["cond_indep_stack"], lp.detach()))
+            if site["is_observed"]:
+                log_lik = log_lik + lp.sum()
+            if name in analytic:
+                g = guide_sites[name]
+                kl = _scaled_sum(kl_divergence(g["fn"], site["fn"]), g)
+                value, surrogate = value - kl, surrogate - kl
+            else:
+                value, surrogate = value + lp.sum(), surrogate + lp.sum()
+        score_sites = []
+        for name, g in guide_sites.items():
+            if g["is_observed"]:
+                continue
+            parts = g["fn"].score_parts(g["value"]).scale_and_mask(g["scale"], g["mask"])
+            log_r.add((g["cond_indep_stack"], -parts.log_prob.detach()))
+            if name in analytic:
+                continue
+            value = value - parts.log_prob.sum()
+            if not isinstance(parts.entropy_term, (int, float)):
+                surrogate = surrogate - parts.entropy_term.sum()
+            if not isinstance(parts.score_function, (int, float)):
+                score_sites.append((name, g, parts.score_function))
+        for name, g, score in score_sites:
+            cost = log_r.sum_to(g["cond_indep_stack"])  # Rao-Blackwellized over the plates
+            if not isinstance(cost, torch.Tensor):
+                cost = torch.as_tensor(cost, dtype=score.dtype, device=score.device)
+            baseline = self._baselines.get(name)
+            signal = cost if baseline is None else cost - baseline
+            surrogate = surrogate + (score * signal).sum()
+            mean = float(cost.mean())
+            self._baselines[name] = mean if baseline is None else BASELINE_BETA * baseline + (1 - BASELINE_BETA) * mean
+        elbo = value.detach() / n
+        # the value of the ELBO, the gradient of the surrogate
+        loss = -(elbo + (surrogate - surrogate.detach()) / n)
+        log_lik = torch.as_tensor(log_lik, dtype=elbo.dtype, device=elbo.device).detach() / n
+        return loss, {"elbo": elbo, "log_lik": log_lik, "kl": log_lik - elbo}
+
+    # The baselines are state: they travel in state_dict (checkpoints) as float64 scalars under
+    # "baseline.<site>", present only for pairs that have them, for an exact resume.
+    def _save_to_state_dict(self, destination, prefix, keep_vars):
+        super()._save_to_state_dict(destination, prefix, keep_vars)
+        for name, b in self._baselines.items():
+            destination[f"{prefix}baseline.{name}"] = torch.tensor(b, dtype=torch.float64)
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs):
+        key = f"{prefix}baseline."
+        self._baselines = {k[len(key):]: float(v) for k, v in state_dict.items() if k.startswith(key)}
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs)
+        unexpected_keys[:] = [k for k in unexpected_keys if not k.startswith(key)]
 
 
 class IWAE(Objective):
     """The importance-weighted bound of Burda et al. (2016),
     E[log (1/K) sum_k p(x, z_k) / q(z_k | x)], with the K particles drawn in one vectorized pass.
-    Terms: ``iwae`` (the bound) and ``elbo`` (the mean log-weight), per datapoint."""
+    Terms: ``iwae`` (the bound) and ``elbo`` (the mean log-weight), per datapoint.
+
+    The pathwise gradient needs a reparameterized guide and every datapoint's weights: a guide
+    site without ``rsample``, a site marked for enumeration or a subsampled data plate is refused
+    in one line (use :class:`ELBO` for those pairs)."""
 
     def __init__(self, model: Callable, guide: Callable, num_particles: int = 5, check: bool = True, jit: bool = False):
         super().__init__(model, guide, check, jit)
-        if int(num_particles) < 1:
-            raise ConfigError(f"num_particles must be >= 1, got {num_particles}")
+        if isinstance(num_particles, bool) or not isinstance(num_particles, int) or num_particles < 1:
+            raise ConfigError(f"num_particles={num_particles!r}; expected an integer >= 1")
         self.num_particles = int(num_particles)
         self._particle_dim: Optional[int] = None
 
+    def _refuse(self, model_run, guide_run, structure):
+        enumerated, score = structure
+        if enumerated:
+            name = next(n for run in (model_run, guide_run) for n, s in run.sites.items() if not s["is_observed"] and traces.is_enumerated(s))
+            raise SiteError(f"site {name!r} is marked for enumeration, which IWAE does not do; expected a pair without enumeration, or train with ELBO (it enumerates as TraceEnum_ELBO)")
+        if score:
+            raise SiteError(
+                f"guide site {score[0]!r} has no reparameterized sampler, which IWAE's pathwise gradient "
+                "needs; expected a reparameterized guide, or train with ELBO (score-function terms)"
+            )
+        for run in (model_run, guide_run):
+            for name in _subsampled(run):
+                raise SiteError(
+                    f"plate {name!r} subsamples (subsample_size), but the IWAE bound needs the weights of "
+                    "every datapoint of the batch; expected a plate without subsample_size (the Trainer "
+                    "feeds minibatches), or train with ELBO"
+                )
+
     def loss_and_terms(self, x: torch.Tensor) -> Tuple[torch.Tensor, Terms]:
         if self._particle_dim is None:
-            self._particle_dim, uses_params = traces.probe(self.model, self.guide, x)
-            self._jit_ready = not uses_params
-        first = not self._checked
-        with pyro.validation_enabled(first):
-            log_p, log_q = traces.log_weights(self.model, self.guide, x, self.num_particles, self._particle_dim, check=first)
-        self._checked = True
+            self._runs(x)  # checks the pair and decides whether it can be traced
+            self._particle_dim = traces.probe(self.model, self.guide, x)[0]
+        log_p, log_q = traces.log_weights(self.model, self.guide, x, self.num_particles, self._particle_dim, check=False)
         log_w = log_p - log_q  # [K, N]
         bound = (log_w.logsumexp(0) - math.log(self.num_particles)).mean()
         return -bound, {"iwae": bound.detach(), "elbo": log_w.detach().mean()}
