@@ -47,12 +47,12 @@ SUPPORT_CHECK_SIZE = 64  # datapoints on which the model's observed sites are ch
 
 def check_int(name: str, value, minimum: int = 0, maximum: Optional[int] = None) -> int:
     """``value`` as an int in ``[minimum, maximum]``; bools and non-integers (2.7, "3") are refused."""
+    expected = f"an integer >= {minimum}" if maximum is None else f"an integer in [{minimum}, {maximum}]"
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise ConfigError(f"{name} must be an integer, got {value!r}")
+        raise ConfigError(f"{name} must be {expected}, got {value!r}")
     value = int(value)
     if value < minimum or (maximum is not None and value > maximum):
-        expected = f">= {minimum}" if maximum is None else f"in [{minimum}, {maximum}]"
-        raise ConfigError(f"{name} must be an integer {expected}, got {value}")
+        raise ConfigError(f"{name} must be {expected}, got {value}")
     return value
 
 
@@ -163,33 +163,55 @@ def as_data(data, name: str = "data") -> Tuple[torch.Tensor, bool]:
     return x, dynamic
 
 
-def check_support(model: Callable, x: torch.Tensor, name: str = "data") -> None:
+def _first_bad(ok: torch.Tensor) -> Tuple[int, ...]:
+    """The index of the first False of a boolean tensor."""
+    return _index(int((~ok).flatten().nonzero()[0]), ok.shape)
+
+
+def _elementwise(support: constraints.Constraint) -> constraints.Constraint:
+    """The constraint on each element under ``.to_event(...)`` (``independent`` wrappers removed)."""
+    while isinstance(support, constraints.independent):
+        support = support.base_constraint
+    return support
+
+
+def _fixed(support: constraints.Constraint) -> bool:
+    """Whether a support has no tensor parameters (boolean, real, unit_interval, ...), so that it
+    can be checked on any number of datapoints, not only on those the model ran on."""
+    return not any(isinstance(v, torch.Tensor) for v in vars(_elementwise(support)).values())
+
+
+def check_support(model: Callable, x: torch.Tensor, name: str = "data", full: Optional[torch.Tensor] = None) -> None:
     """Runs ``model(x)`` once (with Pyro's validation on) and checks every observed site's value
     against its distribution's support, explicitly: raises :class:`SupportError` naming the site,
-    the first value outside the support and the support. Exceptions from the model itself
-    propagate (they are bugs in the model, not in the data)."""
+    the first value outside the support and the support. Where a site observes ``x`` itself under
+    a support without tensor parameters (a Bernoulli's {0, 1}, a Beta's [0, 1]), the whole dataset
+    ``full`` (of which ``x`` is the first datapoints) is checked too, in one elementwise pass.
+    Exceptions from the model itself propagate (they are bugs in the model, not in the data)."""
     with pyro.validation_enabled(True), torch.no_grad():
         sites = traces.record(model, x).sites
     for site_name, site in sites.items():
         if not site["is_observed"]:
             continue
-        support, value = site["fn"].support, site["value"]
-        if bool(support.check(value).all()):
+        support, value, where = site["fn"].support, site["value"], f"the value of site {site_name!r}"
+        ok = support.check(value)
+        if bool(ok.all()) and value is x and full is not None and _fixed(support):
+            value, where = full, name
+            ok = _elementwise(support).check(value)
+        elif value is x:
+            where = name
+        if bool(ok.all()):
             continue
-        # find the first bad element: the elementwise constraint under .to_event(...)
-        base = support
-        while isinstance(base, constraints.independent):
-            base = base.base_constraint
-        ok = base.check(value)
-        if ok.shape != value.shape:  # a constraint over whole events (simplex, ...)
-            ok = support.check(value)
-        flat = int((~ok).flatten().nonzero()[0])
-        i = _index(flat, ok.shape)
-        shown = value[i] if ok.shape == value.shape else value[i].flatten()[:4]
-        where = name if value.shape == x.shape else f"the value of site {site_name!r}"
+        elementwise = _elementwise(support).check(value)
+        if elementwise.shape == value.shape:  # name the first bad element
+            i = _first_bad(elementwise)
+            shown = float(value[i])
+        else:  # a constraint over whole events (simplex, ...): name the first bad event
+            i = _first_bad(ok)
+            shown = value[i].flatten()[:4].tolist()
         raise SupportError(
-            f"{where}[{', '.join(map(str, i))}] = {shown.tolist()} is outside the support {support} "
-            f"of the observed site {site_name!r}; expected data that the likelihood can produce"
+            f"{where}[{', '.join(map(str, i))}] = {shown} is outside the support {support} of the "
+            f"observed site {site_name!r}; expected data that the likelihood can produce"
         )
 
 
@@ -337,7 +359,7 @@ class Trainer:
             if dynamic:
                 xs = torch.bernoulli(xs)
             with _RegisterParams(self.device, self.dtype, {id(p) for p in self.objective.parameters()}):
-                check_support(self.objective.model, xs, name)
+                check_support(self.objective.model, xs, name, full=None if dynamic else x)
         return x, dynamic
 
     def _parameters(self, probe: torch.Tensor) -> List[torch.Tensor]:
