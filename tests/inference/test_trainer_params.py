@@ -196,3 +196,25 @@ def test_nan_gradient_never_replaces_the_last_good_checkpoint(tmp_path):
     for k, v in reference.objective.state_dict().items():
         assert torch.equal(resumed.objective.state_dict()[k], v), k
     assert [r["train_loss"] for r in resumed.history] == [r["train_loss"] for r in reference.history]
+
+
+def test_probe_runs_on_a_full_batch():
+    """A plate with a fixed subsample_size trains when every batch is large enough: the trainer's
+    probing runs see the first batch, not fewer datapoints than any step sees."""
+    torch.manual_seed(0)
+    dec = nn.Linear(2, D).double()
+
+    def model(x):
+        pyro.module("dec", dec)
+        with pyro.plate("data", x.shape[0], subsample_size=4, dim=-1) as idx:
+            z = pyro.sample("z", dist.Normal(x.new_zeros(2), 1.0).to_event(1))
+            pyro.sample("x", dist.Normal(dec(z), 0.5).to_event(1), obs=x[idx])
+
+    def guide(x):
+        loc = pyro.param("loc", torch.zeros(D, 2, dtype=torch.float64))
+        with pyro.plate("data", x.shape[0], subsample_size=4, dim=-1) as idx:
+            pyro.sample("z", dist.Normal(x[idx] @ loc, 1.0).to_event(1))
+
+    t = Trainer(ELBO(model, guide), epochs=2, batch_size=8, device="cpu", dtype="float64", progress=False)
+    history = t.fit(data(32), test=data(8, seed=2))
+    assert len(history) == 2 and all(torch.isfinite(torch.tensor(r["train_loss"])) for r in history)

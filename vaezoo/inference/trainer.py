@@ -38,7 +38,6 @@ OPTIMIZERS = {
     "rmsprop": torch.optim.RMSprop,
 }
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
-SUPPORT_CHECK_SIZE = 64  # datapoints on which the model's observed sites are checked for support
 
 
 # --------------------------------------------------------------------------------- argument checks
@@ -347,13 +346,13 @@ class Trainer:
     def checkpoint_path(self) -> Optional[Path]:
         return self.out / "checkpoint.pt" if self.out is not None else None
 
-    def _prepare(self, data, name: str) -> Tuple[torch.Tensor, bool]:
+    def _prepare(self, data, name: str, batch_size: int) -> Tuple[torch.Tensor, bool]:
         """The checks of :func:`as_data`, the data on the trainer's device and dtype, and the
-        support of the model's observed sites checked on its first datapoints (once per dataset:
-        the training loop itself never checks)."""
+        support of the model's observed sites checked on its first batch (once per dataset: the
+        training loop itself never checks)."""
         x, dynamic = as_data(data, name)
         x = x.to(self.device, self.dtype)
-        xs = x[:SUPPORT_CHECK_SIZE]
+        xs = x[:batch_size]  # a batch the model sees anyway (a plate may subsample a fixed size)
         # the check must not shift the random stream of the run (nor of a user's evaluate call)
         with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
             if dynamic:
@@ -463,16 +462,21 @@ class Trainer:
         return bool(torch.isfinite(torch.nn.utils.get_total_norm(tensors, norm_type=math.inf)))
 
     # ----------------------------------------------------------------------------- loops
+    @property
+    def _eval_batch_size(self) -> int:
+        return max(self.batch_size, 500)  # no gradients kept: larger batches fit
+
     @torch.no_grad()
     def evaluate(self, data, batch_size: Optional[int] = None) -> Dict[str, float]:
         """Mean of the objective's terms over a dataset (e.g. the test ELBO), per datapoint. In a
         process group, each process evaluates its share and the sums are combined."""
         bs = None if batch_size is None else check_positive_int("batch_size", batch_size)
         self.objective.to(self.device, self.dtype)
-        x_all, dynamic = self._prepare(data, "data")
+        bs = bs or self._eval_batch_size
+        x_all, dynamic = self._prepare(data, "data", bs)
         if self.optimizer is None:  # not set up by fit: register the pair's Pyro parameters
             with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
-                self._parameters(torch.bernoulli(x_all[:2]) if dynamic else x_all[:2])
+                self._parameters(torch.bernoulli(x_all[:bs]) if dynamic else x_all[:bs])
         return self._evaluate(x_all, dynamic, bs)
 
     @torch.no_grad()
@@ -481,7 +485,7 @@ class Trainer:
         shared = distributed.is_distributed() and n_all >= distributed.world_size()
         if shared:
             x_all = x_all[distributed.rank() :: distributed.world_size()]
-        bs = batch_size or max(self.batch_size, 500)
+        bs = batch_size or self._eval_batch_size
         sums: Dict[str, torch.Tensor] = {}
         self.objective.eval()
         try:
@@ -510,17 +514,18 @@ class Trainer:
         if resume and self.out is None:
             raise ConfigError("resume=True needs out=, the run directory that holds checkpoint.pt")
         self.objective.to(self.device, self.dtype)
-        x_train, dynamic = self._prepare(train, "training data")
+        x_train, dynamic = self._prepare(train, "training data", self.batch_size)
         x_test, test_dynamic = None, False
         if test is not None:
-            x_test, test_dynamic = self._prepare(test, "test data")
+            x_test, test_dynamic = self._prepare(test, "test data", self._eval_batch_size)
             if x_test.shape[1:] != x_train.shape[1:]:
                 raise ShapeError(
                     f"test data have shape {tuple(x_test.shape[1:])} per datapoint; expected the training "
                     f"data's {tuple(x_train.shape[1:])}"
                 )
         pyro.set_rng_seed(self.seed)
-        probe = x_train[: min(2, x_train.shape[0])]
+        # the probe is this process's share of the first batch: the shapes every step will see
+        probe = x_train[distributed.shard(torch.arange(min(self.batch_size, x_train.shape[0]), device=self.device))]
         self.optimizer = self._build_optimizer(self._parameters(torch.bernoulli(probe) if dynamic else probe))
         self.params = [p for g in self.optimizer.param_groups for p in g["params"]]
         distributed.broadcast_parameters(self.params)
