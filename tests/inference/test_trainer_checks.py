@@ -239,3 +239,13 @@ def test_fit_again_starts_from_epoch_one():
     t = trainer(epochs=2)
     t.fit(binary())
     assert [r["epoch"] for r in t.fit(binary())] == [1, 2]
+
+
+def test_out_must_be_a_directory(tmp_path):
+    (tmp_path / "run").write_text("not a directory")
+    with pytest.raises(ConfigError) as err:
+        trainer(out=tmp_path / "run")
+    one_line(err, str(tmp_path / "run"), "run directory")
+    with pytest.raises(ConfigError) as err:
+        trainer(out=3)
+    one_line(err, "out 3")

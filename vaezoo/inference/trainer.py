@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import math
 import numbers
+import os
 import time
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple, Union
@@ -330,7 +331,11 @@ class Trainer:
         self.dtype = resolve_dtype(dtype)
         self.seed = check_seed(seed)
         self.clip_norm = None if clip_norm is None else check_positive_float("clip_norm", clip_norm)
+        if out is not None and not isinstance(out, (str, os.PathLike)):
+            raise ConfigError(f"out {out!r} is not a path; expected None or a run directory")
         self.out = Path(out) if out is not None else None
+        if self.out is not None and self.out.exists() and not self.out.is_dir():
+            raise ConfigError(f"out {str(self.out)!r} is a file; expected a run directory")
         self.progress = bool(progress)
         self.metadata = dict(metadata or {})
         self.on_epoch_end = on_epoch_end
@@ -352,13 +357,16 @@ class Trainer:
         training loop itself never checks)."""
         x, dynamic = as_data(data, name)
         x = x.to(self.device, self.dtype)
+        model = getattr(self.objective, "model", None)
+        if model is None:  # an objective of the user's own, not built from a model and a guide
+            return x, dynamic
         xs = x[:batch_size]  # a batch the model sees anyway (a plate may subsample a fixed size)
         # the check must not shift the random stream of the run (nor of a user's evaluate call)
         with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
             if dynamic:
                 xs = torch.bernoulli(xs)
             with _RegisterParams(self.device, self.dtype, {id(p) for p in self.objective.parameters()}):
-                check_support(self.objective.model, xs, name, full=None if dynamic else x)
+                check_support(model, xs, name, full=None if dynamic else x)
         return x, dynamic
 
     def _parameters(self, probe: torch.Tensor) -> List[torch.Tensor]:
