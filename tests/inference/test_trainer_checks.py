@@ -186,7 +186,7 @@ def test_data_types():
 def test_integer_and_numpy_data_train_like_float_data():
     x = binary()
     runs = []
-    for data in (x, x.to(torch.int64), x.numpy()):
+    for data in (x, x.to(torch.int64), x.bool(), x.numpy()):
         pyro.clear_param_store()
         runs.append(trainer(epochs=2).fit(data))
     for other in runs[1:]:
