@@ -479,9 +479,8 @@ class Trainer:
     def evaluate(self, data, batch_size: Optional[int] = None) -> Dict[str, float]:
         """Mean of the objective's terms over a dataset (e.g. the test ELBO), per datapoint. In a
         process group, each process evaluates its share and the sums are combined."""
-        bs = None if batch_size is None else check_positive_int("batch_size", batch_size)
+        bs = self._eval_batch_size if batch_size is None else check_positive_int("batch_size", batch_size)
         self.objective.to(self.device, self.dtype)
-        bs = bs or self._eval_batch_size
         x_all, dynamic = self._prepare(data, "data", bs)
         if self.optimizer is None:  # not set up by fit: register the pair's Pyro parameters
             with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
@@ -607,8 +606,12 @@ class Trainer:
             if self.out is not None and self.epoch > 0
             else "no checkpoint was written"
         )
+        clip = (
+            "clip the gradient norm: --clip-norm on the command line, Trainer(clip_norm=...) in Python"
+            if self.clip_norm is None
+            else f"clip the gradient norm below {self.clip_norm} (--clip-norm, Trainer(clip_norm=...))"
+        )
         raise NonFiniteLossError(
             f"{what} became non-finite in epoch {epoch}{where}; training stopped and {kept} "
-            "(try a lower learning rate, or clip the gradient norm: --clip-norm on the command line, "
-            "Trainer(clip_norm=...) in Python)"
+            f"(try a lower learning rate, --lr or Trainer(lr=...), or {clip})"
         )
