@@ -13,16 +13,21 @@ from __future__ import annotations
 
 import json
 import math
+import numbers
+import os
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Union
+from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
 import pyro
 import torch
+from pyro.poutine.messenger import Messenger
+from torch.distributions import constraints
 from tqdm.auto import tqdm
 
+from vaezoo import traces
+from vaezoo.errors import CheckpointError, ConfigError, NonFiniteLossError, ShapeError, SupportError
 from vaezoo.fileio import atomic_write_text
-from vaezoo.errors import CheckpointError, ConfigError, NonFiniteLossError
 from vaezoo.inference import checkpoint as ckpt
 from vaezoo.inference import distributed
 from vaezoo.inference.objectives import Objective
@@ -36,33 +41,230 @@ OPTIMIZERS = {
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
+# --------------------------------------------------------------------------------- argument checks
+# One-line ConfigErrors for the Trainer's arguments; the CLI calls the same functions.
+
+
+def check_int(name: str, value, minimum: int = 0, maximum: Optional[int] = None) -> int:
+    """``value`` as an int in ``[minimum, maximum]``; bools and non-integers (2.7, "3") are refused."""
+    expected = f"an integer >= {minimum}" if maximum is None else f"an integer in [{minimum}, {maximum}]"
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise ConfigError(f"{name} must be {expected}, got {value!r}")
+    value = int(value)
+    if value < minimum or (maximum is not None and value > maximum):
+        raise ConfigError(f"{name} must be {expected}, got {value}")
+    return value
+
+
+def check_positive_int(name: str, value) -> int:
+    """``value`` as an int >= 1."""
+    return check_int(name, value, minimum=1)
+
+
+def check_positive_float(name: str, value) -> float:
+    """``value`` as a finite float > 0."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ConfigError(f"{name} must be a positive number, got {value!r}")
+    value = float(value)
+    if not (math.isfinite(value) and value > 0):
+        raise ConfigError(f"{name} must be a finite number > 0, got {value}")
+    return value
+
+
+def check_seed(value) -> int:
+    """A seed for ``torch.manual_seed``/``pyro.set_rng_seed``: an int in [0, 2^32)."""
+    return check_int("seed", value, minimum=0, maximum=2**32 - 1)
+
+
+def check_optimizer(optimizer) -> Union[str, Callable]:
+    """A name in :data:`OPTIMIZERS` or a callable ``params -> torch.optim.Optimizer``."""
+    if callable(optimizer) or (isinstance(optimizer, str) and optimizer in OPTIMIZERS):
+        return optimizer
+    raise ConfigError(
+        f"unknown optimizer {optimizer!r}; expected one of {', '.join(sorted(OPTIMIZERS))} "
+        "or a callable params -> torch.optim.Optimizer"
+    )
+
+
 def resolve_device(device: Union[str, torch.device]) -> torch.device:
-    if str(device) == "auto":
+    """``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"`` or ``"cuda:N"`` (or such a
+    ``torch.device``) -> a device this machine has."""
+    expected = "expected auto, cpu or cuda[:N]"
+    if isinstance(device, str) and device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if not isinstance(device, (str, torch.device)):
+        raise ConfigError(f"device {device!r} is not a device name; {expected}")
     try:
         dev = torch.device(device)
-    except (RuntimeError, TypeError):
-        raise ConfigError(f"unknown device {device!r}; expected auto, cpu or cuda[:N]") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device {device!r} requested but CUDA is not available here; use --device cpu")
+    except (RuntimeError, ValueError):
+        raise ConfigError(f"unknown device {device!r}; {expected}") from None
+    if dev.type not in ("cpu", "cuda") or (dev.type == "cpu" and dev.index not in (None, 0)):
+        raise ConfigError(f"device {device!r} is not supported; {expected}")
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(f"device {device!r} requested but CUDA is not available here; expected auto or cpu")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ConfigError(f"device {device!r} does not exist; expected cuda:0 to cuda:{torch.cuda.device_count() - 1}")
     return dev
 
 
 def resolve_dtype(dtype) -> torch.dtype:
-    if isinstance(dtype, torch.dtype):
+    """``"float32"``/``"float64"`` or ``torch.float32``/``torch.float64`` -> the torch dtype."""
+    if isinstance(dtype, torch.dtype) and dtype in DTYPES.values():
         return dtype
-    if dtype not in DTYPES:
-        raise ConfigError(f"unknown dtype {dtype!r}; expected one of {sorted(DTYPES)}")
-    return DTYPES[dtype]
+    if isinstance(dtype, str) and dtype in DTYPES:
+        return DTYPES[dtype]
+    raise ConfigError(f"unsupported dtype {dtype!r}; expected float32 or float64")
 
 
-def _unpack(data):
-    """A tensor, or a dataset with ``.data`` (and optionally ``.binarize``): -> (tensor, dynamic)."""
-    if data is None:
-        return None, False
+# --------------------------------------------------------------------------------- data checks
+
+
+def _index(flat: int, shape) -> Tuple[int, ...]:
+    return tuple(int(i) for i in torch.unravel_index(torch.tensor(flat), tuple(shape)))
+
+
+def _first_bad(ok: torch.Tensor) -> Tuple[int, ...]:
+    """The index of the first False of a boolean tensor."""
+    return _index(int((~ok).flatten().nonzero()[0]), ok.shape)
+
+
+def as_data(data, name: str = "data") -> Tuple[torch.Tensor, bool]:
+    """A tensor ``[N, *event]``, a dataset with ``.data`` (and optionally ``.binarize``), or
+    anything ``torch.as_tensor`` takes -> ``(tensor, dynamic)``, after the checks that need no
+    model: a real-valued tensor with at least one datapoint, all of it finite, and within [0, 1]
+    under dynamic binarization (which draws ``Bernoulli(x)``). Integer data are accepted (counts,
+    0/1 pixels) and converted to the trainer's dtype later."""
+    dynamic = False
     if isinstance(data, torch.Tensor):
-        return data, False
-    return data.data, getattr(data, "binarize", None) == "dynamic"
+        x = data
+    elif isinstance(getattr(data, "data", None), torch.Tensor):
+        x, dynamic = data.data, getattr(data, "binarize", None) == "dynamic"
+    else:
+        try:
+            x = torch.as_tensor(data)
+        except (TypeError, ValueError, RuntimeError):
+            raise ConfigError(
+                f"{name} of type {type(data).__name__} is not a tensor; expected a float tensor [N, ...] "
+                "or a dataset with a .data tensor"
+            ) from None
+    if x.is_complex():
+        raise ConfigError(f"{name} has dtype {x.dtype}; expected a real (float or integer) tensor")
+    if x.dim() == 0 or x.shape[0] == 0:
+        raise ShapeError(f"{name} of shape {tuple(x.shape)} holds no datapoints; expected a tensor [N, ...] with N >= 1")
+    if x.dtype == torch.bool:
+        return x, dynamic
+    # one fused pass (min and max are NaN when any value is), ~50 times faster than isfinite on
+    # MNIST; the offending index is looked for only when something is wrong
+    lo, hi = (float(v) for v in x.aminmax())
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        i = _first_bad(torch.isfinite(x))
+        raise SupportError(f"{name}[{', '.join(map(str, i))}] is {float(x[i])}; expected finite values")
+    if dynamic and not (lo >= 0 and hi <= 1):
+        i = _first_bad((x >= 0) & (x <= 1))
+        raise SupportError(
+            f"{name}[{', '.join(map(str, i))}] is {float(x[i])}; dynamic binarization expects "
+            "probabilities in [0, 1]"
+        )
+    return x, dynamic
+
+
+def _elementwise(support: constraints.Constraint) -> constraints.Constraint:
+    """The constraint on each element under ``.to_event(...)`` (``independent`` wrappers removed)."""
+    while isinstance(support, constraints.independent):
+        support = support.base_constraint
+    return support
+
+
+def _fixed(support: constraints.Constraint) -> bool:
+    """Whether a support has no tensor parameters (boolean, real, unit_interval, ...), so that it
+    can be checked on any number of datapoints, not only on those the model ran on."""
+    return not any(isinstance(v, torch.Tensor) for v in vars(_elementwise(support)).values())
+
+
+def check_support(model: Callable, x: torch.Tensor, name: str = "data", full: Optional[torch.Tensor] = None) -> None:
+    """Runs ``model(x)`` once (with Pyro's validation on) and checks every observed site's value
+    against its distribution's support, explicitly: raises :class:`SupportError` naming the site,
+    the first value outside the support and the support. Where a site observes ``x`` itself under
+    a support without tensor parameters (a Bernoulli's {0, 1}, a Beta's [0, 1]), the whole dataset
+    ``full`` (of which ``x`` is the first datapoints) is checked too, in one elementwise pass.
+    Exceptions from the model itself propagate (they are bugs in the model, not in the data)."""
+    with pyro.validation_enabled(True), torch.no_grad():
+        sites = traces.record(model, x).sites
+    for site_name, site in sites.items():
+        if not site["is_observed"]:
+            continue
+        support, value, where = site["fn"].support, site["value"], f"the value of site {site_name!r}"
+        ok = support.check(value)
+        if bool(ok.all()) and value is x and full is not None and _fixed(support):
+            value, where = full, name
+            ok = _elementwise(support).check(value)
+        elif value is x:
+            where = name
+        if bool(ok.all()):
+            continue
+        elementwise = _elementwise(support).check(value)
+        if elementwise.shape == value.shape:  # name the first bad element
+            i = _first_bad(elementwise)
+            shown = float(value[i])
+        else:  # a constraint over whole events (simplex, ...): name the first bad event
+            i = _first_bad(ok)
+            shown = value[i].flatten()[:4].tolist()
+        raise SupportError(
+            f"{where}[{', '.join(map(str, i))}] = {shown} is outside the support {support} of the "
+            f"observed site {site_name!r}; expected data that the likelihood can produce"
+        )
+
+
+class _RegisterParams(Messenger):
+    """Around the probing run of a model/guide pair: moves each parameter the pair registers with
+    Pyro's param store (``pyro.param``/``pyro.module``/``PyroModule``) to the trainer's device
+    and dtype *before* its first use, and records it (``params``: name -> unconstrained tensor).
+
+    Why before: a plain-function pair's networks are not submodules of the objective, so
+    ``objective.to(dtype)`` cannot reach them, and the trainer learns of them only when the pair
+    runs; cast afterwards, the first run would already mix float32 weights with float64 data.
+    ``owned`` holds the ids of the objective's own parameters: a store entry under one of their
+    names that is another tensor is a stale copy (an earlier model, an old checkpoint), and the
+    module's own tensor replaces it.
+    """
+
+    def __init__(self, device: torch.device, dtype: torch.dtype, owned: set):
+        super().__init__()
+        self.device, self.dtype, self.owned = device, dtype, owned
+        self.params: Dict[str, torch.Tensor] = {}
+
+    def _cast_(self, t: torch.Tensor) -> None:
+        """In place (``.data``), so that a module and the param store keep sharing the tensor."""
+        dtype = self.dtype if t.is_floating_point() else t.dtype
+        if t.device != self.device or t.dtype != dtype:
+            with torch.no_grad():
+                t.data = t.data.to(self.device, dtype)
+
+    def _cast(self, t: torch.Tensor) -> torch.Tensor:
+        dtype = self.dtype if t.is_floating_point() else t.dtype
+        if t.device == self.device and t.dtype == dtype:
+            return t
+        return t.detach().to(self.device, dtype)  # a new leaf, as the store expects
+
+    def _pyro_param(self, msg):
+        store = pyro.get_param_store()
+        name, init = msg["args"][0], (msg["args"][1] if len(msg["args"]) > 1 else None)
+        if name in store:
+            current = store[name].unconstrained()
+            if isinstance(init, torch.Tensor) and id(init) in self.owned and current is not init:
+                del store[name]
+            else:
+                self._cast_(current)
+        if isinstance(init, torch.nn.Parameter):
+            self._cast_(init)
+        elif isinstance(init, torch.Tensor):
+            msg["args"] = (name, self._cast(init))
+        elif callable(init):
+            msg["args"] = (name, lambda: self._cast(init()))
+
+    def _pyro_post_param(self, msg):
+        self.params[msg["name"]] = msg["value"].unconstrained()
 
 
 def _rng_state(device: torch.device) -> Dict[str, Any]:
@@ -86,8 +288,11 @@ class Trainer:
         objective: the loss module; its parameters, and any ``pyro.param``/``pyro.module``
             parameters the model and guide register, are optimized.
         optimizer: a name in :data:`OPTIMIZERS`, or a callable ``params -> torch.optim.Optimizer``.
-        epochs, batch_size, lr, seed, clip_norm: as usual; ``clip_norm`` clips the gradient norm.
-        device: ``"auto"`` (CUDA when available), ``"cpu"`` or ``"cuda[:N]"``; dtype likewise.
+        lr: learning rate (finite, > 0); epochs: int >= 0; batch_size: int >= 1;
+        seed: int in [0, 2^32); clip_norm: None, or the maximal gradient norm (finite, > 0).
+        device: ``"auto"`` (CUDA when available), ``"cpu"`` or ``"cuda[:N]"``.
+        dtype: ``"float32"``/``"float64"`` (or the torch dtypes): data, objective and every
+            parameter the pair registers with Pyro are moved to it.
         out: run directory for ``checkpoint.pt`` and ``metrics.jsonl`` (nothing is written if None).
         metadata: stored in the checkpoint (e.g. the zoo name and config) for checks on resume.
         on_epoch_end: called as ``on_epoch_end(trainer, record)`` after each checkpoint (by rank 0
@@ -111,28 +316,34 @@ class Trainer:
         metadata: Optional[Dict[str, Any]] = None,
         on_epoch_end: Optional[Callable] = None,
     ):
-        if int(epochs) < 0:
-            raise ConfigError(f"epochs must be >= 0, got {epochs}")
-        if int(batch_size) < 1:
-            raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
-        if not lr > 0:
-            raise ConfigError(f"lr must be positive, got {lr}")
-        if isinstance(optimizer, str) and optimizer not in OPTIMIZERS:
-            raise ConfigError(f"unknown optimizer {optimizer!r}; expected one of {sorted(OPTIMIZERS)}")
+        if not isinstance(objective, torch.nn.Module):
+            raise ConfigError(
+                f"objective of type {type(objective).__name__} is not a module; expected an objective "
+                "such as vaezoo.inference.ELBO(model, guide)"
+            )
+        if on_epoch_end is not None and not callable(on_epoch_end):
+            raise ConfigError(f"on_epoch_end {on_epoch_end!r} is not callable; expected None or a function (trainer, record)")
         self.objective = objective
-        self.optimizer_spec = optimizer
-        self.lr = float(lr)
-        self.epochs = int(epochs)
-        self.batch_size = int(batch_size)
+        self.optimizer_spec = check_optimizer(optimizer)
+        self.lr = check_positive_float("lr", lr)
+        self.epochs = check_int("epochs", epochs, minimum=0)
+        self.batch_size = check_positive_int("batch_size", batch_size)
         self.device = resolve_device(device)
         self.dtype = resolve_dtype(dtype)
-        self.seed = int(seed)
-        self.clip_norm = clip_norm
+        self.seed = check_seed(seed)
+        self.clip_norm = None if clip_norm is None else check_positive_float("clip_norm", clip_norm)
+        if out is not None and not isinstance(out, (str, os.PathLike)):
+            raise ConfigError(f"out {out!r} is not a path; expected None or a run directory")
         self.out = Path(out) if out is not None else None
-        self.progress = progress
+        if self.out is not None and self.out.exists() and not self.out.is_dir():
+            raise ConfigError(f"out {str(self.out)!r} is a file; expected a run directory")
+        self.progress = bool(progress)
         self.metadata = dict(metadata or {})
         self.on_epoch_end = on_epoch_end
         self.optimizer: Optional[torch.optim.Optimizer] = None
+        self.params: List[torch.Tensor] = []
+        self._store_params: Dict[str, torch.Tensor] = {}  # param-store entries the objective does not own
+        self._owned_names: set = set()  # param-store names of the objective's own parameters
         self.epoch = 0  # epochs completed
         self.history: List[Dict[str, Any]] = []
 
@@ -141,15 +352,37 @@ class Trainer:
     def checkpoint_path(self) -> Optional[Path]:
         return self.out / "checkpoint.pt" if self.out is not None else None
 
-    def _parameters(self, probe: torch.Tensor) -> List[torch.nn.Parameter]:
-        """The objective's parameters plus those in Pyro's param store after one probing run
-        (a user's plain-function model may register its networks with ``pyro.module``)."""
-        self.objective(probe)  # also validates the pair on its first call
+    def _prepare(self, data, name: str, batch_size: int) -> Tuple[torch.Tensor, bool]:
+        """The checks of :func:`as_data`, the data on the trainer's device and dtype, and the
+        support of the model's observed sites checked on its first batch (once per dataset: the
+        training loop itself never checks)."""
+        x, dynamic = as_data(data, name)
+        x = x.to(self.device, self.dtype)
+        model = getattr(self.objective, "model", None)
+        if model is None:  # an objective of the user's own, not built from a model and a guide
+            return x, dynamic
+        xs = x[:batch_size]  # a batch the model sees anyway (a plate may subsample a fixed size)
+        # the check must not shift the random stream of the run (nor of a user's evaluate call)
+        with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+            if dynamic:
+                xs = torch.bernoulli(xs)
+            with _RegisterParams(self.device, self.dtype, {id(p) for p in self.objective.parameters()}):
+                check_support(model, xs, name, full=None if dynamic else x)
+        return x, dynamic
+
+    def _parameters(self, probe: torch.Tensor) -> List[torch.Tensor]:
+        """The objective's parameters plus the param-store parameters that one probing run of the
+        pair registers (a plain-function pair keeps its networks there with ``pyro.module``), each
+        once: a PyroModule pair registers its own parameters in the store too, as the same tensors."""
+        owned = {id(p) for p in self.objective.parameters()}
+        register = _RegisterParams(self.device, self.dtype, owned)
+        with register:
+            self.objective(probe)  # also validates the pair on its first call
         params = {id(p): p for p in self.objective.parameters()}
-        store = pyro.get_param_store()
-        for name in store.get_all_param_names():
-            p = store.get_param(name).unconstrained()
-            params.setdefault(id(p), p)
+        self._store_params = {n: t for n, t in register.params.items() if id(t) not in params}
+        self._owned_names = {n for n, t in register.params.items() if id(t) in params}
+        for t in self._store_params.values():
+            params.setdefault(id(t), t)
         return [p for p in params.values() if p.requires_grad]
 
     def _build_optimizer(self, params) -> torch.optim.Optimizer:
@@ -159,11 +392,18 @@ class Trainer:
 
     def state_dict(self) -> Dict[str, Any]:
         """The checkpoint. In a process group, every process must call it (it gathers the random
-        number states of all processes, for an exact resume with the same number of processes)."""
+        number states of all processes, for an exact resume with the same number of processes).
+
+        ``param_store`` holds, in the format of Pyro's ``ParamStoreDict.get_state``, only the
+        param-store entries that are not parameters of the objective (those are in ``objective``)."""
         rng = distributed.gather_objects(_rng_state(self.device))
+        constraints_ = pyro.get_param_store().get_state()["constraints"]
         state = {
             "objective": self.objective.state_dict(),
-            "param_store": pyro.get_param_store().get_state(),
+            "param_store": {
+                "params": {n: t.detach() for n, t in self._store_params.items()},
+                "constraints": {n: constraints_[n] for n in self._store_params if n in constraints_},
+            },
             "optimizer": self.optimizer.state_dict(),
             "epoch": self.epoch,
             "history": self.history,
@@ -175,6 +415,8 @@ class Trainer:
         return state
 
     def load_state_dict(self, state: Dict[str, Any], path="checkpoint") -> None:
+        """Restores a :meth:`state_dict` after :meth:`fit`'s set-up, in place: the param store keeps
+        holding the very tensors the modules and the optimizer use."""
         meta = state.get("metadata", {})
         for key in ("model",):
             if key in self.metadata and key in meta and meta[key] != self.metadata[key]:
@@ -182,13 +424,21 @@ class Trainer:
                     f"{path} is a checkpoint of {key} {meta[key]!r}, not {self.metadata[key]!r}; "
                     "expected a checkpoint of the same model"
                 )
+        saved = state.get("param_store", {}).get("params", {})
+        unknown = [n for n in saved if n not in self._store_params and n not in self._owned_names]
+        missing = [n for n in self._store_params if n not in saved]
+        if unknown or missing:
+            what = f"holds a Pyro parameter {unknown[0]!r} that this model does not register" if unknown else f"lacks the Pyro parameter {missing[0]!r}"
+            raise CheckpointError(f"{path} {what}; expected a checkpoint of the same model and config")
         try:
             self.objective.load_state_dict(state["objective"])
             self.optimizer.load_state_dict(state["optimizer"])
+            with torch.no_grad():
+                for name, target in self._store_params.items():
+                    target.copy_(saved[name])  # older checkpoints' entries of owned names: in "objective"
         except (RuntimeError, ValueError, KeyError) as e:
             first = str(e).strip().splitlines()[0]
             raise CheckpointError(f"{path} does not fit this model ({first}); expected a checkpoint of the same model and config") from None
-        pyro.get_param_store().set_state(state["param_store"])
         self.epoch = int(state["epoch"])
         self.history = list(state["history"])
         ranks = state.get("rng_ranks", [state["rng"]])
@@ -212,18 +462,38 @@ class Trainer:
             atomic_write_text(self.out / "metrics.jsonl", lines)
         distributed.barrier()  # nobody reads the run directory before it is complete
 
+    def _parameters_finite(self) -> bool:
+        """Whether every parameter and floating buffer is finite: one fused max-norm (the infinity
+        norm cannot overflow on large finite values, and NaN propagates through it)."""
+        tensors = list(self.params) + [b for b in self.objective.buffers() if b.is_floating_point()]
+        if not tensors:
+            return True
+        return bool(torch.isfinite(torch.nn.utils.get_total_norm(tensors, norm_type=math.inf)))
+
     # ----------------------------------------------------------------------------- loops
+    @property
+    def _eval_batch_size(self) -> int:
+        return max(self.batch_size, 500)  # no gradients kept: larger batches fit
+
     @torch.no_grad()
     def evaluate(self, data, batch_size: Optional[int] = None) -> Dict[str, float]:
         """Mean of the objective's terms over a dataset (e.g. the test ELBO), per datapoint. In a
         process group, each process evaluates its share and the sums are combined."""
-        x_all, dynamic = _unpack(data)
-        x_all = x_all.to(self.device, self.dtype)
+        bs = self._eval_batch_size if batch_size is None else check_positive_int("batch_size", batch_size)
+        self.objective.to(self.device, self.dtype)
+        x_all, dynamic = self._prepare(data, "data", bs)
+        if self.optimizer is None:  # not set up by fit: register the pair's Pyro parameters
+            with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+                self._parameters(torch.bernoulli(x_all[:bs]) if dynamic else x_all[:bs])
+        return self._evaluate(x_all, dynamic, bs)
+
+    @torch.no_grad()
+    def _evaluate(self, x_all: torch.Tensor, dynamic: bool, batch_size: Optional[int] = None) -> Dict[str, float]:
         n_all = x_all.shape[0]
         shared = distributed.is_distributed() and n_all >= distributed.world_size()
         if shared:
             x_all = x_all[distributed.rank() :: distributed.world_size()]
-        bs = batch_size or max(self.batch_size, 500)
+        bs = batch_size or self._eval_batch_size
         sums: Dict[str, torch.Tensor] = {}
         self.objective.eval()
         try:
@@ -236,8 +506,6 @@ class Trainer:
                     sums[k] = sums.get(k, 0.0) + v * xb.shape[0]
         finally:
             self.objective.train()
-        if not sums:  # no data
-            return {}
         keys = sorted(sums)
         totals = torch.stack([torch.as_tensor(sums[k], dtype=torch.float64, device=self.device) for k in keys])
         if shared:
@@ -245,21 +513,34 @@ class Trainer:
         return {k: float(v) / n_all for k, v in zip(keys, totals.tolist())}
 
     def fit(self, train, test=None, resume: bool = False) -> List[Dict[str, Any]]:
-        """Trains for the epochs that remain (all of them unless ``resume``); returns the history
-        (one dict per epoch, as in ``metrics.jsonl``)."""
-        x_train, dynamic = _unpack(train)
-        if x_train.shape[0] == 0:
-            raise ConfigError("the training set is empty")
+        """Trains for the epochs that remain: from epoch 1 (and the current parameters) unless
+        ``resume``, which continues the checkpoint in ``out``. Returns the history (one dict per
+        epoch, as in ``metrics.jsonl``).
+
+        The data are checked once, here (see :func:`as_data` and :func:`check_support`); the test
+        set must have the training set's shape per datapoint."""
+        if resume and self.out is None:
+            raise ConfigError("resume=True needs out=, the run directory that holds checkpoint.pt")
         self.objective.to(self.device, self.dtype)
-        x_train = x_train.to(self.device, self.dtype)  # once: batches are views by indexing
+        x_train, dynamic = self._prepare(train, "training data", self.batch_size)
+        x_test, test_dynamic = None, False
+        if test is not None:
+            x_test, test_dynamic = self._prepare(test, "test data", self._eval_batch_size)
+            if x_test.shape[1:] != x_train.shape[1:]:
+                raise ShapeError(
+                    f"test data have shape {tuple(x_test.shape[1:])} per datapoint; expected the training "
+                    f"data's {tuple(x_train.shape[1:])}"
+                )
         pyro.set_rng_seed(self.seed)
-        probe = x_train[: min(2, x_train.shape[0])]
+        # the probe is this process's share of the first batch: the shapes every step will see
+        probe = x_train[distributed.shard(torch.arange(min(self.batch_size, x_train.shape[0]), device=self.device))]
         self.optimizer = self._build_optimizer(self._parameters(torch.bernoulli(probe) if dynamic else probe))
         self.params = [p for g in self.optimizer.param_groups for p in g["params"]]
         distributed.broadcast_parameters(self.params)
         if resume:
             self.load_state_dict(ckpt.load(self.checkpoint_path, map_location=self.device), self.checkpoint_path)
         else:
+            self.epoch, self.history = 0, []
             pyro.set_rng_seed(self._rank_seed(self.seed))  # the probe above must not shift the stream
         n = x_train.shape[0]
         world = distributed.world_size()
@@ -269,7 +550,7 @@ class Trainer:
         if 0 < n % self.batch_size < world:
             steps -= 1
         if steps == 0:
-            raise ConfigError(f"{n} training images cannot be shared by {world} processes; expected at least {world}")
+            raise ConfigError(f"{n} training datapoints cannot be shared by {world} processes; expected at least {world}")
         lead = distributed.rank() == 0
         while self.epoch < self.epochs:
             epoch = self.epoch + 1
@@ -299,13 +580,17 @@ class Trainer:
                     mean = float(distributed.all_reduce_sum(running.clone())) / world / (step + 1)
                     if not math.isfinite(mean):
                         bar.close()
-                        self._stop_non_finite(epoch, step + 1)
+                        self._stop_non_finite("the loss", epoch, f" by step {step + 1}")
                     bar.set_postfix(loss=f"{mean:.3f}", refresh=False)
                     bar.update((step + 1) - bar.n)
             bar.close()
+            # a NaN/inf gradient in the last steps leaves the loss finite but the parameters not:
+            # such an epoch must never replace the last good checkpoint
+            if not self._parameters_finite():
+                self._stop_non_finite("the parameters", epoch, " (the loss was still finite: a NaN or infinite gradient)")
             record = {"epoch": epoch, "train_loss": mean, "seconds": time.perf_counter() - start}
-            if test is not None:
-                terms = self.evaluate(test)
+            if x_test is not None:
+                terms = self._evaluate(x_test, test_dynamic)
                 record.update({f"test_{k}": v for k, v in terms.items() if k != "loss"})
                 record["test_loss"] = terms["loss"]
             self.epoch = epoch
@@ -315,13 +600,18 @@ class Trainer:
                 self.on_epoch_end(self, record)
         return self.history
 
-    def _stop_non_finite(self, epoch: int, step: int):
+    def _stop_non_finite(self, what: str, epoch: int, where: str):
         kept = (
             f"the last good checkpoint (epoch {self.epoch}) is kept at {self.checkpoint_path}"
             if self.out is not None and self.epoch > 0
             else "no checkpoint was written"
         )
+        clip = (
+            "clip the gradient norm: --clip-norm on the command line, Trainer(clip_norm=...) in Python"
+            if self.clip_norm is None
+            else f"clip the gradient norm below {self.clip_norm} (--clip-norm, Trainer(clip_norm=...))"
+        )
         raise NonFiniteLossError(
-            f"the loss became non-finite in epoch {epoch} by step {step}; training stopped and {kept} "
-            "(try a lower --lr or --set clip_norm=...)"
+            f"{what} became non-finite in epoch {epoch}{where}; training stopped and {kept} "
+            f"(try a lower learning rate, --lr or Trainer(lr=...), or {clip})"
         )
