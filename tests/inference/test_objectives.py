@@ -15,7 +15,15 @@ from torch import nn
 from vaezoo.errors import SiteError
 from vaezoo.inference import ELBO, IWAE
 
-torch.set_default_dtype(torch.float64)
+
+
+@pytest.fixture(autouse=True)
+def float64():
+    """Every test here runs in float64 (and leaves the default dtype as it found it)."""
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(old)
 
 
 def _params(*values):
