@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from vaezoo.errors import ConfigError, ShapeError, SupportError
+from vaezoo.errors import ConfigError, RunError, ShapeError, SupportError
 from vaezoo.inference import ELBO, Trainer
 from vaezoo.inference import trainer as trainer_module
 
@@ -249,3 +249,15 @@ def test_out_must_be_a_directory(tmp_path):
     with pytest.raises(ConfigError) as err:
         trainer(out=3)
     one_line(err, "out 3")
+
+
+def test_fit_never_overwrites_another_runs_checkpoint(tmp_path):
+    """A new Trainer on a directory that holds a checkpoint refuses to start afresh over it (the
+    checkpoint is unchanged); resume=True continues it."""
+    trainer(out=tmp_path).fit(binary())
+    before = (tmp_path / "checkpoint.pt").read_bytes()
+    with pytest.raises(RunError) as err:
+        trainer(out=tmp_path, epochs=2).fit(binary())
+    one_line(err, str(tmp_path / "checkpoint.pt"), "resume=True")
+    assert (tmp_path / "checkpoint.pt").read_bytes() == before
+    assert [r["epoch"] for r in trainer(out=tmp_path, epochs=2).fit(binary(), resume=True)] == [1, 2]

@@ -26,7 +26,7 @@ from torch.distributions import constraints
 from tqdm.auto import tqdm
 
 from vaezoo import traces
-from vaezoo.errors import CheckpointError, ConfigError, NonFiniteLossError, ShapeError, SupportError
+from vaezoo.errors import CheckpointError, ConfigError, NonFiniteLossError, RunError, ShapeError, SupportError
 from vaezoo.fileio import atomic_write_text
 from vaezoo.inference import checkpoint as ckpt
 from vaezoo.inference import distributed
@@ -345,6 +345,7 @@ class Trainer:
         self._store_params: Dict[str, torch.Tensor] = {}  # param-store entries the objective does not own
         self._owned_names: set = set()  # param-store names of the objective's own parameters
         self.epoch = 0  # epochs completed
+        self._saved = False  # whether this trainer wrote the checkpoint in out
         self.history: List[Dict[str, Any]] = []
 
     # ----------------------------------------------------------------------------- set-up
@@ -458,6 +459,7 @@ class Trainer:
         state = self.state_dict()  # a collective: every process takes part
         if distributed.rank() == 0:
             ckpt.save(self.checkpoint_path, state)
+            self._saved = True
             lines = "".join(json.dumps(r) + "\n" for r in self.history)
             atomic_write_text(self.out / "metrics.jsonl", lines)
         distributed.barrier()  # nobody reads the run directory before it is complete
@@ -521,6 +523,12 @@ class Trainer:
         set must have the training set's shape per datapoint."""
         if resume and self.out is None:
             raise ConfigError("resume=True needs out=, the run directory that holds checkpoint.pt")
+        if not resume and self.out is not None and self.checkpoint_path.exists() and not self._saved:
+            # another run's checkpoint (or this run's, from another process): never overwritten
+            raise RunError(
+                f"{self.checkpoint_path} already holds a checkpoint; expected resume=True to continue it, "
+                "or another out for a new run"
+            )
         self.objective.to(self.device, self.dtype)
         x_train, dynamic = self._prepare(train, "training data", self.batch_size)
         x_test, test_dynamic = None, False
