@@ -173,7 +173,3 @@ def create(name: str, data_shape: Sequence[int] = (1, 28, 28), **overrides) -> Z
 
 def config_dict(config) -> Dict[str, Any]:
     return dataclasses.asdict(config)
-
-
-# The entries register themselves on import.
-from vaezoo import entries  # noqa: E402,F401
