@@ -11,7 +11,7 @@ from vaezoo.traces import data_plate
 
 
 class AR1Guide(nn.Module):
-    """``encoder`` maps ``[B, C, H, W]`` to ``[B, latent_dim + 2]``: the mean mu, log s and a raw
+    """``encoder`` maps ``[B, *data_shape]`` to ``[B, latent_dim + 2]``: the mean mu, log s and a raw
     correlation. As in the paper, rho = tanh(raw), here shrunk by ``1 - rho_margin`` so that
     log(1 - rho^2) stays finite in float32; the marginal standard deviation is sqrt(s).
     Works for any model whose latent site ``site`` is a vector ``[..., B, latent_dim]``."""

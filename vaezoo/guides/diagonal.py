@@ -10,7 +10,7 @@ from vaezoo.traces import data_plate
 
 
 class DiagonalNormalGuide(nn.Module):
-    """``encoder`` maps ``[B, C, H, W]`` to ``[B, 2 * latent_dim]``: the mean and a raw scale,
+    """``encoder`` maps ``[B, *data_shape]`` to ``[B, 2 * latent_dim]``: the mean and a raw scale,
     sigma = softplus(raw) + min_scale (softplus rather than exp keeps early training stable)."""
 
     def __init__(self, encoder: nn.Module, latent_dim: int, site: str = "z", min_scale: float = 1e-4):

@@ -10,11 +10,12 @@ from vaezoo.traces import data_plate
 
 
 class VAEModel(nn.Module):
-    """``forward(x)`` is the Pyro model. ``x``: ``[B, C, H, W]``; latent site ``"z"``:
-    ``[..., B, latent_dim]`` (leading particle dimensions broadcast); observation site ``"x"``.
+    """``forward(x)`` is the Pyro model. ``x``: ``[B, *data_shape]`` (images ``[B, C, H, W]``,
+    vectors ``[B, D]``, sequences); latent site ``"z"``: ``[..., B, latent_dim]`` (leading particle
+    dimensions broadcast); observation site ``"x"``.
 
-    ``decoder`` maps ``[..., latent_dim]`` to ``[..., P*C, H, W]`` where ``P`` is the likelihood's
-    number of parameters per channel.
+    ``decoder`` maps ``[..., latent_dim]`` to ``[..., P*C, *rest]`` for ``data_shape = (C, *rest)``,
+    where ``P`` is the likelihood's number of parameters per entry of ``C``.
     """
 
     def __init__(self, decoder: nn.Module, likelihood: Likelihood, latent_dim: int):
