@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Dict, Optional, Sequence, Tuple
 
 import torch
+from pyro.nn import PyroModule
 from torch import nn
 
 from vaezoo import traces
@@ -179,12 +180,31 @@ def make_config(name: str, overrides: Optional[Dict[str, Any]] = None):
 
 
 # --------------------------------------------------------------------------------- models
-class ZooModel(nn.Module):
-    """A created zoo entry: the Pyro program pair ``model``/``guide`` (nn.Modules), its ``config``,
-    and conveniences that go through the contract only (so they work for every entry)."""
+_created: Dict[str, int] = {}  # entry name -> number of models created in this process
+
+
+def _pyro_name(name: str) -> str:
+    """``name`` for the first model of an entry created in this process, then ``name#2``, ...:
+    Pyro's param store is global and keyed by name, and two models sharing names would have the
+    second one's param sites point at the first one's tensors (``pyro.module`` keeps a stored
+    parameter), so that Pyro's SVI would step the wrong model."""
+    _created[name] = _created.get(name, 0) + 1
+    return name if _created[name] == 1 else f"{name}#{_created[name]}"
+
+
+class ZooModel(PyroModule):
+    """A created zoo entry: the Pyro program pair ``model``/``guide``, its ``config``, and
+    conveniences that go through the contract only (so they work for every entry).
+
+    A ``PyroModule`` named ``pyro_name`` (the entry's name, ``vae#2`` for the second ``vae`` of a
+    process, ...) with ``model`` and ``guide`` as sub-``PyroModule``s: their networks enter Pyro's
+    param store as ``{pyro_name}.model.decoder$$$net.0.weight``, ``{pyro_name}.guide.encoder$$$...``,
+    distinct for every created model."""
 
     def __init__(self, name: str, config, data_shape: Tuple[int, ...], model: nn.Module, guide: nn.Module):
-        super().__init__()
+        pyro_name = _pyro_name(name)
+        super().__init__(pyro_name)
+        self.pyro_name = pyro_name
         self.name = name
         self.config = config
         self.data_shape = tuple(data_shape)
