@@ -4,8 +4,12 @@ door to them, :func:`create` (the shape of timm's ``register_model``/``create_mo
 Adding an entry is one new file in ``vaezoo/entries/`` with one decorated builder::
 
     @zoo.register("my-vae", MyConfig, "one line saying what it is")
-    def build(config: MyConfig, data_shape) -> tuple[nn.Module, nn.Module]:
+    def build(config: MyConfig, data_shape) -> tuple[PyroModule, PyroModule]:
         return model, guide
+
+``vaezoo/__init__.py`` imports ``vaezoo.entries`` (which imports every entry module); this module
+imports no entry, so the registry has no import cycle. The model and guide should be
+``PyroModule``s (as ``VAEModel`` and the guides are), so that Pyro sees their networks.
 """
 
 from __future__ import annotations
@@ -147,8 +151,13 @@ def _convert(value, tp):
         return value
     if tp is int and isinstance(value, numbers.Integral) and not isinstance(value, bool):
         return int(value)
-    if tp is float and isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value):
-        return float(value)
+    if tp is float and isinstance(value, numbers.Real) and not isinstance(value, bool):
+        try:
+            value = float(value)
+        except OverflowError:  # an int beyond the float range
+            raise _WrongType from None
+        if math.isfinite(value):
+            return value
     if tp is str and isinstance(value, str):
         return value
     raise _WrongType
