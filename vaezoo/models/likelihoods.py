@@ -97,7 +97,7 @@ class Normal(Likelihood):
     def __init__(self, event_dim: int, scale: float = 0.1, learn_scale: bool = False):
         super().__init__(event_dim)
         if not scale > 0:
-            raise ConfigError(f"likelihood scale must be positive, got {scale}")
+            raise ConfigError(f"likelihood_scale={scale}; expected a number > 0")
         log_scale = torch.tensor(math.log(scale))
         if learn_scale:
             self.log_scale = nn.Parameter(log_scale)
