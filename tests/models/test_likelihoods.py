@@ -20,7 +20,7 @@ def test_bernoulli_log_prob_matches_torch_to_float64_precision():
 
 
 def test_bernoulli_likelihood_event_shape_expand_and_validation():
-    lik = make_likelihood("bernoulli")
+    lik = make_likelihood("bernoulli", event_dim=3)
     d = lik(torch.zeros(3, 1, 2, 2))
     assert d.batch_shape == (3,) and d.event_shape == (1, 2, 2)
     assert d.expand((4, 3)).log_prob(torch.ones(3, 1, 2, 2)).shape == (4, 3)

@@ -1,5 +1,5 @@
-"""Every zoo entry: a training step in float32 and float64, model and guide sites agree, the loss
-falls on digits, and the model broadcasts over a particle plate."""
+"""Every zoo entry, on image data and on vector data: a training step in float32 and float64, model
+and guide sites agree, the loss falls on digits, and the model broadcasts over a particle plate."""
 
 import pyro
 import pytest
@@ -9,25 +9,28 @@ from vaezoo import data, traces, zoo
 from vaezoo.errors import ConfigError, ShapeError, UnknownNameError
 
 SHAPE = (1, 8, 8)
+# the generic tests run on images [B, C, H, W] and on vectors [B, D]
+SHAPES = [pytest.param(SHAPE, id="image"), pytest.param((13,), id="vector")]
 
 
 def entries():
     return zoo.names()
 
 
-def batch(n=6, dtype=torch.float32, seed=0):
+def batch(n=6, dtype=torch.float32, seed=0, shape=SHAPE):
     g = torch.Generator().manual_seed(seed)
-    return torch.bernoulli(torch.rand((n,) + SHAPE, generator=g)).to(dtype)
+    return torch.bernoulli(torch.rand((n,) + tuple(shape), generator=g)).to(dtype)
 
 
+@pytest.mark.parametrize("shape", SHAPES)
 @pytest.mark.parametrize("name", entries())
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_training_step(name, dtype):
+def test_training_step(name, dtype, shape):
     pyro.set_rng_seed(0)
-    m = zoo.create(name, data_shape=SHAPE).to(dtype)
+    m = zoo.create(name, data_shape=shape).to(dtype)
     objective = m.objective()
     opt = torch.optim.Adam(objective.parameters(), lr=1e-3)
-    x = batch(dtype=dtype)
+    x = batch(dtype=dtype, shape=shape)
     loss, terms = objective(x)
     assert loss.dtype == dtype and loss.shape == ()
     assert torch.isfinite(loss)
@@ -42,10 +45,11 @@ def test_training_step(name, dtype):
         assert v.dtype == dtype
 
 
+@pytest.mark.parametrize("shape", SHAPES)
 @pytest.mark.parametrize("name", entries())
-def test_model_and_guide_sites_agree(name):
-    m = zoo.create(name, data_shape=SHAPE)
-    x = batch()
+def test_model_and_guide_sites_agree(name, shape):
+    m = zoo.create(name, data_shape=shape)
+    x = batch(shape=shape)
     guide_run = traces.record(m.guide, x)
     model_run = traces.record(m.model, x, replay=guide_run.replay_values())
     traces.check_sites(model_run.sites, guide_run.sites)  # raises on a mismatch
@@ -53,12 +57,15 @@ def test_model_and_guide_sites_agree(name):
     assert latents and "x" in model_run.sites and model_run.sites["x"]["is_observed"]
     for site in list(model_run.sites.values()) + list(guide_run.sites.values()):
         assert any(f.name == "data" and f.dim == -1 for f in site["cond_indep_stack"])
+    obs = model_run.sites["x"]["fn"]
+    assert obs.batch_shape == (6,) and obs.event_shape == shape
 
 
+@pytest.mark.parametrize("shape", SHAPES)
 @pytest.mark.parametrize("name", entries())
-def test_model_runs_under_particle_plate(name):
-    m = zoo.create(name, data_shape=SHAPE)
-    x = batch(n=5)
+def test_model_runs_under_particle_plate(name, shape):
+    m = zoo.create(name, data_shape=shape)
+    x = batch(n=5, shape=shape)
     log_p, log_q = traces.log_weights(m.model, m.guide, x, num_particles=3)
     assert log_p.shape == (3, 5) and log_q.shape == (3, 5)
     assert torch.isfinite(log_p).all() and torch.isfinite(log_q).all()
@@ -75,12 +82,15 @@ def test_model_runs_under_particle_plate(name):
     torch.testing.assert_close(lp3[1], lp1, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("flat", [False, True], ids=["image", "vector"])
 @pytest.mark.parametrize("name", entries())
-def test_loss_falls_on_digits(name):
+def test_loss_falls_on_digits(name, flat):
     pyro.set_rng_seed(1)
     ds = data.load("digits", split="train", binarize="fixed")
     x = ds.data[:256]
-    m = zoo.create(name, data_shape=ds.shape, hidden=(64,), latent_dim=8)
+    if flat:
+        x = x.reshape(256, -1)  # the 8x8 digits as vectors [B, 64]
+    m = zoo.create(name, data_shape=x.shape[1:], hidden=(64,), latent_dim=8)
     objective = m.objective()
     opt = torch.optim.Adam(objective.parameters(), lr=3e-3)
     losses = []
@@ -105,6 +115,34 @@ def test_nets_and_likelihoods(net, likelihood):
     assert m.reconstruct(x).shape == x.shape
 
 
+@pytest.mark.parametrize("likelihood", ["bernoulli", "normal", "continuous-bernoulli"])
+def test_vector_likelihoods_against_torch(likelihood):
+    """On vectors the observation is one event of D entries: log p(x | z) is the sum over the D
+    entries of torch's own one-dimensional log-density."""
+    torch.manual_seed(0)
+    m = zoo.create("vae", data_shape=(7,), likelihood=likelihood, likelihood_scale=0.3, hidden=(5,)).double()
+    x = torch.rand(4, 7, dtype=torch.float64)
+    if likelihood == "bernoulli":
+        x = x.round()
+    run = traces.record(m.model, x)
+    site = run.sites["x"]
+    out = m.model.decoder(run.sites["z"]["value"])  # [4, 7]
+    ref = {
+        "bernoulli": lambda: torch.distributions.Bernoulli(logits=out),
+        "normal": lambda: torch.distributions.Normal(out, 0.3),
+        "continuous-bernoulli": lambda: torch.distributions.ContinuousBernoulli(logits=out),
+    }[likelihood]()
+    assert site["fn"].event_shape == (7,) and site["fn"].batch_shape == (4,)
+    torch.testing.assert_close(site["fn"].log_prob(x), ref.log_prob(x).sum(-1))
+    assert m.sample(3).shape == (3, 7) and m.reconstruct(x).shape == (4, 7)
+
+
+def test_conv_nets_refuse_data_that_are_not_images():
+    for shape in [(20,), (28, 28), (1, 2, 8, 8)]:
+        with pytest.raises(ConfigError, match=r"need image data of shape \(C, H, W\).*use the MLP nets"):
+            zoo.create("vae", data_shape=shape, net="conv")
+
+
 def test_registry_and_config_errors():
     assert {"vae", "iwae"} <= set(zoo.names())
     assert all(zoo.describe(n) for n in zoo.names())
@@ -114,8 +152,9 @@ def test_registry_and_config_errors():
         zoo.create("vae", widht=3)
     with pytest.raises(ConfigError, match="likelihood"):
         zoo.create("vae", likelihood="poisson")
-    with pytest.raises(ShapeError, match="expected"):
-        zoo.create("vae", data_shape=(28, 28))
+    for bad in [(), (0, 3), (2.5,), (True, 3), 784, "1,28,28", None]:
+        with pytest.raises(ShapeError, match=r"data_shape=.*expected a non-empty tuple of positive integers"):
+            zoo.create("vae", data_shape=bad)
     cfg = zoo.make_config("vae", {"hidden": "300,100", "learn_scale": "true", "binarize": "none"})
     assert cfg.hidden == (300, 100) and cfg.learn_scale is True and cfg.binarize is None
     with pytest.raises(ShapeError, match=r"\[N, 1, 8, 8\]"):

@@ -8,7 +8,7 @@ from vaezoo import zoo
 from vaezoo.errors import ConfigError
 from vaezoo.guides import DiagonalNormalGuide
 from vaezoo.models import LIKELIHOODS, VAEModel, make_likelihood
-from vaezoo.nets import ConvDecoder, ConvEncoder, MLPDecoder, MLPEncoder
+from vaezoo.nets import ACTIVATIONS, ConvDecoder, ConvEncoder, MLPDecoder, MLPEncoder
 
 BINARIZE = (None, "dynamic", "fixed")
 
@@ -34,18 +34,25 @@ class VAEConfig:
     analytic_kl: bool = True
 
     def validate(self):
+        """Ranges and names (make_config has checked the types)."""
         if self.latent_dim < 1:
-            raise ConfigError(f"latent_dim must be >= 1, got {self.latent_dim}")
+            raise ConfigError(f"latent_dim={self.latent_dim}; expected an integer >= 1")
         if self.net not in ("mlp", "conv"):
-            raise ConfigError(f"unknown net {self.net!r}; expected mlp or conv")
+            raise ConfigError(f"net={self.net!r}; expected mlp or conv")
+        if any(h < 1 for h in self.hidden):
+            raise ConfigError(f"hidden={self.hidden!r}; expected layer sizes >= 1")
+        if self.activation not in ACTIVATIONS:
+            raise ConfigError(f"activation={self.activation!r}; expected one of {', '.join(sorted(ACTIVATIONS))}")
         if self.likelihood not in LIKELIHOODS:
-            raise ConfigError(f"unknown likelihood {self.likelihood!r}; expected one of {sorted(LIKELIHOODS)}")
+            raise ConfigError(f"likelihood={self.likelihood!r}; expected one of {', '.join(sorted(LIKELIHOODS))}")
+        if not self.likelihood_scale > 0:
+            raise ConfigError(f"likelihood_scale={self.likelihood_scale}; expected a number > 0")
         if self.binarize not in BINARIZE:
-            raise ConfigError(f"unknown binarize {self.binarize!r}; expected dynamic, fixed or none")
+            raise ConfigError(f"binarize={self.binarize!r}; expected dynamic, fixed or none")
         if self.objective not in ("elbo", "iwae"):
-            raise ConfigError(f"unknown objective {self.objective!r}; expected elbo or iwae")
+            raise ConfigError(f"objective={self.objective!r}; expected elbo or iwae")
         if self.num_particles < 1:
-            raise ConfigError(f"num_particles must be >= 1, got {self.num_particles}")
+            raise ConfigError(f"num_particles={self.num_particles}; expected an integer >= 1")
 
 
 @dataclass
@@ -55,10 +62,10 @@ class IWAEConfig(VAEConfig):
 
 
 def build_nets(config: VAEConfig, data_shape, encoder_out: int):
-    """Encoder ``[B, C, H, W] -> [B, encoder_out]`` and decoder ``[..., latent] -> [..., P*C, H, W]``."""
-    likelihood = make_likelihood(config.likelihood, config.likelihood_scale, config.learn_scale)
-    c, h, w = data_shape
-    out_shape = (likelihood.params_per_channel * c, h, w)
+    """Encoder ``[B, *data_shape] -> [B, encoder_out]``, decoder ``[..., latent] -> [..., P*C, *rest]``
+    for ``data_shape = (C, *rest)`` (``P``: the likelihood's outputs per entry of C), likelihood."""
+    likelihood = make_likelihood(config.likelihood, len(data_shape), config.likelihood_scale, config.learn_scale)
+    out_shape = (likelihood.params_per_channel * data_shape[0],) + tuple(data_shape[1:])
     if config.net == "mlp":
         encoder = MLPEncoder(data_shape, config.hidden, encoder_out, config.activation)
         decoder = MLPDecoder(config.latent_dim, tuple(reversed(config.hidden)), out_shape, config.activation)

@@ -1,4 +1,5 @@
-"""Amortized posteriors q(z | x): nn.Modules whose forward is a Pyro guide."""
+"""Amortized posteriors q(z | x): ``PyroModule``s whose forward is a Pyro guide registering its
+networks with Pyro."""
 
 from vaezoo.guides.ar1 import AR1Guide
 from vaezoo.guides.diagonal import DiagonalNormalGuide

@@ -4,17 +4,19 @@ on top of the mean."""
 
 import pyro
 import torch
+from pyro.nn import PyroModule
 from torch import nn
 
 from vaezoo.distributions import AR1Normal
 from vaezoo.traces import data_plate
 
 
-class AR1Guide(nn.Module):
-    """``encoder`` maps ``[B, C, H, W]`` to ``[B, latent_dim + 2]``: the mean mu, log s and a raw
+class AR1Guide(PyroModule):
+    """``encoder`` maps ``[B, *data_shape]`` to ``[B, latent_dim + 2]``: the mean mu, log s and a raw
     correlation. As in the paper, rho = tanh(raw), here shrunk by ``1 - rho_margin`` so that
     log(1 - rho^2) stays finite in float32; the marginal standard deviation is sqrt(s).
-    Works for any model whose latent site ``site`` is a vector ``[..., B, latent_dim]``."""
+    Works for any model whose latent site ``site`` is a vector ``[..., B, latent_dim]``.
+    A ``PyroModule``: reading ``self.encoder`` in ``forward`` registers it with ``pyro.module``."""
 
     def __init__(self, encoder: nn.Module, latent_dim: int, site: str = "z", rho_margin: float = 1e-3):
         super().__init__()

@@ -4,14 +4,16 @@ import pyro
 import pyro.distributions as dist
 import torch
 import torch.nn.functional as F
+from pyro.nn import PyroModule
 from torch import nn
 
 from vaezoo.traces import data_plate
 
 
-class DiagonalNormalGuide(nn.Module):
-    """``encoder`` maps ``[B, C, H, W]`` to ``[B, 2 * latent_dim]``: the mean and a raw scale,
-    sigma = softplus(raw) + min_scale (softplus rather than exp keeps early training stable)."""
+class DiagonalNormalGuide(PyroModule):
+    """``encoder`` maps ``[B, *data_shape]`` to ``[B, 2 * latent_dim]``: the mean and a raw scale,
+    sigma = softplus(raw) + min_scale (softplus rather than exp keeps early training stable).
+    A ``PyroModule``: reading ``self.encoder`` in ``forward`` registers it with ``pyro.module``."""
 
     def __init__(self, encoder: nn.Module, latent_dim: int, site: str = "z", min_scale: float = 1e-4):
         super().__init__()

@@ -1,5 +1,5 @@
-"""Generative programs p(x, z): priors, decoders and likelihoods, as nn.Modules whose forward is a
-Pyro model keeping the contract of DESIGN.md."""
+"""Generative programs p(x, z): priors, decoders and likelihoods, as ``PyroModule``s whose forward
+is a Pyro model keeping the contract of DESIGN.md and registering its networks with Pyro."""
 
 from vaezoo.models.likelihoods import LIKELIHOODS, Likelihood, make_likelihood
 from vaezoo.models.vae import VAEModel

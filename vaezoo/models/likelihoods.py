@@ -1,8 +1,10 @@
-"""Observation likelihoods p(x | decoder output) for image data, chosen by name in a config.
+"""Observation likelihoods p(x | decoder output) for data of any event shape (images, vectors,
+sequences), chosen by name in a config.
 
-A likelihood is a small nn.Module: it says how many decoder channels it needs per data channel,
-turns the decoder's image-shaped output into a Pyro distribution with the image as its event, and
-checks that data lie in its support (one clear error instead of a NaN loss later).
+A likelihood is a small nn.Module: it says how many decoder outputs it needs per entry of the
+data's first event dimension (a channel of an image, a coordinate of a vector), turns the decoder's
+output into a Pyro distribution whose event is one datapoint (``event_dim`` dimensions), and checks
+that data lie in its support (one clear error instead of a NaN loss later).
 """
 
 import math
@@ -15,12 +17,18 @@ from vaezoo.errors import ConfigError, SupportError
 
 
 class Likelihood(nn.Module):
-    #: decoder output channels per data channel
+    """``event_dim``: the number of event dimensions of one datapoint, ``len(data_shape)``."""
+
+    #: decoder outputs per entry of the data's first event dimension
     params_per_channel = 1
     #: "binary", "unit" ([0, 1]) or "real"
     support = "real"
 
-    def forward(self, out: torch.Tensor) -> dist.TorchDistribution:  # out [..., P*C, H, W]
+    def __init__(self, event_dim: int):
+        super().__init__()
+        self.event_dim = event_dim
+
+    def forward(self, out: torch.Tensor) -> dist.TorchDistribution:  # out [..., P*C, *rest of data_shape]
         raise NotImplementedError
 
     def mean(self, out: torch.Tensor) -> torch.Tensor:
@@ -33,7 +41,7 @@ class Likelihood(nn.Module):
                 v = x[bad][0].item()
                 raise SupportError(
                     f"data value {v:g} is outside the support of the Bernoulli likelihood; expected binary "
-                    "images: binarize them (--set binarize=dynamic) or choose another likelihood"
+                    "data: binarize them (--set binarize=dynamic) or choose another likelihood"
                 )
         elif self.support == "unit":
             bad = (x < 0) | (x > 1)
@@ -63,12 +71,12 @@ class BernoulliLogits(dist.Bernoulli):
 
 
 class Bernoulli(Likelihood):
-    """x ~ Bernoulli(sigmoid(logits)), independently per pixel."""
+    """x ~ Bernoulli(sigmoid(logits)), independently per entry."""
 
     support = "binary"
 
     def forward(self, out):
-        return BernoulliLogits(logits=out).to_event(3)
+        return BernoulliLogits(logits=out).to_event(self.event_dim)
 
     def mean(self, out):
         return torch.sigmoid(out)
@@ -80,16 +88,16 @@ class ContinuousBernoulli(Likelihood):
     support = "unit"
 
     def forward(self, out):
-        return dist.ContinuousBernoulli(logits=out).to_event(3)
+        return dist.ContinuousBernoulli(logits=out).to_event(self.event_dim)
 
 
 class Normal(Likelihood):
-    """x ~ Normal(mu, sigma) per pixel; sigma fixed, or one learned scalar (``learn_scale``)."""
+    """x ~ Normal(mu, sigma) per entry; sigma fixed, or one learned scalar (``learn_scale``)."""
 
-    def __init__(self, scale: float = 0.1, learn_scale: bool = False):
-        super().__init__()
+    def __init__(self, event_dim: int, scale: float = 0.1, learn_scale: bool = False):
+        super().__init__(event_dim)
         if not scale > 0:
-            raise ConfigError(f"likelihood scale must be positive, got {scale}")
+            raise ConfigError(f"likelihood_scale={scale}; expected a number > 0")
         log_scale = torch.tensor(math.log(scale))
         if learn_scale:
             self.log_scale = nn.Parameter(log_scale)
@@ -97,7 +105,7 @@ class Normal(Likelihood):
             self.register_buffer("log_scale", log_scale)
 
     def forward(self, out):
-        return dist.Normal(out, self.log_scale.exp().to(out)).to_event(3)
+        return dist.Normal(out, self.log_scale.exp().to(out)).to_event(self.event_dim)
 
     def mean(self, out):
         return out
@@ -110,9 +118,10 @@ LIKELIHOODS = {
 }
 
 
-def make_likelihood(name: str, scale: float = 0.1, learn_scale: bool = False) -> Likelihood:
+def make_likelihood(name: str, event_dim: int, scale: float = 0.1, learn_scale: bool = False) -> Likelihood:
+    """The likelihood ``name`` for datapoints of ``event_dim`` dimensions (``len(data_shape)``)."""
     if name not in LIKELIHOODS:
-        raise ConfigError(f"unknown likelihood {name!r}; expected one of {sorted(LIKELIHOODS)}")
+        raise ConfigError(f"likelihood={name!r}; expected one of {', '.join(sorted(LIKELIHOODS))}")
     if name == "normal":
-        return Normal(scale, learn_scale)
-    return LIKELIHOODS[name]()
+        return Normal(event_dim, scale, learn_scale)
+    return LIKELIHOODS[name](event_dim)

@@ -10,9 +10,14 @@ from vaezoo.errors import ConfigError
 
 
 def _check(shape):
+    if len(shape) != 3:
+        raise ConfigError(
+            f"the convolutional nets need image data of shape (C, H, W), got shape {shape}; "
+            "use the MLP nets (net=mlp) for vectors and sequences"
+        )
     c, h, w = shape
     if h % 4 or w % 4:
-        raise ConfigError(f"the convolutional nets need height and width divisible by 4, got {h}x{w}; use the MLP nets")
+        raise ConfigError(f"the convolutional nets need height and width divisible by 4, got {h}x{w}; use the MLP nets (net=mlp)")
     return c, h, w
 
 

@@ -31,7 +31,8 @@ class MLP(nn.Sequential):
 
 
 class MLPEncoder(nn.Module):
-    """Flattens images ``[B, C, H, W]`` and maps them to ``[B, out_features]``."""
+    """Flattens data ``[..., *in_shape]`` (images, vectors, sequences) and maps them to
+    ``[..., out_features]``."""
 
     def __init__(self, in_shape: Sequence[int], hidden: Sequence[int], out_features: int, activation: str = "tanh"):
         super().__init__()
@@ -43,7 +44,7 @@ class MLPEncoder(nn.Module):
 
 
 class MLPDecoder(nn.Module):
-    """Maps latents ``[..., in_features]`` to image-shaped outputs ``[..., *out_shape]``."""
+    """Maps latents ``[..., in_features]`` to outputs ``[..., *out_shape]`` of the data's shape."""
 
     def __init__(self, in_features: int, hidden: Sequence[int], out_shape: Sequence[int], activation: str = "tanh"):
         super().__init__()
