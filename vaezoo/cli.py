@@ -230,8 +230,8 @@ def _train(args, run: Path, m, cfg, train, test, eval_samples: int, device, resu
     pictures = runs.write_pictures(run, m, test_x, seed=train_cfg["seed"])
     written = []
     if eval_samples > 0:
-        summary, text = _evaluate(m, test_x, eval_samples, seed=train_cfg["seed"], quiet=args.quiet)
-        written = _write_evaluation(run, runs.EVAL, "gaps.png", summary, text, split="test", epoch=trainer.epoch)
+        summary, text, result = _evaluate(m, test_x, eval_samples, seed=train_cfg["seed"], quiet=args.quiet)
+        written = _write_evaluation(run, runs.EVAL, "gaps.png", summary, text, result, split="test", epoch=trainer.epoch)
     report_path = runs.write_report(run, cfg, history)
     runs.remove_stale_parts(run)
     print(f"run directory: {run}")
@@ -245,7 +245,7 @@ def _train(args, run: Path, m, cfg, train, test, eval_samples: int, device, resu
 # ----------------------------------------------------------------------------------- evaluate
 def _evaluate(m, x, samples: int, seed: int, quiet: bool, ais_steps: int = 0):
     """Per-datapoint log p(x) by importance sampling (and AIS if asked): ``(summary for the JSON
-    file, markdown for report.md, the result)``."""
+    file, markdown for report.md, the importance-sampling result)``."""
     from vaezoo import evaluation
     from vaezoo.evaluation import report
 
@@ -266,17 +266,16 @@ def _evaluate(m, x, samples: int, seed: int, quiet: bool, ais_steps: int = 0):
         }
         text += "\n" + report.format_ais(a)
     print(text)
-    return dict(summary, _result=result), text
+    return summary, text, result
 
 
-def _write_evaluation(run: Path, name: str, gaps: Optional[str], summary: Dict, text: str, **settings) -> List[Path]:
+def _write_evaluation(run: Path, name: str, gaps: str, summary: Dict, text: str, result=None, **settings) -> List[Path]:
     """Writes an evaluation's JSON file (with its markdown, which report.md collects) and, for an
-    importance-sampling one, its histogram of gaps; returns the paths."""
+    importance-sampling ``result``, its histogram of gaps; returns the paths."""
     from vaezoo.evaluation import report
 
-    result = summary.pop("_result", None)
     paths = []
-    if result is not None and gaps is not None:
+    if result is not None:
         paths.append(report.plot_gap_histogram(result, run / gaps))
         text += f"\n\n![per-datapoint gaps]({gaps})"
     paths.insert(0, report.write_json(run / name, dict(summary, **settings, report_md=text)))
@@ -306,11 +305,11 @@ def cmd_evaluate(args) -> int:
                         test_elbo_mean=terms["elbo"])
         name = runs.eval_name(args.split, int(x.shape[0]), samples, seed, ais_steps)
         if samples > 0:
-            summary, text = _evaluate(m, x, samples, seed, args.quiet, ais_steps)
+            summary, text, result = _evaluate(m, x, samples, seed, args.quiet, ais_steps)
         else:
-            summary, text = {"num_samples": 0}, f"- ELBO: {terms['elbo']:.3f} nats (no importance sampling)"
+            summary, text, result = {"num_samples": 0}, f"- ELBO: {terms['elbo']:.3f} nats (no importance sampling)", None
         gaps = "gaps-" + name[len("eval-"):-len(".json")] + ".png"
-        for path in _write_evaluation(run, name, gaps, summary, text, **settings):
+        for path in _write_evaluation(run, name, gaps, summary, text, result, **settings):
             print(path)
         runs.write_report(run, cfg, state["history"])
     return 0

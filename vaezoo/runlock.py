@@ -57,6 +57,21 @@ def _stale(path: Path, owner: dict) -> bool:
     return owner.get("host") == socket.gethostname() and isinstance(pid, int) and not _alive(pid)
 
 
+@contextlib.contextmanager
+def _serialized(directory: Path):
+    try:
+        import fcntl
+    except ImportError:  # no flock (Windows): the take-over is then only nearly atomic
+        yield
+        return
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the flock
+
+
 def describe(owner: dict) -> str:
     if not owner:
         return "another process (its lock file is being written)"
@@ -112,21 +127,14 @@ class RunLock:
         return True
 
     def _take_over(self, seen: dict) -> None:
-        """Removes the stale lock ``seen``, unless another process replaced it in the meantime:
-        the lock is renamed aside (atomic: of several processes one gets it) and checked."""
-        aside = self.run / f"{LOCK}.{os.getpid()}.{self.token[:8]}.stale"
-        try:
-            os.rename(self.path, aside)
-        except FileNotFoundError:  # another process took it over first
-            return
-        try:
-            got = json.loads(aside.read_text() or "{}")
-        except (OSError, ValueError):
-            got = {}
-        if got != seen:  # a live owner's fresh lock: put it back where it was
-            with contextlib.suppress(FileExistsError):
-                os.link(aside, self.path)
-        aside.unlink()
+        """Removes the stale lock ``seen`` unless another process replaced it in the meantime.
+        Check and removal run under ``flock`` on the directory, so that of several processes
+        that saw the same stale lock one removes it and the others then see the new owner's
+        (flock, unlike a lock file, is released by the kernel when its holder dies)."""
+        with _serialized(self.run):
+            if read_owner(self.run) == seen and _stale(self.path, seen):
+                with contextlib.suppress(FileNotFoundError):
+                    self.path.unlink()
 
     def acquire(self) -> "RunLock":
         if not self.create and not self.run.is_dir():
@@ -145,16 +153,15 @@ class RunLock:
                     self._remove_made()
                     raise RunError(
                         f"run directory {self.run} is in use by {describe(owner)} "
-                        f"(lock {self.path}); expected one process per run: wait for it to finish or choose another --out"
+                        f"(lock {self.path}); expected one process per run: wait for it to finish, or remove the lock if that process is gone"
                     )
                 self._take_over(owner)
         except OSError as e:
             if isinstance(e, RunError):
                 raise
             self._remove_made()
-            raise RunError(
-                f"cannot create the run directory {self.run} ({e.strerror or e}); expected a writable directory"
-            ) from None
+            doing = "write into the run directory" if self.run.is_dir() else "create the run directory"
+            raise RunError(f"cannot {doing} {self.run} ({e.strerror or e}); expected a writable directory") from None
         self._remove_made()
         raise RunError(f"could not take the lock {self.path}; expected it to be free or held by a live process")
 

@@ -370,3 +370,34 @@ def test_evaluations_are_named_by_their_settings(run, capsys):
     assert json.loads((run / "eval-test-n3-K0-seed0.json").read_text())["num_samples"] == 0
     report = (run / "report.md").read_text()
     assert all(name in report for name in ("eval-test-n30-K8-seed0.json", "eval-test-n3-K8-seed0.json", "eval-test-n3-K0-seed0.json"))
+
+
+def test_of_processes_racing_for_a_stale_lock_one_wins(tmp_path):
+    """Threads stand in for processes: all see the same dead owner, exactly one takes over."""
+    import threading
+
+    from vaezoo.errors import RunError
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    run = tmp_path / "contested"
+    _lock(run, dead.pid)
+    start, won, lost = threading.Barrier(8), [], []
+
+    def contend():
+        lock = runlock.RunLock(run, create=False)
+        start.wait()
+        try:
+            won.append(lock.acquire())
+        except RunError as e:
+            lost.append(str(e))
+
+    threads = [threading.Thread(target=contend) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(won) == 1 and len(lost) == 7, (won, lost)
+    assert json.loads((run / runlock.LOCK).read_text())["token"] == won[0].token
+    won[0].release()
+    assert os.listdir(run) == []
