@@ -189,7 +189,6 @@ def _resume(args, run: Path, given: Dict):
 
 
 def _train(args, run: Path, m, cfg, train, test, eval_samples: int, device, resume: bool) -> int:
-    from vaezoo.evaluation import report
     from vaezoo.inference import Trainer, distributed
 
     lead = distributed.rank() == 0
@@ -302,7 +301,7 @@ def cmd_evaluate(args) -> int:
         terms = trainer.evaluate(x)
         print(f"{cfg['model']} on {cfg['dataset']} ({args.split}, {x.shape[0]} images): ELBO {terms['elbo']:.3f} nats")
         settings = dict(split=args.split, num_data=int(x.shape[0]), epoch=state["epoch"], seed=seed, dtype=args.dtype,
-                        test_elbo_mean=terms["elbo"])
+                        objective_elbo=terms["elbo"])
         name = runs.eval_name(args.split, int(x.shape[0]), samples, seed, ais_steps)
         if samples > 0:
             summary, text, result = _evaluate(m, x, samples, seed, args.quiet, ais_steps)

@@ -81,9 +81,10 @@ def describe(owner: dict) -> str:
 class RunLock:
     """Context manager owning the run directory ``run`` while the block runs.
 
-    ``acquire`` (which makes ``run`` and its parents if missing and ``create``) creates ``run/.vaezoo.lock`` with ``O_CREAT | O_EXCL``, so of two processes exactly
-    one succeeds; the other gets a :class:`RunError` naming the owner. A lock left by a dead process
-    of this host is taken over. ``release`` (on leaving the block, also on errors and Ctrl-C)
+    ``acquire`` makes ``run`` (and its parents) if missing and ``create``, then creates
+    ``run/.vaezoo.lock`` with ``O_CREAT | O_EXCL``: of two processes exactly one succeeds, the
+    other gets a :class:`RunError` naming the owner. A lock left by a dead process of this host is
+    taken over. ``release`` (on leaving the block, also on errors and Ctrl-C)
     removes the lock if it is still ours, and the directories ``acquire`` made if they are empty.
     """
 

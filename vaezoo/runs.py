@@ -1,6 +1,6 @@
-"""Run directories: ``config.json`` says what was trained on what; ``checkpoint.pt`` holds the
-weights. This module rebuilds a trained zoo entry from a run directory (for evaluate, sample and
-resume) and writes the run's pictures and report."""
+"""Run directories: ``config.json`` (checked on every read) says what was trained on what;
+``checkpoint.pt`` holds the weights. This module decides where a new run may go, rebuilds a trained
+zoo entry from a run (for evaluate, sample and resume) and writes its pictures, evaluations and report."""
 
 from __future__ import annotations
 
