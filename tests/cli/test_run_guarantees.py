@@ -401,3 +401,18 @@ def test_of_processes_racing_for_a_stale_lock_one_wins(tmp_path):
     assert json.loads((run / runlock.LOCK).read_text())["token"] == won[0].token
     won[0].release()
     assert os.listdir(run) == []
+
+
+def test_ctrl_c_releases_the_lock_and_keeps_the_checkpoint(run, capsys, monkeypatch):
+    from vaezoo.inference import Trainer
+
+    before = (run / "checkpoint.pt").read_bytes()
+
+    def interrupted(self, *args, **kwargs):
+        assert (run / runlock.LOCK).exists()  # held while training
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Trainer, "fit", interrupted)
+    assert cli.main(["train", "--resume", "--out", str(run), "--epochs", "2"] + TINY[6:]) == 130
+    assert "interrupted; the last checkpoint is kept" in capsys.readouterr().err
+    assert not (run / runlock.LOCK).exists() and (run / "checkpoint.pt").read_bytes() == before
