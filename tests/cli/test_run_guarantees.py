@@ -101,6 +101,18 @@ def test_config_fields_checked_by_the_zoo_before_anything_is_written(setting, ca
     assert not (tmp_path / "r").exists()
 
 
+@pytest.mark.skipif(not _zoo_validates_fields(), reason="needs the zoo's config-field validation (zoo branch)")
+@pytest.mark.parametrize("field, value", [("latent_dim", 2.5), ("activation", "foo"), ("hidden", [-5, 3])])
+def test_hand_edited_model_config_is_checked_by_the_zoo(run, field, value, capsys):
+    cfg = json.loads((run / "config.json").read_text())
+    cfg["config"][field] = value
+    (run / "config.json").write_text(json.dumps(cfg))
+    before = hashes(run)
+    refused(["evaluate", str(run), "--device", "cpu"], capsys, field)
+    refused(["train", "--resume", "--out", str(run), "--quiet", "--device", "cpu"], capsys, field)
+    assert hashes(run) == before
+
+
 def test_evaluate_and_sample_values(run, capsys):
     before = hashes(run)
     refused(["evaluate", str(run), "--n", "0"], capsys, "--n 0 is out of range")
