@@ -31,7 +31,7 @@ def _alive(pid: int) -> bool:
 
 def read_owner(run) -> Optional[dict]:
     """The owner recorded in ``run``'s lock file (``{"pid", "host", ...}``), ``{}`` for a lock
-    file still being written or unreadable, ``None`` if there is no lock."""
+    file still being written or unreadable (or naming no valid pid), ``None`` if there is no lock."""
     try:
         text = (Path(run) / LOCK).read_text()
     except FileNotFoundError:
@@ -42,7 +42,11 @@ def read_owner(run) -> Optional[dict]:
         owner = json.loads(text)
     except json.JSONDecodeError:
         return {}
-    return owner if isinstance(owner, dict) else {}
+    if not isinstance(owner, dict):
+        return {}
+    pid = owner.get("pid")
+    valid = isinstance(pid, int) and not isinstance(pid, bool) and 0 < pid < 2**31 and isinstance(owner.get("host"), str)
+    return owner if valid else {}
 
 
 def _stale(path: Path, owner: dict) -> bool:
@@ -53,8 +57,7 @@ def _stale(path: Path, owner: dict) -> bool:
             return time.time() - path.stat().st_mtime > _WRITING_GRACE_S
         except FileNotFoundError:
             return False
-    pid = owner.get("pid")
-    return owner.get("host") == socket.gethostname() and isinstance(pid, int) and not _alive(pid)
+    return owner["host"] == socket.gethostname() and not _alive(owner["pid"])
 
 
 @contextlib.contextmanager
@@ -74,7 +77,7 @@ def _serialized(directory: Path):
 
 def describe(owner: dict) -> str:
     if not owner:
-        return "another process (its lock file is being written)"
+        return "another process (its lock file is being written or unreadable)"
     return f"process {owner.get('pid')} on {owner.get('host')}"
 
 

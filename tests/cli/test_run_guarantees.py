@@ -323,6 +323,10 @@ def test_checkpoint_missing_a_field(run, capsys):
     _rewrite_checkpoint(run, lambda s: s.pop("epoch"))
     refused(["evaluate", str(run), "--device", "cpu"], capsys, "has no 'epoch'")
     refused(["train", "--resume", "--out", str(run), "--quiet", "--device", "cpu"], capsys, "has no 'epoch'")
+    _rewrite_checkpoint(run, lambda s: s.update(epoch=-3))
+    refused(["evaluate", str(run), "--device", "cpu"], capsys, "has epoch=-3; expected the number of epochs done")
+    _rewrite_checkpoint(run, lambda s: s.update(epoch=1, history="none"))
+    refused(["evaluate", str(run), "--device", "cpu"], capsys, "has history='none'; expected the per-epoch metrics")
 
 
 class Payload:
@@ -428,3 +432,11 @@ def test_ctrl_c_releases_the_lock_and_keeps_the_checkpoint(run, capsys, monkeypa
     assert cli.main(["train", "--resume", "--out", str(run), "--epochs", "2"] + TINY[6:]) == 130
     assert "interrupted; the last checkpoint is kept" in capsys.readouterr().err
     assert not (run / runlock.LOCK).exists() and (run / "checkpoint.pt").read_bytes() == before
+
+
+def test_unreadable_lock_is_taken_over_only_when_old(run, capsys):
+    (run / runlock.LOCK).write_text('{"pid": 99999999999999}')  # no valid owner: being written, or junk
+    refused(["evaluate", str(run), "--device", "cpu"], capsys, "its lock file is being written or unreadable")
+    os.utime(run / runlock.LOCK, (0, 0))  # long past the moment it was created
+    assert cli.main(["evaluate", str(run), "--n", "2", "--samples", "0", "--quiet", "--device", "cpu"]) == 0
+    assert not (run / runlock.LOCK).exists()

@@ -88,5 +88,6 @@ def load(path, map_location="cpu") -> Dict[str, Any]:
             raise CheckpointError(f"checkpoint {path} has no {key!r}; expected {what} in a checkpoint written by vaezoo train")
         value = state[key]
         if not isinstance(value, kind) or isinstance(value, bool) or (key == "epoch" and value < 0):
-            raise CheckpointError(f"checkpoint {path} has {key}={type(value).__name__}; expected {what}")
+            shown = repr(value) if isinstance(value, (int, float, str, type(None))) else f"a {type(value).__name__}"
+            raise CheckpointError(f"checkpoint {path} has {key}={shown}; expected {what}")
     return state
