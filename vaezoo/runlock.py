@@ -142,7 +142,8 @@ class RunLock:
 
     def acquire(self) -> "RunLock":
         if not self.create and not self.run.is_dir():
-            raise RunError(f"run directory {self.run} does not exist; expected a directory made by vaezoo train")
+            what = "is not a directory" if self.run.exists() else "does not exist"
+            raise RunError(f"run directory {self.run} {what}; expected a directory made by vaezoo train")
         try:
             if self.create:
                 self._mkdirs()

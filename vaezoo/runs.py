@@ -93,7 +93,8 @@ def read_config(run: Path) -> Dict[str, Any]:
     config through :func:`vaezoo.zoo.make_config`, the train settings through :func:`check_train`."""
     run = Path(run)
     if not run.is_dir():
-        raise RunError(f"run directory {run} does not exist; expected a directory made by vaezoo train")
+        what = "is not a directory" if run.exists() else "does not exist"
+        raise RunError(f"run directory {run} {what}; expected a directory made by vaezoo train")
     path = run / CONFIG
     try:
         cfg = json.loads(path.read_text())

@@ -123,6 +123,8 @@ def test_evaluate_and_sample_values(run, capsys):
     refused(["sample", str(run), "--n", str(10**9)], capsys, f"--n {10**9} is out of range")
     refused(["sample", str(run), "--out", str(run)], capsys, "is a directory; expected the path of a PNG file")
     refused(["sample", str(run), "--out", str(run / "config.json" / "x.png")], capsys, "lies under the file")
+    refused(["evaluate", str(run / "config.json")], capsys, "config.json is not a directory")
+    refused(["sample", str(run / "config.json")], capsys, "config.json is not a directory")
     assert hashes(run) == before
 
 
