@@ -41,3 +41,26 @@ def atomic_write_text(path, text: str) -> None:
 
 def write_json(path, obj) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+def stale_parts(directory, name: str = "*"):
+    """The temporary files :func:`atomic_writer` left in ``directory`` for ``name`` (all names by
+    default) when its process was killed before the rename: ``.NAME.*.part``."""
+    return sorted(p for p in Path(directory).glob(f".{name}.*.part") if p.is_file())
+
+
+def remove_stale_parts(directory, name: str = "*") -> int:
+    """Deletes :func:`stale_parts`; the caller must own ``directory`` (no other writer may be
+    in the middle of an atomic write there). Returns how many were removed."""
+    removed = 0
+    for p in stale_parts(directory, name):
+        with contextlib.suppress(FileNotFoundError):
+            p.unlink()
+            removed += 1
+    return removed
+
+
+def is_part(path) -> bool:
+    """Whether ``path`` is named like a temporary file of :func:`atomic_writer`."""
+    name = Path(path).name
+    return name.startswith(".") and name.endswith(".part")

@@ -1,30 +1,100 @@
-"""Run directories: ``config.json`` says what was trained on what; ``checkpoint.pt`` holds the
-weights. This module rebuilds a trained zoo entry from a run directory (for evaluate, sample and
-resume) and writes the run's pictures and report."""
+"""Run directories: ``config.json`` (checked on every read) says what was trained on what;
+``checkpoint.pt`` holds the weights. This module decides where a new run may go, rebuilds a trained
+zoo entry from a run (for evaluate, sample and resume) and writes its pictures, evaluations and report."""
 
 from __future__ import annotations
 
 import json
+import math
 import time
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 
-from vaezoo import __version__, data, zoo
-from vaezoo.errors import CheckpointError, RunError
+from vaezoo import __version__, data, fileio, runlock, zoo
+from vaezoo.errors import CheckpointError, ConfigError, RunError, UnknownNameError
 from vaezoo.evaluation.figures import reconstruction_pairs, save_image_grid
 from vaezoo.fileio import atomic_write_text, write_json
 from vaezoo.inference import checkpoint as ckpt
 
 CONFIG = "config.json"
 CHECKPOINT = "checkpoint.pt"
+EVAL = "eval.json"  # the evaluation `vaezoo train` makes of the full test split after training
+SEED_END = 2**32
+
+
+# ----------------------------------------------------------------------------- train settings
+def _int(lo: int, hi: Optional[int] = None, what: str = ""):
+    def check(value, label):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{label} {value!r} is not an integer; expected {what}")
+        if value < lo or (hi is not None and value >= hi):
+            raise ConfigError(f"{label} {value} is out of range; expected {what}")
+        return value
+
+    return check
+
+
+def _positive_float(value, label):
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(f"{label} {value!r} is not a number; expected a finite number > 0")
+    if not (math.isfinite(value) and value > 0):
+        raise ConfigError(f"{label} {value} is out of range; expected a finite number > 0")
+    return float(value)
+
+
+def _optional(check):
+    return lambda value, label: None if value is None else check(value, label)
+
+
+def _dtype(value, label):
+    if value not in ("float32", "float64"):
+        raise ConfigError(f"{label} {value!r} is not a dtype; expected float32 or float64")
+    return value
+
+
+# the train settings a run records in config.json["train"], each with its check
+TRAIN_CHECKS = {
+    "epochs": _int(1, what="an integer >= 1"),
+    "batch_size": _int(1, what="an integer >= 1"),
+    "lr": _positive_float,
+    "seed": _int(0, SEED_END, what=f"an integer in [0, 2^32)"),
+    "clip_norm": _optional(_positive_float),
+    "dtype": _dtype,
+    "n_train": _optional(_int(1, what="an integer >= 1")),
+}
+TRAIN_DEFAULTS = {"batch_size": 128, "lr": 1e-3, "seed": 0, "clip_norm": None, "dtype": "float32"}
+
+
+def check_train(train: Dict[str, Any], label=lambda key: key) -> Dict[str, Any]:
+    """The train settings ``train`` with every value checked (``label(key)`` names a value in
+    errors, e.g. its command-line flag); unknown keys are a :class:`ConfigError`."""
+    out = {}
+    for key, value in train.items():
+        if key not in TRAIN_CHECKS:
+            raise ConfigError(f"{label(key)} is not a train setting; expected one of {', '.join(TRAIN_CHECKS)}")
+        out[key] = TRAIN_CHECKS[key](value, label(key))
+    return out
+
+
+# ----------------------------------------------------------------------------- config.json
+def _looks_like_run(run: Path) -> bool:
+    """Whether ``run`` holds a config.json written by vaezoo (without checking its values)."""
+    try:
+        cfg = json.loads((run / CONFIG).read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(cfg, dict) and {"model", "config", "data_shape", "dataset"} <= set(cfg)
 
 
 def read_config(run: Path) -> Dict[str, Any]:
+    """``run/config.json``, every value checked as if it came from the command line: the model's
+    config through :func:`vaezoo.zoo.make_config`, the train settings through :func:`check_train`."""
     run = Path(run)
     if not run.is_dir():
-        raise RunError(f"run directory {run} does not exist; expected a directory made by vaezoo train")
+        what = "is not a directory" if run.exists() else "does not exist"
+        raise RunError(f"run directory {run} {what}; expected a directory made by vaezoo train")
     path = run / CONFIG
     try:
         cfg = json.loads(path.read_text())
@@ -32,9 +102,34 @@ def read_config(run: Path) -> Dict[str, Any]:
         raise RunError(f"{path} not found; expected a run directory made by vaezoo train") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise RunError(f"{path} is not valid JSON ({e.msg if hasattr(e, 'msg') else e}); expected the run's config") from None
+    except OSError as e:
+        raise RunError(f"cannot read {path} ({e.strerror or e}); expected a readable config.json") from None
+    if not isinstance(cfg, dict):
+        raise RunError(f"{path} holds a {type(cfg).__name__}; expected a config.json written by vaezoo train")
     for key in ("model", "config", "data_shape", "dataset"):
         if key not in cfg:
             raise RunError(f"{path} has no {key!r}; expected a config.json written by vaezoo train")
+    if not isinstance(cfg["model"], str):
+        raise ConfigError(f"{path}: model={cfg['model']!r} is not a name; expected a zoo entry name")
+    if not isinstance(cfg["config"], dict):
+        raise ConfigError(f"{path}: config={cfg['config']!r} is not an object; expected the model's config fields")
+    shape = cfg["data_shape"]
+    if not (isinstance(shape, list) and shape and all(isinstance(s, int) and not isinstance(s, bool) and s >= 1 for s in shape)):
+        raise ConfigError(f"{path}: data_shape={shape!r}; expected a list of positive integers")
+    if not isinstance(cfg["dataset"], str) or cfg["dataset"] not in data.names():
+        raise ConfigError(f"{path}: dataset={cfg['dataset']!r}; expected one of {', '.join(data.names())}")
+    if cfg.get("data_dir") is not None and not isinstance(cfg["data_dir"], str):
+        raise ConfigError(f"{path}: data_dir={cfg['data_dir']!r}; expected a folder path or null")
+    try:
+        zoo.make_config(cfg["model"], cfg["config"])
+    except (ConfigError, UnknownNameError) as e:
+        raise ConfigError(f"{path}: {e}") from None
+    train = cfg.get("train", {})
+    if not isinstance(train, dict):
+        raise ConfigError(f"{path}: train={train!r} is not an object; expected the run's train settings")
+    if "epochs" not in train:
+        raise ConfigError(f"{path} has no train.epochs; expected the run's train settings")
+    cfg["train"] = {**TRAIN_DEFAULTS, **check_train(train, lambda key: f"{path}: train.{key}")}
     return cfg
 
 
@@ -80,11 +175,10 @@ def load_trained(run: Path, device: torch.device, dtype=torch.float32):
 
 
 def load_split(cfg: Dict[str, Any], split: str, data_dir: Optional[str] = None):
-    """The run's dataset split with the protocol of the config: a fixed seeded binarization of the
-    test set when training binarized (Burda et al. 2016), the training binarization otherwise."""
-    binarize = cfg["config"].get("binarize")
-    if split != "train" and binarize is not None:
-        binarize = "fixed"
+    """The run's dataset split under the evaluation protocol: one fixed seeded binarization
+    (Burda et al. 2016) of either split when the run trained on binarized data (dynamically or
+    not), the intensities otherwise."""
+    binarize = "fixed" if cfg["config"].get("binarize") is not None else None
     return data.load(cfg["dataset"], split=split, binarize=binarize, data_dir=data_dir or cfg.get("data_dir"))
 
 
@@ -103,9 +197,66 @@ def write_pictures(run: Path, m: zoo.ZooModel, test_x: torch.Tensor, seed: int =
     }
 
 
-def write_report(run: Path, cfg: Dict[str, Any], history, sections: Dict[str, str]) -> Path:
-    """``report.md``: what was trained, the last epoch's figures, and any extra ``sections``
-    (e.g. the marginal-likelihood evaluation), with the pictures."""
+# ----------------------------------------------------------------------------- directories
+def check_new_run(run: Path, flag: str = "--out") -> None:
+    """Refuses a path that cannot become a new run without harming anything: the current
+    directory, a file or a path under one, a non-empty directory that is not a vaezoo run, or a
+    run that already has a checkpoint (that one is continued with ``--resume``). Writes nothing."""
+    run = Path(run)
+    if str(run).strip() == "" or run.resolve() == Path.cwd().resolve():
+        raise RunError(f"{flag} {str(run)!r} is the current directory; expected a new directory for the run, e.g. runs/NAME")
+    if run.exists() and not run.is_dir():
+        raise RunError(f"{flag} {run} is a file; expected a directory for the run")
+    for ancestor in run.parents:
+        if ancestor.exists():
+            if not ancestor.is_dir():
+                raise RunError(f"{flag} {run} lies under the file {ancestor}; expected a directory path")
+            break
+    if not run.is_dir():
+        return
+    try:
+        entries = [p.name for p in run.iterdir() if p.name != runlock.LOCK and not fileio.is_part(p)]
+    except OSError as e:
+        raise RunError(f"cannot read {flag} {run} ({e.strerror or e}); expected a readable directory") from None
+    if entries and not _looks_like_run(run):
+        raise RunError(
+            f"{flag} {run} is a non-empty directory that is not a vaezoo run (it holds {sorted(entries)[0]!r}); "
+            "expected a new or empty directory"
+        )
+    if (run / CHECKPOINT).exists():
+        raise RunError(f"{run} already holds a run; pass --resume to continue it or choose another {flag}")
+
+
+def remove_stale_parts(run: Path) -> int:
+    """Deletes the temporary files of atomic writes that a killed process left in ``run``; only
+    while holding the run's lock."""
+    return fileio.remove_stale_parts(run)
+
+
+# ----------------------------------------------------------------------------- evaluations
+def eval_name(split: str, n: int, samples: int, seed: int, ais_steps: int = 0) -> str:
+    """The file of a ``vaezoo evaluate`` result, named by its settings, so that one evaluation
+    never replaces another of other settings: ``eval-test-n2000-K1000-seed0[-ais500].json``."""
+    return f"eval-{split}-n{n}-K{samples}-seed{seed}" + (f"-ais{ais_steps}" if ais_steps > 0 else "") + ".json"
+
+
+def evaluations(run: Path) -> List[Tuple[Path, Dict[str, Any]]]:
+    """The evaluations in ``run`` (``eval.json`` first, then by name), as ``(path, content)``."""
+    run = Path(run)
+    out = []
+    for path in sorted(run.glob("eval*.json"), key=lambda p: (p.name != EVAL, p.name)):
+        try:
+            content = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue  # not ours, or unreadable: the report simply leaves it out
+        if isinstance(content, dict) and isinstance(content.get("report_md"), str):
+            out.append((path, content))
+    return out
+
+
+def write_report(run: Path, cfg: Dict[str, Any], history) -> Path:
+    """``report.md``: what was trained, the last epoch's figures, every evaluation in the run
+    (``eval*.json``, each under a heading naming its settings), and the pictures."""
     run = Path(run)
     lines = [f"# {cfg['model']} on {cfg['dataset']}", ""]
     lines.append(f"Written {time.strftime('%Y-%m-%d %H:%M:%S')} by vaezoo {__version__}.")
@@ -126,8 +277,10 @@ def write_report(run: Path, cfg: Dict[str, Any], history, sections: Dict[str, st
         total = sum(r.get("seconds", 0.0) for r in history)
         lines.append(f"- training time: {total:.1f} s")
         lines.append("")
-    for title, body in sections.items():
-        lines += [f"## {title}", "", body.rstrip(), ""]
+    for path, ev in evaluations(run):
+        title = "Marginal likelihood" if path.name == EVAL else f"Evaluation {path.stem[len('eval-'):]}"
+        lines += [f"## {title}", "", f"`{path.name}`, {ev.get('split', 'test')} split, {ev.get('num_data')} datapoints, "
+                  f"checkpoint of epoch {ev.get('epoch')}.", "", ev["report_md"].rstrip(), ""]
     lines += ["## Pictures", "", "![samples](samples.png)", "", "![reconstructions](reconstructions.png)", ""]
     path = run / "report.md"
     atomic_write_text(path, "\n".join(lines))

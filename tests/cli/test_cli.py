@@ -55,7 +55,12 @@ def test_resume_sample_evaluate(run_dir, tmp_path, capsys):
     assert cli.main(["evaluate", str(run), "--samples", "16", "--n", "20", "--quiet", "--device", "cpu"]) == 0
     out = capsys.readouterr().out
     assert "ELBO" in out
-    assert json.loads((run / "eval.json").read_text())["num_data"] == 20
+    # the subset gets a file named by its settings; the full evaluation of training stays in eval.json
+    sub = json.loads((run / "eval-test-n20-K16-seed0.json").read_text())
+    assert sub["num_data"] == 20 and sub["num_samples"] == 16 and sub["epoch"] == 2
+    assert json.loads((run / "eval.json").read_text())["num_data"] == 2000
+    report = (run / "report.md").read_text()
+    assert "eval.json" in report and "eval-test-n20-K16-seed0.json" in report
 
 
 def test_list(capsys):

@@ -1,33 +1,93 @@
 """Atomic checkpoints: written to a temporary file in the same directory and renamed over the old
-one, so a crash at any moment leaves either the previous checkpoint or the new one, never half."""
+one, so a crash at any moment leaves either the previous checkpoint or the new one, never half.
+Loading unpickles only what vaezoo itself saves (``weights_only``), so a checkpoint cannot run code."""
 
 from __future__ import annotations
 
+import errno
 from pathlib import Path
 from typing import Any, Dict
 
 import torch
+from pyro.distributions import constraints as pyro_constraints
+from torch.distributions import constraints as torch_constraints
 
+from vaezoo.errors import CheckpointError, RunError
 from vaezoo.fileio import atomic_writer
-from vaezoo.errors import CheckpointError
 
 FORMAT = "vaezoo-checkpoint-1"
 
+# What the Trainer's state_dict() holds beyond tensors and plain containers: the constraint objects
+# of Pyro's param store (get_state()["constraints"]). Constraint classes only carry numbers,
+# tensors and other constraints; the two that wrap functions (dependent ones) are left out.
+SAFE_GLOBALS = sorted(
+    {
+        c
+        for module in (torch_constraints, pyro_constraints)
+        for c in vars(module).values()
+        if isinstance(c, type)
+        and issubclass(c, torch_constraints.Constraint)
+        and not issubclass(c, (torch_constraints._Dependent, property))
+    },
+    key=lambda c: f"{c.__module__}.{c.__qualname__}",
+)
+
+# field -> (type, what it is), as Trainer.state_dict() writes them
+FIELDS = {
+    "objective": (dict, "the objective's state_dict"),
+    "param_store": (dict, "Pyro's param-store state"),
+    "optimizer": (dict, "the optimizer's state_dict"),
+    "epoch": (int, "the number of epochs done"),
+    "history": (list, "the per-epoch metrics"),
+    "rng": (dict, "the random number states"),
+    "metadata": (dict, "the model's name and config"),
+}
+
 
 def save(path, state: Dict[str, Any]) -> None:
+    path = Path(path)
     state = dict(state, format=FORMAT)
-    with atomic_writer(path) as f:
-        torch.save(state, f)
+    try:
+        with atomic_writer(path) as f:
+            torch.save(state, f)
+    except OSError as e:
+        if e.errno not in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
+            raise
+        kept = f"the previous checkpoint {path} is kept unchanged" if path.exists() else "no checkpoint is kept"
+        raise RunError(
+            f"the disk is full: checkpoint {path} (epoch {state.get('epoch')}) could not be written and {kept}; "
+            "expected free space for a checkpoint"
+        ) from None
 
 
 def load(path, map_location="cpu") -> Dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"no checkpoint at {path}; expected a file written by vaezoo train")
-    try:
-        state = torch.load(path, map_location=map_location, weights_only=False)
-    except Exception as e:  # truncated zip, garbage bytes, unpickling errors: all mean "corrupt"
-        raise CheckpointError(f"checkpoint {path} is corrupt or truncated ({type(e).__name__}); expected a vaezoo checkpoint") from None
+    with torch.serialization.safe_globals(SAFE_GLOBALS):
+        try:
+            # a static read of the pickle: names what torch.load would refuse, without running it
+            unsafe = torch.serialization.get_unsafe_globals_in_checkpoint(path)
+        except Exception:  # not a zip, truncated: the load below says so
+            unsafe = []
+        if unsafe:
+            raise CheckpointError(
+                f"checkpoint {path} holds objects vaezoo never saves ({', '.join(unsafe[:3])}); refused to load it, "
+                "since unpickling them could run code; expected a checkpoint written by vaezoo train"
+            )
+        try:
+            state = torch.load(path, map_location=map_location, weights_only=True)
+        except Exception as e:  # truncated zip, garbage bytes, refused pickles: all mean "not ours"
+            raise CheckpointError(
+                f"checkpoint {path} is corrupt or truncated ({type(e).__name__}); expected a vaezoo checkpoint"
+            ) from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a vaezoo checkpoint (format {FORMAT!r} expected)")
+    for key, (kind, what) in FIELDS.items():
+        if key not in state:
+            raise CheckpointError(f"checkpoint {path} has no {key!r}; expected {what} in a checkpoint written by vaezoo train")
+        value = state[key]
+        if not isinstance(value, kind) or isinstance(value, bool) or (key == "epoch" and value < 0):
+            shown = repr(value) if isinstance(value, (int, float, str, type(None))) else f"a {type(value).__name__}"
+            raise CheckpointError(f"checkpoint {path} has {key}={shown}; expected {what}")
     return state
