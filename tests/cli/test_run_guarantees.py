@@ -86,22 +86,12 @@ def test_bad_train_values_are_refused_before_anything_is_written(flags, match, c
     assert not (tmp_path / "new").exists()  # no half-made run
 
 
-def _zoo_validates_fields():
-    try:
-        zoo.make_config("vae", {"activation": "foo"})
-    except ConfigError:
-        return True
-    return False
-
-
-@pytest.mark.skipif(not _zoo_validates_fields(), reason="needs the zoo's config-field validation (zoo branch)")
 @pytest.mark.parametrize("setting", ["activation=foo", "hidden=-5,3"])
 def test_config_fields_checked_by_the_zoo_before_anything_is_written(setting, capsys, tmp_path):
     refused(["train", "--out", str(tmp_path / "r"), "--set", setting] + TINY, capsys, setting.split("=")[0])
     assert not (tmp_path / "r").exists()
 
 
-@pytest.mark.skipif(not _zoo_validates_fields(), reason="needs the zoo's config-field validation (zoo branch)")
 @pytest.mark.parametrize("field, value", [("latent_dim", 2.5), ("activation", "foo"), ("hidden", [-5, 3])])
 def test_hand_edited_model_config_is_checked_by_the_zoo(run, field, value, capsys):
     cfg = json.loads((run / "config.json").read_text())
