@@ -13,6 +13,10 @@ from vaezoo.nets import ACTIVATIONS, ConvDecoder, ConvEncoder, MLPDecoder, MLPEn
 BINARIZE = (None, "dynamic", "fixed")
 
 
+#: the largest latent size, layer width or particle count a config accepts
+MAX_WIDTH = 1 << 16
+
+
 @dataclass
 class VAEConfig:
     """Config of the baseline VAE. ``net``: ``mlp`` (Burda et al.: ``hidden`` tanh layers) or
@@ -35,12 +39,13 @@ class VAEConfig:
 
     def validate(self):
         """Ranges and names (make_config has checked the types)."""
-        if self.latent_dim < 1:
-            raise ConfigError(f"latent_dim={self.latent_dim}; expected an integer >= 1")
+        # an upper bound too: a width of 10^20 would fail deep inside torch's allocator
+        if not 1 <= self.latent_dim <= MAX_WIDTH:
+            raise ConfigError(f"latent_dim={self.latent_dim}; expected an integer from 1 to {MAX_WIDTH}")
         if self.net not in ("mlp", "conv"):
             raise ConfigError(f"net={self.net!r}; expected mlp or conv")
-        if any(h < 1 for h in self.hidden):
-            raise ConfigError(f"hidden={self.hidden!r}; expected layer sizes >= 1")
+        if any(not 1 <= h <= MAX_WIDTH for h in self.hidden):
+            raise ConfigError(f"hidden={self.hidden!r}; expected layer sizes from 1 to {MAX_WIDTH}")
         if self.activation not in ACTIVATIONS:
             raise ConfigError(f"activation={self.activation!r}; expected one of {', '.join(sorted(ACTIVATIONS))}")
         if self.likelihood not in LIKELIHOODS:
@@ -51,8 +56,8 @@ class VAEConfig:
             raise ConfigError(f"binarize={self.binarize!r}; expected dynamic, fixed or none")
         if self.objective not in ("elbo", "iwae"):
             raise ConfigError(f"objective={self.objective!r}; expected elbo or iwae")
-        if self.num_particles < 1:
-            raise ConfigError(f"num_particles={self.num_particles}; expected an integer >= 1")
+        if not 1 <= self.num_particles <= MAX_WIDTH:
+            raise ConfigError(f"num_particles={self.num_particles}; expected an integer from 1 to {MAX_WIDTH}")
 
 
 @dataclass
