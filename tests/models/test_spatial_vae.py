@@ -15,7 +15,7 @@ from vaezoo import data, evaluation, traces, zoo
 from vaezoo.errors import ConfigError
 from vaezoo.guides import MatrixNormalGuide, SpatialNormalGuide
 from vaezoo.models import SpatialVAEModel, make_likelihood
-from vaezoo.nets import MLPEncoder
+from vaezoo.nets import DeconvDecoder, MLPEncoder
 
 ENTRIES = ["spatial-vae-naive", "spatial-vae-mvn", "spatial-vae-lowrank", "spatial-vae-mvn-full"]
 # small maps on 8x8 images: 3 maps of 4x4, one up-sampling stage
@@ -267,6 +267,20 @@ def test_colour_images_with_a_normal_likelihood(name):
     assert q.event_shape == (3, 4, 4)
 
 
+@pytest.mark.parametrize("map_size", [1, 2, 4, 8])
+def test_deconv_decoder_reaches_the_image_from_any_map_size_and_keeps_leading_dims(map_size):
+    """8x8 images from maps of 8 (no up-sampling), 4, 2 or 1; particle dimensions pass through:
+    each [c, d, d] map set decodes as it does alone."""
+    torch.manual_seed(0)
+    net = DeconvDecoder((2, map_size, map_size), (3, 8, 8), width=16).double()
+    z = torch.randn(5, 4, 2, map_size, map_size, dtype=torch.float64)
+    out = net(z)
+    assert out.shape == (5, 4, 3, 8, 8)
+    torch.testing.assert_close(out[3, 1], net(z[3, 1].unsqueeze(0))[0])
+    stages = sum(isinstance(layer, nn.ConvTranspose2d) for layer in net.net)
+    assert 2**stages * map_size == 8
+
+
 @pytest.mark.parametrize("side,maps", [(28, (16, 7, 7)), (32, (32, 4, 4)), (64, (64, 4, 4)), (8, (16, 2, 2))])
 def test_default_maps_by_image_size(side, maps):
     m = zoo.create("spatial-vae-lowrank", data_shape=(3, side, side), likelihood="normal")
@@ -279,7 +293,8 @@ def test_default_maps_by_image_size(side, maps):
         ((13,), {}, r"need square images, data of shape \(C, H, H\), got shape \(13,\); use vae or rho-vae"),
         ((1, 8, 12), {}, r"need square images, .*got shape \(1, 8, 12\)"),
         ((1, 28, 28), {"map_size": 5}, r"map_size=5 cannot be up-sampled to 28x28 images by doublings; expected a map_size d with 28 = d \* 2\^k"),
-        ((1, 30, 30), {}, r"no default map_size for 30x30 images"),
+        ((1, 30, 30), {"map_size": 15}, r"conv encoder needs an image side divisible by 4, got 30x30 images"),
+        ((1, 28, 28), {"decoder_width": 0}, r"decoder_width=0; expected an integer >= 1"),
         ((1, 28, 28), {"maps": 0}, r"maps=0; expected an integer >= 1"),
         ((1, 28, 28), {"latent_dim": 4}, r"'spatial-vae-mvn' has no config field 'latent_dim'"),
     ],

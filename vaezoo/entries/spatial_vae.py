@@ -31,7 +31,7 @@ class SpatialVAEConfig:
     - 32x32 colour (CIFAR-10): 32 maps of 4x4 (512 units), three doublings.
     - 64x64 colour (CelebA): 64 maps of 4x4 (1024 units): the paper's 64 maps, with 4x4 in place of its
       3x3 so that four stride-2 stages reach 64 exactly.
-    - other sizes: 16 maps of H/4 (two stages, as for 28x28) when 4 divides H.
+    - other sizes (the encoder needs 4 to divide H): 16 maps of H/4, two stages as for 28x28.
 
     ``decoder_width``: channels of the decoder's first convolution (halved at every up-sampling
     stage); ``encoder_hidden``: the conv encoder's fully connected layer. ``likelihood`` and the
@@ -56,8 +56,9 @@ class SpatialVAEConfig:
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ConfigError(f"{name}={value}; expected an integer >= 1, or None (chosen from the image size)")
-        if self.decoder_width < 1 or self.encoder_hidden < 1:
-            raise ConfigError(f"decoder_width={self.decoder_width}, encoder_hidden={self.encoder_hidden}; expected integers >= 1")
+        for name in ("decoder_width", "encoder_hidden"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name}={getattr(self, name)}; expected an integer >= 1")
         if self.likelihood not in LIKELIHOODS:
             raise ConfigError(f"likelihood={self.likelihood!r}; expected one of {', '.join(sorted(LIKELIHOODS))}")
         if not self.likelihood_scale > 0:
@@ -78,11 +79,11 @@ def map_shape(config: SpatialVAEConfig, data_shape) -> Tuple[int, int, int]:
             "use vae or rho-vae for vectors and sequences"
         )
     side = data_shape[1]
-    default_maps, default_size = DEFAULT_MAPS.get(side, (16, side // 4 if side % 4 == 0 else None))
+    if side % 4:
+        raise ConfigError(f"the spatial VAEs' conv encoder needs an image side divisible by 4, got {side}x{side} images")
+    default_maps, default_size = DEFAULT_MAPS.get(side, (16, side // 4))
     maps = config.maps if config.maps is not None else default_maps
     size = config.map_size if config.map_size is not None else default_size
-    if size is None:
-        raise ConfigError(f"no default map_size for {side}x{side} images; expected map_size=d with {side} = d * 2^k")
     upsampling_stages(size, side)  # raises unless side = size * 2^k
     return maps, size, size
 

@@ -12,7 +12,7 @@ from vaezoo.errors import ConfigError
 
 def upsampling_stages(map_size: int, image_size: int) -> int:
     """``k`` with ``image_size == map_size * 2**k``, or a one-line :class:`ConfigError`."""
-    k, size = 0, map_size
+    k, size = 0, max(map_size, 1)
     while size < image_size:
         size, k = 2 * size, k + 1
     if map_size < 1 or size != image_size:
@@ -39,8 +39,8 @@ class DeconvDecoder(nn.Module):
         if d != d2 or h != w:
             raise ConfigError(f"the deconvolutional decoder needs square maps and images, got maps {d}x{d2} for images {h}x{w}")
         stages = upsampling_stages(d, h)
-        widths = [max(width // 2**i, 16) for i in range(stages)] + [channels]
-        layers = [nn.Conv2d(c, widths[0] if stages else width, 3, padding=1), nn.ReLU()]
+        widths = [width] + [max(width // 2**i, 16) for i in range(1, stages)] + [channels]
+        layers = [nn.Conv2d(c, width, 3, padding=1), nn.ReLU()]
         for i in range(stages):
             layers.append(nn.ConvTranspose2d(widths[i], widths[i + 1], 4, 2, 1))
             if i < stages - 1:
