@@ -3,5 +3,6 @@ is a Pyro model keeping the contract of DESIGN.md and registering its networks w
 
 from vaezoo.models.likelihoods import LIKELIHOODS, Likelihood, make_likelihood
 from vaezoo.models.vae import VAEModel
+from vaezoo.models.spatial import SpatialVAEModel
 
-__all__ = ["VAEModel", "Likelihood", "LIKELIHOODS", "make_likelihood"]
+__all__ = ["VAEModel", "SpatialVAEModel", "Likelihood", "LIKELIHOODS", "make_likelihood"]
