@@ -12,7 +12,8 @@ import numpy as np
 import torch
 
 from vaezoo.errors import ConfigError, ShapeError, SiteError, VaezooError
-from vaezoo.evaluation.importance import _check_iwae_k, _positive_int, _progress_bar
+from vaezoo.evaluation.checks import positive_int as _positive_int
+from vaezoo.evaluation.importance import _check_iwae_k, _progress_bar
 from vaezoo.evaluation.result import LogMarginalResult
 from vaezoo.evaluation.weights import summarize
 
