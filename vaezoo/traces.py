@@ -361,7 +361,7 @@ def check_observed(sites: Mapping[str, dict], first: int = 0) -> None:
         fn, value = site["fn"], site["value"]
         event = tuple(fn.event_shape)
         batch_ndim = value.dim() - len(event)
-        if batch_ndim < 0 or tuple(value.shape[batch_ndim:]) != event:
+        if batch_ndim < 0 or not _broadcastable(value.shape, fn.batch_shape + fn.event_shape):
             raise ShapeError(
                 f"observed site {name!r} has a value of shape {tuple(value.shape)}; expected it to end in "
                 f"the event shape {event} of its {_dist_name(fn)} (data of the shape the pair was built for)"
@@ -386,6 +386,10 @@ def check_observed(sites: Mapping[str, dict], first: int = 0) -> None:
             f"observed site {name!r} has the value {shown} at {where}, outside the support {support} of "
             f"its {_dist_name(fn)}; expected data the likelihood can score (e.g. binarized for a Bernoulli)"
         )
+
+
+def _broadcastable(a, b) -> bool:
+    return all(i == j or i == 1 or j == 1 for i, j in zip(reversed(a), reversed(b)))
 
 
 def _dist_name(fn) -> str:
