@@ -57,8 +57,9 @@ class AnnealingOptions:
     - ``schedule``: ``"sigmoid"`` (Grosse et al. 2015; dense near both ends) or ``"linear"``.
     - ``adapt``: ``"pilot"`` (default; exactly unbiased weights), ``"online"`` or ``"none"``, see
       :func:`ais`.
-    - ``pilot_chains``: chains of the pilot run (``adapt="pilot"``); default ``chains``. Fewer are
-      cheaper and keep the final weights exactly unbiased (they never see the pilot's chains).
+    - ``pilot_chains``: chains of the pilot run (``adapt="pilot"``); default a quarter of
+      ``chains``, at least 2 (at most ``chains``). Fewer are cheaper and keep the final weights
+      exactly unbiased: the final chains never see the pilot's (bench/ais_bias.py).
     """
 
     steps: int = 500
@@ -87,6 +88,12 @@ class AnnealingOptions:
             raise ConfigError(f"schedule={self.schedule!r}; expected one of {', '.join(map(repr, SCHEDULES))}")
         if self.adapt not in ADAPTS:
             raise ConfigError(f"adapt={self.adapt!r}; expected one of {', '.join(map(repr, ADAPTS))}")
+
+    @property
+    def num_pilot_chains(self) -> int:
+        if self.pilot_chains is not None:
+            return self.pilot_chains
+        return min(self.chains, max(2, self.chains // 4))
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -244,7 +251,7 @@ def ais(
 def _pilot(model, guide, x, o: AnnealingOptions, particle_dim: int, betas, progress: bool) -> torch.Tensor:
     """The step-size trajectory ``[T - 1, N]`` of an online-adapted forward run with
     ``pilot_chains`` chains (``betas`` forward)."""
-    pilot = _Annealer(model, guide, x, o.pilot_chains or o.chains, particle_dim)
+    pilot = _Annealer(model, guide, x, o.num_pilot_chains, particle_dim)
     run = pilot.run(
         pilot.initial(), betas, _initial_eps(x, o.step_size), online=True, leapfrog_steps=o.leapfrog_steps,
         target_accept=o.target_accept, progress=progress, desc="AIS pilot",
