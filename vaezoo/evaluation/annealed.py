@@ -202,11 +202,12 @@ def ais(
     step size of a datapoint after each transition by :math:`\exp(0.5 (\bar a - a^*))`,
     :math:`\bar a` the mean acceptance probability of that datapoint's chains and :math:`a^*` =
     ``target_accept``. The step size then depends on the chains' past, which makes the estimator
-    adaptive AIS: consistent, but not unbiased (measured +0.011 nats above log p(x) on average on
-    a Gamma-Poisson model, see ``bench/ais_bias.py``). ``"pilot"`` (the default) runs an
+    adaptive AIS: consistent, but not unbiased (on a Gamma-Poisson model, 100 steps x 4 chains, the
+    weights' mean is 4.4% above p(x) and log p̂(x) 0.018 nats *above* log p(x) on average, a
+    "lower bound" above the truth; ``bench/ais_bias.py``). ``"pilot"`` (the default) runs an
     online-adapted pilot annealing with ``pilot_chains`` chains, then fresh chains along that
-    step-size trajectory, fixed: their weights are exactly unbiased. ``"none"`` keeps
-    ``step_size`` throughout.
+    step-size trajectory, fixed: their weights are exactly unbiased (measured 0.0000 ± 0.0016
+    relative), at the cost of the pilot run. ``"none"`` keeps ``step_size`` throughout.
 
     Args:
         model, guide: a pair keeping the vaezoo contract (all latent sites continuous, inside the

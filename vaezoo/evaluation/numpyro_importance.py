@@ -15,6 +15,7 @@ from vaezoo.errors import ConfigError, ShapeError, SiteError
 from vaezoo.evaluation.checks import positive_int as _positive_int
 from vaezoo.evaluation.importance import _check_iwae_k, _progress_bar
 from vaezoo.evaluation.result import LogMarginalResult
+from vaezoo.evaluation.seeding import resolve_seed
 from vaezoo.evaluation.weights import summarize
 
 PASS_SIZE = 4096  # default (particle, datapoint) pairs per jitted call
@@ -27,7 +28,7 @@ def numpyro_log_marginal(
     x,
     num_samples: int = 5000,
     *,
-    seed=0,
+    seed=None,
     progress: bool = False,
     dtype=None,
     particle_chunk: Optional[int] = None,
@@ -47,7 +48,8 @@ def numpyro_log_marginal(
     Args:
         x: data ``[N, ...]`` (a NumPy, JAX or torch array). Enable ``jax_enable_x64`` for float64.
         num_samples: K, particles per datapoint.
-        seed: an int seed or a ``jax.random`` key. Particle k of datapoint n draws from
+        seed: an int seed, ``None`` (a seed drawn from torch's global generator, as
+            :func:`~vaezoo.evaluation.log_marginal` does) or a ``jax.random`` key. Particle k of datapoint n draws from
             ``fold_in(split(key, K)[k], n)``, so the numbers do not depend on the chunk sizes.
         progress: shows a tqdm bar over the datapoints.
         dtype: casts ``x`` to this floating dtype (a NumPy/JAX dtype name or a torch dtype).
@@ -70,11 +72,11 @@ def numpyro_log_marginal(
     if data_chunk is None:
         data_chunk = max(1, min(PASS_SIZE // chunk, WEIGHT_BUDGET // num_samples))
     data_chunk = min(_positive_int("data_chunk", data_chunk), n)
-    rng_key = seed
-    if isinstance(seed, numbers.Integral) and not isinstance(seed, bool):
-        seed, rng_key = int(seed), jax.random.PRNGKey(int(seed))
+    if seed is None or isinstance(seed, numbers.Integral):
+        seed = resolve_seed(seed)
+        rng_key = jax.random.PRNGKey(seed)
     else:
-        seed = None  # a key: no integer seed to record
+        rng_key, seed = seed, None  # a key: no integer seed to record
 
     start = time.perf_counter()
     _probe(jax, handlers, model, guide, x, rng_key)
