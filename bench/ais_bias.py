@@ -8,7 +8,20 @@ chains as chains, the default number, or one) over several seeds, and reports, p
 - the mean of ``log p̂(x) - log p(x)``: at or below 0 for an unbiased estimator (Jensen);
 - the wall time per run.
 
-    OMP_NUM_THREADS=1 python bench/ais_bias.py [--n 2000] [--seeds 10] [--steps 10] [--chains 4]
+    OMP_NUM_THREADS=1 python bench/ais_bias.py [--n 2000] [--seeds 10] [--steps 100] [--chains 4] [--leapfrog 5]
+
+Measured (2026-11-24, 2 loaded cores, ``--n 2000 --seeds 10 --steps 100 --chains 4 --leapfrog 5``):
+
+    setting                mean w/p(x) - 1     mean log p̂ - log p (nats)   s per run
+    online                 +0.0437 ± 0.0016    +0.0176 ± 0.0016            3.36
+    pilot, C pilot chains  -0.0000 ± 0.0016    -0.0257 ± 0.0016            5.90
+    pilot, default (2)     +0.0038 ± 0.0016    -0.0224 ± 0.0017            4.16
+    pilot, 1 pilot chain   -0.0005 ± 0.0016    -0.0263 ± 0.0017            3.93
+
+Online adaptation puts the "lower bound" above log p(x) (27 standard errors in the weights); every
+pilot setting is unbiased within 2.4 standard errors, at 1.2-1.8x the cost of online adaptation.
+With 30 steps the online bias is below the noise of a 2000-datapoint run (+0.001 ± 0.005), which is
+why the test suite checks E[w] = p(x) for the default and leaves the online bias to this script.
 """
 
 import argparse
