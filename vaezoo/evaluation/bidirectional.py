@@ -3,7 +3,6 @@ between forward AIS (a stochastic lower bound) and reverse AIS (a stochastic upp
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from dataclasses import dataclass, field
 from typing import Callable, ClassVar, Dict, Optional, Tuple
