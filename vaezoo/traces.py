@@ -216,7 +216,7 @@ def _sum_log_densities(model_sites, guide_sites, particle_dim: Optional[int], ch
             if check and leak is None:
                 d = misplaced_dim(site, lp)
                 if d is not None:
-                    leak = (site["name"], d, lp.shape[d])
+                    leak = (site["name"], _misplaced(d, lp.shape[d]))
             lp = per_datapoint(lp, site, particle_dim)
             if is_model:
                 log_p = lp if log_p is None else log_p + lp
@@ -314,38 +314,58 @@ def probe_pair(model: Callable, guide: Optional[Callable], x: torch.Tensor):
         check_no_subsampling(guide_run, model_run)
         check_observed(model_run.sites)
         dim = -(max(max_plate_nesting(model_run.sites, guide_run.sites), 1) + 1)
-        sizes = {
-            f.size for rec in (model_run, guide_run) for s in rec.sites.values() for f in s["cond_indep_stack"]
-        }
-        leak = particle_leak(model, guide, xs, dim, _probe_particles(sizes | {xs.shape[0]}))
+        sites = list(model_run.sites.values()) + list(guide_run.sites.values())
+        sizes = {f.size for s in sites for f in s["cond_indep_stack"]}
+        event_shapes = {s["name"]: tuple(s["fn"].event_shape) for s in sites}
+        leak = particle_leak(model, guide, xs, dim, _probe_particles(sizes | {xs.shape[0]}), event_shapes)
     return dim, bool(guide_run.params or model_run.params), leak
 
 
 def particle_leak(
-    model: Callable, guide: Optional[Callable], x: torch.Tensor, particle_dim: int, num_particles: int
-) -> Optional[Tuple[str, int, int]]:
+    model: Callable,
+    guide: Optional[Callable],
+    x: torch.Tensor,
+    particle_dim: int,
+    num_particles: int,
+    event_shapes: Optional[Mapping[str, tuple]] = None,
+) -> Optional[Tuple[str, str]]:
     """Runs the guide under a particle plate at ``particle_dim`` and replays the model (or runs the
-    model alone when ``guide`` is None), and returns ``(site, dim, size)`` for the first site whose
-    log-density has a dimension :func:`misplaced_dim` finds, or None when the particles stayed on
-    their plate (what Pyro's vectorized ELBOs check with ``check_site_shape``)."""
+    model alone when ``guide`` is None). Returns None when the particles stayed on their plate
+    (what Pyro's vectorized ELBOs check with ``check_site_shape``, more strictly), else ``(site,
+    what)`` for the first site whose event shape differs from ``event_shapes`` (those of a run
+    without particles: the particles went into the event), whose observed value no longer
+    broadcasts against its distribution, or whose log-density has a dimension
+    :func:`misplaced_dim` finds."""
     with torch.no_grad(), pyro.plate("particles", num_particles, dim=particle_dim):
         guide_sites = record(guide, x).sites if guide is not None else {}
         model_sites = record(model, x, replay={n: s["value"] for n, s in guide_sites.items()}).sites
     for sites in (guide_sites, model_sites):
         for name, site in sites.items():
+            fn = site["fn"]
+            event = tuple(fn.event_shape)
+            if event_shapes is not None and event_shapes.get(name, event) != event:
+                return name, f"has event shape {event} instead of {event_shapes[name]}"
+            if site["is_observed"] and not _broadcastable(site["value"].shape, fn.batch_shape + fn.event_shape):
+                return name, (
+                    f"has a distribution of shape {tuple(fn.batch_shape + fn.event_shape)} against its value's "
+                    f"{tuple(site['value'].shape)}"
+                )
             lp = site_log_prob(site)
             d = misplaced_dim(site, lp)
             if d is not None:
-                return name, d, lp.shape[d]
+                return name, _misplaced(d, lp.shape[d])
     return None
 
 
-def warn_particle_leak(leak: Tuple[str, int, int], particle_dim: Optional[int]) -> None:
-    name, d, size = leak
+def _misplaced(d: int, size: int) -> str:
+    return f"has a log-density dimension {d} of size {size} that no plate declares"
+
+
+def warn_particle_leak(leak: Tuple[str, str], particle_dim: Optional[int]) -> None:
+    name, what = leak
     warnings.warn(
-        f"site {name!r} has a log-density dimension {d} of size {size} that no plate declares when "
-        f"particles are vectorized at dim {particle_dim}: the program moves the particles out of their "
-        "plate; running one particle per pass instead (exact, but slower)",
+        f"site {name!r} {what} when particles are vectorized at dim {particle_dim}: the program moves the "
+        "particles out of their plate; running one particle per pass instead (exact, but slower)",
         stacklevel=3,
     )
 

@@ -170,3 +170,24 @@ def test_one_datapoint_against_pyro_importance(x):
     assert abs(ours.log_px.item() - exact_log_px(x1).item()) < 5 * ours.stderr.item() + 1e-3
     elbo_se = math.sqrt(2 * log_w.var().item() / 1000)
     assert abs(ours.elbo.item() - pyro_elbo) < 5 * elbo_se
+
+
+def test_a_reshape_with_the_batch_size_falls_back_and_stays_exact():
+    """A decoder reshaped with x.shape[0] (against the contract) folds the particles into the event:
+    caught from the event shape on the probe pass, and run one particle per pass."""
+    from ppca import PPCA
+
+    p = PPCA()
+
+    def model(x):
+        with pyro.plate("data", x.shape[0], dim=-1):
+            z = pyro.sample("z", dist.Normal(x.new_zeros(p.k), 1.0).to_event(1))
+            loc = (z @ p.W.T + p.b).reshape(x.shape[0], -1)  # [N, K * D] under K particles
+            pyro.sample("x", dist.Normal(loc, p.sigma).to_event(1), obs=x.reshape(x.shape[0], -1))
+
+    x = p.sample_images(3)
+    with pytest.warns(UserWarning, match=r"site 'x' has event shape \(\d+,\) instead of \(6,\)"):
+        r = log_marginal(model, p.guide, x, num_samples=500, seed=0)
+    assert ((r.log_px - p.log_px(x)).abs() < 5 * r.stderr + 1e-3).all()
+    with pytest.raises(ShapeError, match="site 'x' has event shape"):
+        ais(model, p.guide, x, steps=2, chains=2, seed=0)

@@ -606,10 +606,10 @@ def _particle_dim(model: Callable, guide: Optional[Callable], x: torch.Tensor) -
     with ParamDtypeCheck(x.dtype):
         dim, _, leak = probe_pair(model, guide, x)
     if leak is not None:
-        name, d, size = leak
+        name, what = leak
         raise ShapeError(
-            f"site {name!r} has a log-density dimension {d} of size {size} that no plate declares when the "
-            f"chains run under a plate at dim {dim}: the program moves the chains out of their plate; expected "
+            f"site {name!r} {what} when the chains run under a plate at dim {dim}: the program moves the "
+            "chains out of their plate; expected "
             "a pair that broadcasts over leading batch dimensions (log_marginal can run this pair one particle per pass)"
         )
     return dim
