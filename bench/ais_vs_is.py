@@ -42,7 +42,7 @@ def main():
     )
     for steps in args.steps:
         t = time.perf_counter()
-        a = evaluation.ais(m.model, x, proposal="guide", guide=m.guide, steps=steps, chains=args.chains, seed=0)
+        a = evaluation.ais(m.model, m.guide, x, steps=steps, chains=args.chains, seed=0)
         d = a.log_px.double() - r.log_px
         print(
             f"AIS {steps} steps x {args.chains} chains: log p(x) {a.log_px.mean():.3f}; AIS - IS per image: "

@@ -255,14 +255,8 @@ def _evaluate(m, x, samples: int, seed: int, quiet: bool, ais_steps: int = 0):
     text = report.format_summary(result, seconds=seconds)
     if ais_steps > 0:
         start = time.perf_counter()
-        a = evaluation.ais(m.model, x, proposal="guide", guide=m.guide, steps=ais_steps, seed=seed, progress=not quiet)
-        summary["ais"] = {
-            "steps": ais_steps,
-            "log_px_mean": float(a.log_px.mean()),
-            "log_px_se": float(a.log_px.std() / a.log_px.numel() ** 0.5) if a.log_px.numel() > 1 else None,
-            "accept_rate_mean": float(a.accept_rate.mean()),
-            "seconds": time.perf_counter() - start,
-        }
+        a = evaluation.ais(m.model, m.guide, x, steps=ais_steps, seed=seed, progress=not quiet)
+        summary["ais"] = dict(a.to_dict(), steps=ais_steps, seconds=time.perf_counter() - start)
         text += "\n" + report.format_ais(a)
     print(text)
     return summary, text, result

@@ -61,6 +61,10 @@ def test_resume_sample_evaluate(run_dir, tmp_path, capsys):
     assert json.loads((run / "eval.json").read_text())["num_data"] == 2000
     report = (run / "report.md").read_text()
     assert "eval.json" in report and "eval-test-n20-K16-seed0.json" in report
+    # AIS through the common estimator API: its summary is the result's to_dict()
+    assert cli.main(["evaluate", str(run), "--samples", "8", "--ais", "3", "--n", "4", "--quiet", "--device", "cpu"]) == 0
+    ais = json.loads((run / "eval-test-n4-K8-seed0-ais3.json").read_text())["ais"]
+    assert ais["steps"] == 3 and ais["num_datapoints"] == 4 and ais["log_px"]["mean"] < 0
 
 
 def test_list(capsys):

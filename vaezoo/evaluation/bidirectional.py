@@ -3,8 +3,9 @@ between forward AIS (a stochastic lower bound) and reverse AIS (a stochastic upp
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
-from typing import Callable, Dict, Optional, Tuple
+from typing import Callable, ClassVar, Dict, Optional, Tuple
 
 import pyro
 import torch
@@ -14,23 +15,25 @@ from vaezoo.errors import ConfigError, ShapeError, SiteError
 from vaezoo.evaluation.annealed import (
     CHAIN_PLATE,
     AISResult,
-    _check_config,
-    _check_data,
-    _particle_dim,
-    _seeded,
+    AnnealingOptions,
     ais,
+    resolve_options,
     reverse_ais,
 )
-from vaezoo.traces import record
+from vaezoo.evaluation.checks import check_data, is_int
+from vaezoo.evaluation.result import EstimatorResult, _est, mean_with_stderr
+from vaezoo.evaluation.seeding import resolve_seed, rng_scope, seed_device
+from vaezoo.traces import max_plate_nesting, record
 
 __all__ = ["BDMCResult", "bdmc", "simulate"]
 
 
-@dataclass
-class BDMCResult:
-    """Per-datapoint output of :func:`bdmc` on ``N`` simulated datapoints.
+@dataclass(kw_only=True)
+class BDMCResult(EstimatorResult):
+    """Per-datapoint output of :func:`bdmc` on ``N`` simulated datapoints. The common fields
+    (``log_px``, ``stderr``, ``ess``, ``khat``) are the forward run's.
 
-    - ``lower`` [N]: forward AIS estimate (``forward.log_px``), a stochastic lower bound on log p(x).
+    - ``lower`` [N]: forward AIS estimate (``log_px``), a stochastic lower bound on log p(x).
     - ``upper`` [N]: reverse AIS estimate (``reverse.log_px``), a stochastic upper bound.
     - ``gap`` [N]: ``upper - lower``; its mean bounds the mean error of the forward estimate on
       data like ``x`` (in expectation), the quantity BDMC exists to measure.
@@ -39,13 +42,29 @@ class BDMCResult:
     - ``forward``, ``reverse``: the two full :class:`AISResult`.
     """
 
-    lower: torch.Tensor
+    estimator: ClassVar[str] = "bdmc"
+
     upper: torch.Tensor
-    gap: torch.Tensor
-    x: torch.Tensor
+    x: torch.Tensor = field(repr=False)
     latents: Dict[str, torch.Tensor] = field(repr=False)
     forward: AISResult = field(repr=False)
     reverse: AISResult = field(repr=False)
+
+    @property
+    def lower(self) -> torch.Tensor:
+        return self.log_px
+
+    @property
+    def gap(self) -> torch.Tensor:
+        return self.upper - self.log_px
+
+    def _own_dict(self) -> dict:
+        return {
+            "upper": _est(mean_with_stderr(self.upper)),
+            "gap": _est(mean_with_stderr(self.gap)),
+            "forward": self.forward._own_dict(),
+            "reverse": self.reverse._own_dict(),
+        }
 
 
 def simulate(model: Callable, x_template: torch.Tensor, num_data: Optional[int] = None) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
@@ -58,13 +77,13 @@ def simulate(model: Callable, x_template: torch.Tensor, num_data: Optional[int] 
     shaped like the template and ``z*`` by site name, each ``[N, ...]``: ``z*`` is an exact sample
     of ``p(z | x*)``.
     """
-    x_template = _check_data(x_template)
+    x_template = check_data(x_template)
     if num_data is not None:
-        if not isinstance(num_data, int) or isinstance(num_data, bool) or num_data < 1:
+        if not is_int(num_data) or num_data < 1:
             raise ConfigError(f"num_data={num_data!r}; expected an integer >= 1")
         x_template = x_template[:1].expand((num_data,) + tuple(x_template.shape[1:]))
     with torch.no_grad():
-        particle_dim = _particle_dim(model, None, x_template)
+        particle_dim = -(max(max_plate_nesting(record(model, x_template[:1]).sites), 1) + 1)
         # a particle plate of size 1 gives every site the batch layout the chains will use
         with pyro.plate(CHAIN_PLATE, 1, dim=particle_dim):
             with poutine.uncondition():
@@ -88,20 +107,16 @@ def simulate(model: Callable, x_template: torch.Tensor, num_data: Optional[int] 
 
 def bdmc(
     model: Callable,
-    x_template: torch.Tensor,
-    guide: Optional[Callable] = None,
+    guide: Optional[Callable],
+    x: torch.Tensor,
+    options: Optional[AnnealingOptions] = None,
     *,
     num_data: Optional[int] = None,
-    proposal: Optional[str] = None,
-    steps: int = 500,
-    chains: int = 16,
-    leapfrog_steps: int = 10,
-    step_size: float = 0.05,
-    target_accept: float = 0.65,
-    schedule: str = "sigmoid",
-    adapt: str = "online",
+    steps: Optional[int] = None,
+    chains: Optional[int] = None,
     seed: Optional[int] = None,
     progress: bool = False,
+    dtype: Optional[torch.dtype] = None,
 ) -> BDMCResult:
     r"""Bidirectional Monte Carlo (Grosse, Ghahramani, Adams 2015; Wu et al. 2017).
 
@@ -114,33 +129,36 @@ def bdmc(
     whether ``steps`` is enough for AIS on real data of the same kind (Wu et al. 2017).
 
     The reverse run uses the forward run's step-size trajectory backwards (each step size at the β
-    it was tuned for): it depends on ``x*`` but not on ``z*``, so the upper bound stays valid. With
-    ``adapt="pilot"`` the forward bound is exactly valid too (see :func:`~vaezoo.evaluation.annealed.ais`).
+    it was tuned for): it depends on ``x*`` but not on ``z*``, so the upper bound stays valid; with
+    the default ``adapt="pilot"`` the forward bound is exactly valid too.
 
     Args:
-        x_template: ``[N, ...]``, shape, dtype and device of the data to simulate; values ignored.
-        num_data: simulate this many datapoints shaped like ``x_template[0]`` instead of ``N``.
-        proposal: ``"guide"`` or ``"prior"``; default: the guide if one is given, else the prior.
-        Others: as in :func:`~vaezoo.evaluation.annealed.ais`; ``seed`` covers the simulation and both runs.
+        model, guide: the pair; ``guide=None`` anneals from the prior.
+        x: ``[N, ...]``, shape, dtype and device of the data to simulate; its values are ignored.
+        options, steps, chains, seed, progress, dtype: as in :func:`~vaezoo.evaluation.annealed.ais`;
+            ``seed`` covers the simulation and both runs.
+        num_data: simulate this many datapoints shaped like ``x[0]`` instead of ``N``.
     """
-    if proposal is None:
-        proposal = "prior" if guide is None else "guide"
-    x_template = _check_data(x_template)
-    kw = dict(
-        steps=steps, chains=chains, leapfrog_steps=leapfrog_steps, step_size=step_size,
-        target_accept=target_accept, schedule=schedule, progress=progress,
-    )
-    # validate the whole configuration before simulating anything
-    _check_config(steps, chains, leapfrog_steps, step_size, target_accept, schedule, adapt, proposal, guide)
-    with _seeded(seed, x_template.device):
-        x, latents = simulate(model, x_template, num_data)
-        forward = ais(model, x, proposal, guide, adapt=adapt, **kw)
-        reverse = reverse_ais(model, x, latents, proposal, guide, adapt="none", step_sizes=forward.step_sizes, **kw)
+    start = time.perf_counter()
+    o = resolve_options(options, steps=steps, chains=chains)
+    x = check_data(x, dtype)
+    seed = resolve_seed(seed)
+    with rng_scope(x.device):
+        seed_device(seed, x.device)
+        xs, latents = simulate(model, x, num_data)
+        run_seeds = torch.randint(0, 2**62, (2,), dtype=torch.int64).tolist()
+        forward = ais(model, guide, xs, o, seed=run_seeds[0], progress=progress)
+        reverse = reverse_ais(model, guide, xs, latents, o, step_sizes=forward.step_sizes, seed=run_seeds[1], progress=progress)
     return BDMCResult(
-        lower=forward.log_px,
+        log_px=forward.log_px,
+        stderr=forward.stderr,
+        ess=forward.ess,
+        khat=forward.khat,
+        num_samples=o.chains,
+        seed=seed,
+        wall_time=time.perf_counter() - start,
         upper=reverse.log_px,
-        gap=reverse.log_px - forward.log_px,
-        x=x,
+        x=xs,
         latents=latents,
         forward=forward,
         reverse=reverse,

@@ -11,9 +11,11 @@ from typing import Callable, Iterable, Optional
 import numpy as np
 import torch
 
-from vaezoo.errors import ConfigError, ShapeError, SiteError, VaezooError
-from vaezoo.evaluation.importance import _check_iwae_k, _positive_int, _progress_bar
+from vaezoo.errors import ConfigError, ShapeError, SiteError
+from vaezoo.evaluation.checks import positive_int as _positive_int
+from vaezoo.evaluation.importance import _check_iwae_k, _progress_bar
 from vaezoo.evaluation.result import LogMarginalResult
+from vaezoo.evaluation.seeding import resolve_seed
 from vaezoo.evaluation.weights import summarize
 
 PASS_SIZE = 4096  # default (particle, datapoint) pairs per jitted call
@@ -25,11 +27,13 @@ def numpyro_log_marginal(
     guide: Callable,
     x,
     num_samples: int = 5000,
-    rng_key=0,
-    chunk: Optional[int] = None,
+    *,
+    seed=None,
+    progress: bool = False,
+    dtype=None,
+    particle_chunk: Optional[int] = None,
     data_chunk: Optional[int] = None,
     iwae_k: Iterable[int] = (),
-    progress: bool = False,
 ) -> LogMarginalResult:
     r"""The estimator of :func:`vaezoo.evaluation.log_marginal` for a NumPyro pair: per datapoint,
     log p̂(x) = log (1/K) sum_k p(x, z_k) / q(z_k | x) with z_k ~ q(z | x), and the same diagnostics.
@@ -44,28 +48,35 @@ def numpyro_log_marginal(
     Args:
         x: data ``[N, ...]`` (a NumPy, JAX or torch array). Enable ``jax_enable_x64`` for float64.
         num_samples: K, particles per datapoint.
-        rng_key: a ``jax.random`` key or an int seed. Particle k of datapoint n draws from
-            ``fold_in(split(rng_key, K)[k], n)``, so the numbers do not depend on the chunk sizes.
-        chunk, data_chunk: particles and datapoints per jitted call (fixed shapes: the last chunks
-            are padded, so the function compiles once). By default about 4096 pairs per call.
+        seed: an int seed, ``None`` (a seed drawn from torch's global generator, as
+            :func:`~vaezoo.evaluation.log_marginal` does) or a ``jax.random`` key. Particle k of datapoint n draws from
+            ``fold_in(split(key, K)[k], n)``, so the numbers do not depend on the chunk sizes.
+        progress: shows a tqdm bar over the datapoints.
+        dtype: casts ``x`` to this floating dtype (a NumPy/JAX dtype name or a torch dtype).
+        particle_chunk, data_chunk: particles and datapoints per jitted call (fixed shapes: the last
+            chunks are padded, so the function compiles once). By default about 4096 pairs per call.
         iwae_k: values of k for the IWAE-k bounds (1 <= k <= K).
 
     Raises:
         ImportError: jax or numpyro is not installed (``pip install vaezoo[jax]``).
-        SiteError, ShapeError, ConfigError: as :func:`~vaezoo.evaluation.log_marginal`.
+        SiteError: the guide's latent sites or event shapes differ from the model's.
+        ShapeError, ConfigError: ``x`` is not an array with a datapoint, or of a non-float dtype;
+            an argument out of range. Errors raised inside the pair propagate unchanged.
     """
     jax, jnp, handlers = _require_jax()
     num_samples = _positive_int("num_samples", num_samples)
     iwae_k = _check_iwae_k(iwae_k, num_samples)
-    x = _as_jax(x, jnp)
+    x = _as_jax(x, jnp, dtype)
     n = x.shape[0]
-    chunk = min(num_samples, 512 if chunk is None else _positive_int("chunk", chunk))
+    chunk = min(num_samples, 512 if particle_chunk is None else _positive_int("particle_chunk", particle_chunk))
     if data_chunk is None:
         data_chunk = max(1, min(PASS_SIZE // chunk, WEIGHT_BUDGET // num_samples))
     data_chunk = min(_positive_int("data_chunk", data_chunk), n)
-    seed = None
-    if isinstance(rng_key, numbers.Integral) and not isinstance(rng_key, bool):
-        seed, rng_key = int(rng_key), jax.random.PRNGKey(int(rng_key))
+    if seed is None or isinstance(seed, numbers.Integral):
+        seed = resolve_seed(seed)
+        rng_key = jax.random.PRNGKey(seed)
+    else:
+        rng_key, seed = seed, None  # a key: no integer seed to record
 
     start = time.perf_counter()
     _probe(jax, handlers, model, guide, x, rng_key)
@@ -149,7 +160,7 @@ def _log_prob(jnp, site):
 
 def _probe(jax, handlers, model, guide, x, rng_key):
     """Traces the pair abstractly (``jax.eval_shape``, nothing is compiled) on ``x[:1]``: checks the
-    sites; the data's errors become vaezoo errors naming its shape."""
+    sites (errors raised inside the pair propagate unchanged)."""
     seen = {}
 
     def run(key, xb):
@@ -160,16 +171,7 @@ def _probe(jax, handlers, model, guide, x, rng_key):
         sites = list(model_run.values()) + list(guide_sites.values())
         return [s["fn"].log_prob(s["value"]) for s in sites if s["type"] == "sample"]
 
-    try:
-        jax.eval_shape(run, rng_key, x[:1])
-    except VaezooError:
-        raise
-    except (TypeError, ValueError, IndexError, RuntimeError) as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else ""
-        raise ShapeError(
-            f"the NumPyro model and guide cannot run on data of shape {tuple(x.shape)} "
-            f"({type(err).__name__}: {first}); expected data of the shape the pair was built for"
-        ) from err
+    jax.eval_shape(run, rng_key, x[:1])
     model_latents, guide_latents = seen["model"], seen["guide"]
     for name in model_latents:
         if name not in guide_latents:
@@ -195,12 +197,18 @@ def _event_shapes(sites):
     return {name: tuple(s["fn"].event_shape) for name, s in sites.items()}
 
 
-def _as_jax(x, jnp):
+def _as_jax(x, jnp, dtype=None):
     if isinstance(x, torch.Tensor):
         x = x.detach().cpu().numpy()
     if not hasattr(x, "shape"):
         raise ShapeError(f"x is a {type(x).__name__}; expected an array [N, C, H, W]")
     x = jnp.asarray(x)
+    if dtype is not None:
+        if isinstance(dtype, torch.dtype):
+            dtype = str(dtype).replace("torch.", "")
+        if not jnp.issubdtype(jnp.dtype(dtype), jnp.floating):
+            raise ConfigError(f"dtype={dtype!r} is not a floating dtype; expected e.g. float64")
+        x = x.astype(dtype)
     if x.ndim == 0 or x.shape[0] == 0:
         raise ShapeError(f"x has shape {tuple(x.shape)}; expected at least one datapoint, [N, C, H, W]")
     if not jnp.issubdtype(x.dtype, jnp.floating):

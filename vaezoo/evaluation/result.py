@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Dict, NamedTuple, Optional
+from typing import ClassVar, Dict, NamedTuple, Optional
 
 import torch
 
@@ -31,31 +31,96 @@ def mean_with_stderr(values: torch.Tensor) -> Estimate:
     return Estimate(values.mean().item(), se)
 
 
-@dataclass
-class LogMarginalResult:
-    """Per-datapoint importance-sampling estimates, float64 tensors ``[N]`` on the CPU.
+@dataclass(kw_only=True)
+class EstimatorResult:
+    """What every estimator of log p(x) returns: per-datapoint tensors ``[N]`` and a summary.
 
     Attributes:
-        log_px: log p̂(x), the estimate of the log marginal likelihood (nats).
-        elbo: the mean log-weight, an unbiased estimate of the ELBO.
-        stderr: delta-method standard error of ``log_px`` (see :func:`~vaezoo.evaluation.weights.summarize`).
-        ess: effective sample size (sum w)^2 / sum w^2, in [1, num_samples].
-        khat: PSIS Pareto k-hat of the weights; above 0.7 the estimate is unreliable.
-        iwae: ``{k: [N]}``, the IWAE-k bounds asked for (k = num_samples is ``log_px``).
-        num_samples: K, the particles per datapoint.
-        seed: the seed the particles were drawn from (``None`` when not a torch seed).
+        log_px: the estimate of log p(x) per datapoint (nats).
+        stderr: its Monte Carlo standard error (delta method over the samples' weights; NaN for one
+            sample). It measures the noise, not the bias of a short schedule or a poor proposal.
+        ess: effective sample size of the weights, (sum w)^2 / sum w^2, in [1, num_samples].
+        khat: PSIS Pareto k-hat of the weights (NaN with fewer than 21 samples); above 0.7 the
+            estimate is unreliable.
+        elbo: the mean log-weight where it estimates the ELBO (importance sampling), else None.
+        num_samples: weights per datapoint (particles, or AIS chains).
+        seed: the seed the run was drawn from (None when not a torch seed).
         wall_time: seconds the estimate took.
     """
 
+    estimator: ClassVar[str] = "estimator"
+
     log_px: torch.Tensor
-    elbo: torch.Tensor
     stderr: torch.Tensor
     ess: torch.Tensor
     khat: torch.Tensor
-    iwae: Dict[int, torch.Tensor]
+    elbo: Optional[torch.Tensor] = None
     num_samples: int
     seed: Optional[int] = None
     wall_time: float = math.nan
+
+    @property
+    def num_datapoints(self) -> int:
+        return self.log_px.shape[0]
+
+    @property
+    def mean_log_px(self) -> Estimate:
+        return mean_with_stderr(self.log_px)
+
+    @property
+    def mean_elbo(self) -> Optional[Estimate]:
+        return None if self.elbo is None else mean_with_stderr(self.elbo)
+
+    def frac_khat_above(self, threshold: float = 0.7) -> float:
+        """The share of datapoints whose k-hat exceeds ``threshold`` (NaN k-hats count as not above)."""
+        return (self.khat > threshold).to(torch.float64).mean().item()
+
+    def to_dict(self) -> dict:
+        """A JSON-able summary (non-finite numbers become ``None``): the same keys for every
+        estimator (``estimator``, ``num_samples``, ``num_datapoints``, ``seed``, ``log_px``,
+        ``elbo``, ``mean_stderr_log_px``, ``ess``, ``khat``, ``wall_time_s``), then its own."""
+        ess = self.ess.double()
+        khat = self.khat.double()
+        finite_khat = khat[torch.isfinite(khat)]
+        out = {
+            "estimator": self.estimator,
+            "num_samples": self.num_samples,
+            "num_datapoints": self.num_datapoints,
+            "seed": self.seed,
+            "log_px": _est(self.mean_log_px),
+            "elbo": None if self.elbo is None else _est(self.mean_elbo),
+            "mean_stderr_log_px": _num(torch.nanmean(self.stderr.double()).item()),
+            "ess": {"mean": _num(ess.mean().item()), "median": _num(ess.median().item()), "min": _num(ess.min().item())},
+            "khat": {
+                "median": _num(finite_khat.median().item()) if finite_khat.numel() else None,
+                "max": _num(khat.max().item()),
+                "frac_above_0.5": self.frac_khat_above(0.5),
+                "frac_above_0.7": self.frac_khat_above(0.7),
+                "frac_above_1.0": self.frac_khat_above(1.0),
+            },
+            "wall_time_s": _num(self.wall_time),
+        }
+        out.update(self._own_dict())
+        return out
+
+    def _own_dict(self) -> dict:
+        return {}
+
+
+@dataclass(kw_only=True)
+class LogMarginalResult(EstimatorResult):
+    """Per-datapoint importance-sampling estimates, float64 tensors ``[N]`` on the CPU (see
+    :class:`EstimatorResult`; ``elbo`` is the mean log-weight, an unbiased estimate of the ELBO).
+
+    Attributes:
+        iwae: ``{k: [N]}``, the IWAE-k bounds asked for (k = num_samples is ``log_px``).
+        extra: further JSON-able entries for :meth:`to_dict`.
+    """
+
+    estimator: ClassVar[str] = "importance_sampling"
+
+    elbo: torch.Tensor
+    iwae: Dict[int, torch.Tensor] = field(default_factory=dict)
     extra: Dict[str, object] = field(default_factory=dict)
 
     @classmethod
@@ -80,22 +145,10 @@ class LogMarginalResult:
         return cls.from_summaries([summarize(log_w, iwae_k)], iwae_k, log_w.shape[0], **kwargs)
 
     @property
-    def num_datapoints(self) -> int:
-        return self.log_px.shape[0]
-
-    @property
     def gap(self) -> torch.Tensor:
         """``log_px - elbo`` per datapoint: an estimate of KL(q(z | x) || p(z | x)), biased low at
         small K as log p̂(x) is."""
         return self.log_px - self.elbo
-
-    @property
-    def mean_log_px(self) -> Estimate:
-        return mean_with_stderr(self.log_px)
-
-    @property
-    def mean_elbo(self) -> Estimate:
-        return mean_with_stderr(self.elbo)
 
     @property
     def mean_gap(self) -> Estimate:
@@ -104,42 +157,16 @@ class LogMarginalResult:
     def mean_iwae(self, k: int) -> Estimate:
         return mean_with_stderr(self.iwae[k])
 
-    def frac_khat_above(self, threshold: float = 0.7) -> float:
-        """The share of datapoints whose k-hat exceeds ``threshold`` (NaN k-hats count as not above)."""
-        return (self.khat > threshold).to(torch.float64).mean().item()
-
-    def to_dict(self) -> dict:
-        """A JSON-able summary (non-finite numbers become ``None``)."""
-
-        def est(e: Estimate):
-            return {"mean": _num(e.mean), "stderr": _num(e.stderr)}
-
-        finite_khat = self.khat[torch.isfinite(self.khat)]
+    def _own_dict(self) -> dict:
         return {
-            "estimator": "importance_sampling",
-            "num_samples": self.num_samples,
-            "num_datapoints": self.num_datapoints,
-            "seed": self.seed,
-            "log_px": est(self.mean_log_px),
-            "elbo": est(self.mean_elbo),
-            "gap": est(self.mean_gap),
-            "iwae": {str(k): est(self.mean_iwae(k)) for k in sorted(self.iwae)},
-            "mean_stderr_log_px": _num(self.stderr.mean().item()),
-            "ess": {
-                "mean": _num(self.ess.mean().item()),
-                "median": _num(self.ess.median().item()),
-                "min": _num(self.ess.min().item()),
-            },
-            "khat": {
-                "median": _num(finite_khat.median().item()) if finite_khat.numel() else None,
-                "max": _num(self.khat.max().item()),
-                "frac_above_0.5": self.frac_khat_above(0.5),
-                "frac_above_0.7": self.frac_khat_above(0.7),
-                "frac_above_1.0": self.frac_khat_above(1.0),
-            },
-            "wall_time_s": _num(self.wall_time),
+            "gap": _est(self.mean_gap),
+            "iwae": {str(k): _est(self.mean_iwae(k)) for k in sorted(self.iwae)},
             **self.extra,
         }
+
+
+def _est(e: Estimate) -> dict:
+    return {"mean": _num(e.mean), "stderr": _num(e.stderr)}
 
 
 def _num(v):

@@ -4,8 +4,11 @@ chunked, and an RNG scope that leaves the caller's random stream as it was."""
 from __future__ import annotations
 
 import contextlib
+import numbers
 
 import torch
+
+from vaezoo.errors import ConfigError
 
 _MASK64 = (1 << 64) - 1
 
@@ -51,3 +54,12 @@ def rng_scope(device: torch.device):
         devices = [device.index if device.index is not None else torch.cuda.current_device()]
     with torch.random.fork_rng(devices=devices):
         yield
+
+
+def resolve_seed(seed) -> int:
+    """``seed`` as an int, or a fresh one from :func:`draw_seed` for ``None``."""
+    if seed is None:
+        return draw_seed()
+    if isinstance(seed, numbers.Integral) and not isinstance(seed, bool):
+        return int(seed)
+    raise ConfigError(f"seed={seed!r} is not an integer; expected an int or None")

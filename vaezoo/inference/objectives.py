@@ -400,6 +400,7 @@ class IWAE(Objective):
             raise ConfigError(f"num_particles={num_particles!r}; expected an integer >= 1")
         self.num_particles = int(num_particles)
         self._particle_dim: Optional[int] = None
+        self._probed = False
 
     def _refuse(self, model_run, guide_run, structure):
         enumerated, score = structure
@@ -420,9 +421,11 @@ class IWAE(Objective):
                 )
 
     def loss_and_terms(self, x: torch.Tensor) -> Tuple[torch.Tensor, Terms]:
-        if self._particle_dim is None:
+        if not self._probed:
             self._runs(x)  # checks the pair and decides whether it can be traced
+            # None for a pair that moves a particle plate out of place: one particle per pass
             self._particle_dim = traces.probe(self.model, self.guide, x)[0]
+            self._probed = True
         log_p, log_q = traces.log_weights(self.model, self.guide, x, self.num_particles, self._particle_dim, check=False)
         log_w = log_p - log_q  # [K, N]
         bound = (log_w.logsumexp(0) - math.log(self.num_particles)).mean()
