@@ -293,8 +293,8 @@ def test_default_maps_by_image_size(side, maps):
         ((1, 8, 12), {}, r"need square images, .*got shape \(1, 8, 12\)"),
         ((1, 28, 28), {"map_size": 5}, r"map_size=5 cannot be up-sampled to 28x28 images by doublings; expected a map_size d with 28 = d \* 2\^k"),
         ((1, 30, 30), {"map_size": 15}, r"conv encoder needs an image side divisible by 4, got 30x30 images"),
-        ((1, 28, 28), {"decoder_width": 0}, r"decoder_width=0; expected an integer >= 1"),
-        ((1, 28, 28), {"maps": 0}, r"maps=0; expected an integer >= 1"),
+        ((1, 28, 28), {"decoder_width": 0}, r"decoder_width=0; expected an integer from 1 to 65536"),
+        ((1, 28, 28), {"maps": 0}, r"maps=0; expected an integer from 1 to 65536"),
         ((1, 28, 28), {"latent_dim": 4}, r"'spatial-vae-mvn' has no config field 'latent_dim'"),
     ],
 )

@@ -6,10 +6,10 @@ from dataclasses import dataclass
 from typing import Optional, Tuple
 
 from vaezoo import zoo
-from vaezoo.entries.vae import BINARIZE
+from vaezoo.entries.vae import MAX_WIDTH, CommonConfig
 from vaezoo.errors import ConfigError
 from vaezoo.guides import MatrixNormalGuide, SpatialNormalGuide
-from vaezoo.models import LIKELIHOODS, SpatialVAEModel, make_likelihood
+from vaezoo.models import SpatialVAEModel, make_likelihood
 from vaezoo.nets import ConvEncoder, DeconvDecoder
 from vaezoo.nets.deconv import upsampling_stages
 
@@ -18,7 +18,7 @@ DEFAULT_MAPS = {28: (16, 7), 32: (32, 4), 64: (64, 4)}
 
 
 @dataclass
-class SpatialVAEConfig:
+class SpatialVAEConfig(CommonConfig):
     """Config of the spatial VAEs, for images ``(C, H, H)`` only. ``maps`` feature maps of
     ``map_size x map_size`` form the latent ``z``; ``None`` picks them from the image size:
 
@@ -34,41 +34,25 @@ class SpatialVAEConfig:
     - other sizes (the encoder needs 4 to divide H): 16 maps of H/4, two stages as for 28x28.
 
     ``decoder_width``: channels of the decoder's first convolution (halved at every up-sampling
-    stage); ``encoder_hidden``: the conv encoder's fully connected layer. ``likelihood`` and the
-    fields after it mean what they mean for ``vae``: ``normal`` (``likelihood_scale``, learned if
+    stage); ``encoder_hidden``: the conv encoder's fully connected layer. The fields of
+    :class:`~vaezoo.entries.vae.CommonConfig` mean what they mean for ``vae``: ``normal`` (``likelihood_scale``, learned if
     ``learn_scale``) for colour images, ``bernoulli`` with ``binarize`` for binary ones."""
 
     maps: Optional[int] = None
     map_size: Optional[int] = None
     decoder_width: int = 64
     encoder_hidden: int = 256
-    likelihood: str = "bernoulli"
-    likelihood_scale: float = 0.1
-    learn_scale: bool = False
-    binarize: Optional[str] = "dynamic"
-    objective: str = "elbo"
-    num_particles: int = 1
-    analytic_kl: bool = True
 
     def validate(self):
         """Ranges and names (make_config has checked the types)."""
+        super().validate()
         for name in ("maps", "map_size"):
             value = getattr(self, name)
-            if value is not None and value < 1:
-                raise ConfigError(f"{name}={value}; expected an integer >= 1, or None (chosen from the image size)")
+            if value is not None and not 1 <= value <= MAX_WIDTH:
+                raise ConfigError(f"{name}={value}; expected an integer from 1 to {MAX_WIDTH}, or None (chosen from the image size)")
         for name in ("decoder_width", "encoder_hidden"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name}={getattr(self, name)}; expected an integer >= 1")
-        if self.likelihood not in LIKELIHOODS:
-            raise ConfigError(f"likelihood={self.likelihood!r}; expected one of {', '.join(sorted(LIKELIHOODS))}")
-        if not self.likelihood_scale > 0:
-            raise ConfigError(f"likelihood_scale={self.likelihood_scale}; expected a number > 0")
-        if self.binarize not in BINARIZE:
-            raise ConfigError(f"binarize={self.binarize!r}; expected dynamic, fixed or none")
-        if self.objective not in ("elbo", "iwae"):
-            raise ConfigError(f"objective={self.objective!r}; expected elbo or iwae")
-        if self.num_particles < 1:
-            raise ConfigError(f"num_particles={self.num_particles}; expected an integer >= 1")
+            if not 1 <= getattr(self, name) <= MAX_WIDTH:
+                raise ConfigError(f"{name}={getattr(self, name)}; expected an integer from 1 to {MAX_WIDTH}")
 
 
 def map_shape(config: SpatialVAEConfig, data_shape) -> Tuple[int, int, int]:

@@ -18,17 +18,13 @@ MAX_WIDTH = 1 << 16
 
 
 @dataclass
-class VAEConfig:
-    """Config of the baseline VAE. ``net``: ``mlp`` (Burda et al.: ``hidden`` tanh layers) or
-    ``conv``; ``likelihood``: ``bernoulli``, ``normal`` (``likelihood_scale``, learned if
-    ``learn_scale``) or ``continuous-bernoulli``; ``binarize``: how the training data are binarized
-    (``dynamic``, ``fixed`` or ``None``); ``objective``: ``elbo`` or ``iwae`` with
-    ``num_particles``; ``analytic_kl``: closed-form KL terms in the ELBO."""
+class CommonConfig:
+    """The fields every VAE entry shares: ``likelihood``: ``bernoulli``, ``normal``
+    (``likelihood_scale``, learned if ``learn_scale``) or ``continuous-bernoulli``; ``binarize``:
+    how the training data are binarized (``dynamic``, ``fixed`` or ``None``); ``objective``:
+    ``elbo`` or ``iwae`` with ``num_particles``; ``analytic_kl``: closed-form KL terms in the ELBO
+    where they are exact."""
 
-    latent_dim: int = 50
-    net: str = "mlp"
-    hidden: Tuple[int, ...] = (200, 200)
-    activation: str = "tanh"
     likelihood: str = "bernoulli"
     likelihood_scale: float = 0.1
     learn_scale: bool = False
@@ -39,15 +35,6 @@ class VAEConfig:
 
     def validate(self):
         """Ranges and names (make_config has checked the types)."""
-        # an upper bound too: a width of 10^20 would fail deep inside torch's allocator
-        if not 1 <= self.latent_dim <= MAX_WIDTH:
-            raise ConfigError(f"latent_dim={self.latent_dim}; expected an integer from 1 to {MAX_WIDTH}")
-        if self.net not in ("mlp", "conv"):
-            raise ConfigError(f"net={self.net!r}; expected mlp or conv")
-        if any(not 1 <= h <= MAX_WIDTH for h in self.hidden):
-            raise ConfigError(f"hidden={self.hidden!r}; expected layer sizes from 1 to {MAX_WIDTH}")
-        if self.activation not in ACTIVATIONS:
-            raise ConfigError(f"activation={self.activation!r}; expected one of {', '.join(sorted(ACTIVATIONS))}")
         if self.likelihood not in LIKELIHOODS:
             raise ConfigError(f"likelihood={self.likelihood!r}; expected one of {', '.join(sorted(LIKELIHOODS))}")
         if not self.likelihood_scale > 0:
@@ -58,6 +45,29 @@ class VAEConfig:
             raise ConfigError(f"objective={self.objective!r}; expected elbo or iwae")
         if not 1 <= self.num_particles <= MAX_WIDTH:
             raise ConfigError(f"num_particles={self.num_particles}; expected an integer from 1 to {MAX_WIDTH}")
+
+
+@dataclass
+class VAEConfig(CommonConfig):
+    """Config of the baseline VAE: ``latent_dim`` latents; ``net``: ``mlp`` (Burda et al.:
+    ``hidden`` layers of ``activation``) or ``conv``; the other fields as :class:`CommonConfig`."""
+
+    latent_dim: int = 50
+    net: str = "mlp"
+    hidden: Tuple[int, ...] = (200, 200)
+    activation: str = "tanh"
+
+    def validate(self):
+        super().validate()
+        # an upper bound too: a width of 10^20 would fail deep inside torch's allocator
+        if not 1 <= self.latent_dim <= MAX_WIDTH:
+            raise ConfigError(f"latent_dim={self.latent_dim}; expected an integer from 1 to {MAX_WIDTH}")
+        if self.net not in ("mlp", "conv"):
+            raise ConfigError(f"net={self.net!r}; expected mlp or conv")
+        if any(not 1 <= h <= MAX_WIDTH for h in self.hidden):
+            raise ConfigError(f"hidden={self.hidden!r}; expected layer sizes from 1 to {MAX_WIDTH}")
+        if self.activation not in ACTIVATIONS:
+            raise ConfigError(f"activation={self.activation!r}; expected one of {', '.join(sorted(ACTIVATIONS))}")
 
 
 @dataclass
