@@ -184,11 +184,14 @@ def log_weights(
     num_particles: int,
     particle_dim: Optional[int] = -2,
     check: bool = True,
+    score: bool = False,
 ):
     """Draws ``num_particles`` particles from the guide and replays the model on each.
 
     Returns ``(log_p, log_q)``, each ``[K, N]``: the model's joint log-density ``log p(x, z_k)`` and
-    the guide's ``log q(z_k | x)`` for every particle and datapoint, unscaled.
+    the guide's ``log q(z_k | x)`` for every particle and datapoint, unscaled. With ``score=True``,
+    also ``log_q`` of the guide's sites without a reparameterized sampler alone (``[K, N]``), for
+    score-function gradients.
 
     The particles run in one vectorized pass under a plate at ``particle_dim``, or one per pass
     with ``particle_dim=None`` (what :func:`probe` returns for a pair that does not broadcast over a
@@ -197,7 +200,7 @@ def log_weights(
     again one per pass, with a warning.
     """
     if particle_dim is None:
-        return _log_weights_one_by_one(model, guide, x, num_particles, check)
+        return _log_weights_one_by_one(model, guide, x, num_particles, check, score)
     with pyro.plate("particles", num_particles, dim=particle_dim):
         guide_run = record(guide, x)
         model_run = record(model, x, replay=guide_run.replay_values())
@@ -205,12 +208,13 @@ def log_weights(
     if check:
         check_sites(model_sites, guide_sites)
         check_no_subsampling(guide_run, model_run)
-    log_p, log_q, leak = _sum_log_densities(model_sites, guide_sites, particle_dim, check)
+    log_p, log_q, leak, log_s = _sum_log_densities(model_sites, guide_sites, particle_dim, check)
     if leak is not None:
         warn_particle_leak(leak, particle_dim)
-        return _log_weights_one_by_one(model, guide, x, num_particles, check=False)
+        return _log_weights_one_by_one(model, guide, x, num_particles, False, score)
     zeros = x.new_zeros(num_particles, x.shape[0])
-    return _plus(zeros, log_p), _plus(zeros, log_q)
+    out = (_plus(zeros, log_p), _plus(zeros, log_q))
+    return out + (_plus(zeros, log_s),) if score else out
 
 
 def _plus(zeros: torch.Tensor, t: Optional[torch.Tensor]) -> torch.Tensor:
@@ -218,9 +222,10 @@ def _plus(zeros: torch.Tensor, t: Optional[torch.Tensor]) -> torch.Tensor:
 
 
 def _sum_log_densities(model_sites, guide_sites, particle_dim: Optional[int], check: bool):
-    """``(log_p, log_q, leak)``: the per-datapoint sums ``[K, N]`` of the model's sites and of the
-    guide's latent sites and, if ``check``, the first :func:`misplaced_dim` found (else None)."""
-    log_p = log_q = None
+    """``(log_p, log_q, leak, log_s)``: the per-datapoint sums ``[K, N]`` of the model's sites and of
+    the guide's latent sites, if ``check`` the first :func:`misplaced_dim` found (else None), and the
+    sum over the guide's latent sites without ``rsample`` (None if it has none)."""
+    log_p = log_q = log_s = None
     leak = None
     for sites, is_model in ((model_sites, True), (guide_sites, False)):
         for site in sites.values():
@@ -236,24 +241,28 @@ def _sum_log_densities(model_sites, guide_sites, particle_dim: Optional[int], ch
                 log_p = lp if log_p is None else log_p + lp
             else:
                 log_q = lp if log_q is None else log_q + lp
-    return log_p, log_q, leak
+                if not site["fn"].has_rsample:
+                    log_s = lp if log_s is None else log_s + lp
+    return log_p, log_q, leak, log_s
 
 
-def _log_weights_one_by_one(model, guide, x, num_particles: int, check: bool):
+def _log_weights_one_by_one(model, guide, x, num_particles: int, check: bool, score: bool = False):
     """:func:`log_weights` one particle per pass, without a particle plate (as Pyro's ELBOs do with
     ``vectorize_particles=False``): for pairs whose vectorized pass would mix particles up."""
-    log_ps, log_qs = [], []
+    log_ps, log_qs, log_ss = [], [], []
     for k in range(num_particles):
         guide_run = record(guide, x)
         model_run = record(model, x, replay=guide_run.replay_values())
         if check and k == 0:
             check_sites(model_run.sites, guide_run.sites)
             check_no_subsampling(guide_run, model_run)
-        log_p, log_q, _ = _sum_log_densities(model_run.sites, guide_run.sites, None, False)
+        log_p, log_q, _, log_s = _sum_log_densities(model_run.sites, guide_run.sites, None, False)
         zeros = x.new_zeros(1, x.shape[0])
         log_ps.append(_plus(zeros, log_p))
         log_qs.append(_plus(zeros, log_q))
-    return torch.cat(log_ps), torch.cat(log_qs)
+        log_ss.append(_plus(zeros, log_s))
+    out = (torch.cat(log_ps), torch.cat(log_qs))
+    return out + (torch.cat(log_ss),) if score else out
 
 
 def probe(model: Callable, guide: Callable, x: torch.Tensor):

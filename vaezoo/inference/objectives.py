@@ -390,9 +390,11 @@ class IWAE(Objective):
     E[log (1/K) sum_k p(x, z_k) / q(z_k | x)], with the K particles drawn in one vectorized pass.
     Terms: ``iwae`` (the bound) and ``elbo`` (the mean log-weight), per datapoint.
 
-    The pathwise gradient needs a reparameterized guide and every datapoint's weights: a guide
-    site without ``rsample``, a site marked for enumeration or a subsampled data plate is refused
-    in one line (use :class:`ELBO` for those pairs)."""
+    Reparameterized guide sites get the pathwise gradient. Guide sites without ``rsample`` get the
+    VIMCO estimator (Mnih and Rezende 2016): particle k's score ``log q(h_k)`` is weighted by
+    ``L - L_{-k}``, the bound minus the bound with particle k's log-weight replaced by the mean of
+    the others' (a per-particle baseline that needs no state), which takes K >= 2. A site marked
+    for enumeration or a subsampled data plate is refused in one line (use :class:`ELBO`)."""
 
     def __init__(self, model: Callable, guide: Callable, num_particles: int = 5, check: bool = True, jit: bool = False):
         super().__init__(model, guide, check, jit)
@@ -407,10 +409,10 @@ class IWAE(Objective):
         if enumerated:
             name = next(n for run in (model_run, guide_run) for n, s in run.sites.items() if not s["is_observed"] and traces.is_enumerated(s))
             raise SiteError(f"site {name!r} is marked for enumeration, which IWAE does not do; expected a pair without enumeration, or train with ELBO (it enumerates as TraceEnum_ELBO)")
-        if score:
+        if score and self.num_particles < 2:
             raise SiteError(
-                f"guide site {score[0]!r} has no reparameterized sampler, which IWAE's pathwise gradient "
-                "needs; expected a reparameterized guide, or train with ELBO (score-function terms)"
+                f"guide site {score[0]!r} has no reparameterized sampler, and its VIMCO baseline needs "
+                "num_particles >= 2; expected num_particles >= 2, or train with ELBO"
             )
         for run in (model_run, guide_run):
             for name in _subsampled(run):
@@ -426,10 +428,31 @@ class IWAE(Objective):
             # None for a pair that moves a particle plate out of place: one particle per pass
             self._particle_dim = traces.probe(self.model, self.guide, x)[0]
             self._probed = True
-        log_p, log_q = traces.log_weights(self.model, self.guide, x, self.num_particles, self._particle_dim, check=False)
+        K = self.num_particles
+        if self._structure[1]:  # guide sites without rsample
+            log_p, log_q, log_s = traces.log_weights(self.model, self.guide, x, K, self._particle_dim, check=False, score=True)
+        else:
+            (log_p, log_q), log_s = traces.log_weights(self.model, self.guide, x, K, self._particle_dim, check=False), None
         log_w = log_p - log_q  # [K, N]
-        bound = (log_w.logsumexp(0) - math.log(self.num_particles)).mean()
-        return -bound, {"iwae": bound.detach(), "elbo": log_w.detach().mean()}
+        bound_n = log_w.logsumexp(0) - math.log(K)  # [N]
+        bound = bound_n.mean()
+        terms = {"iwae": bound.detach(), "elbo": log_w.detach().mean()}
+        if log_s is None:
+            return -bound, terms
+        signal = bound_n.detach() - _leave_one_out_bounds(log_w.detach())  # [K, N]
+        surrogate = (signal * log_s).sum(0).mean()
+        return -(bound + surrogate - surrogate.detach()), terms
+
+
+def _leave_one_out_bounds(log_w: torch.Tensor) -> torch.Tensor:
+    """VIMCO's ``L_{-k}  # [K, N]``: log (1/K) sum_j w_j with w_k replaced by the geometric mean of
+    the other K - 1 weights, for every particle k, from log-weights ``log_w  # [K, N]``."""
+    K = log_w.shape[0]
+    others_mean = (log_w.sum(0, keepdim=True) - log_w) / (K - 1)  # [K, N]
+    replaced = log_w.unsqueeze(0).repeat(K, 1, 1)  # [K (left out), K, N]
+    index = torch.arange(K, device=log_w.device)
+    replaced[index, index] = others_mean
+    return replaced.logsumexp(1) - math.log(K)
 
 
 OBJECTIVES = {"elbo": ELBO, "iwae": IWAE}
