@@ -15,6 +15,7 @@ import warnings
 from typing import Callable, Dict, Mapping, Optional, Tuple, Union
 
 import pyro
+import pyro.distributions as dist
 import torch
 from pyro import poutine
 from pyro.distributions.util import scale_and_mask
@@ -321,6 +322,21 @@ def _probe_particles(sizes) -> int:
     return k
 
 
+def check_not_point_masses(guide_sites: Mapping[str, dict]) -> None:
+    """Raises SiteError for a guide latent site that is a point mass (``Delta``, a deterministic
+    encoder): it is no proposal for importance sampling or annealing (its "weights" would be
+    log p(x, z*), not an estimate of log p(x)), and IWAE's bound would be no bound."""
+    for name, site in guide_sites.items():
+        fn = site["fn"]
+        while hasattr(fn, "base_dist"):  # Independent, MaskedDistribution, ExpandedDistribution
+            fn = fn.base_dist
+        if not site["is_observed"] and isinstance(fn, dist.Delta):
+            raise SiteError(
+                f"guide site {name!r} is a point mass (Delta), which is no proposal for an estimate of "
+                "log p(x); expected a guide with a density (or pass guide=None to anneal from the prior)"
+            )
+
+
 def probe_pair(model: Callable, guide: Optional[Callable], x: torch.Tensor):
     """Runs the pair plainly on (at most two datapoints of) ``x`` (the model alone when ``guide`` is
     None), checks the sites and refuses subsampling, then runs it once under a particle plate.
@@ -334,6 +350,7 @@ def probe_pair(model: Callable, guide: Optional[Callable], x: torch.Tensor):
             guide_run = record(guide, xs)
             model_run = record(model, xs, replay=guide_run.replay_values())
             check_sites(model_run.sites, guide_run.sites)
+            check_not_point_masses(guide_run.sites)
         check_no_subsampling(guide_run, model_run)
         check_observed(model_run.sites)
         dim = -(max(max_plate_nesting(model_run.sites, guide_run.sites), 1) + 1)

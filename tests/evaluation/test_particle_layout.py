@@ -191,3 +191,28 @@ def test_a_reshape_with_the_batch_size_falls_back_and_stays_exact():
     assert ((r.log_px - p.log_px(x)).abs() < 5 * r.stderr + 1e-3).all()
     with pytest.raises(ShapeError, match="site 'x' has event shape"):
         ais(model, p.guide, x, steps=2, chains=2, seed=0)
+
+
+def test_point_mass_guides_are_refused_by_every_estimator():
+    """A deterministic encoder (a Delta guide site) is no proposal: log_marginal, AIS and IWAE
+    would return log p(x, z*) as if it were log p(x); each refuses in one line instead."""
+    from vaezoo.errors import SiteError
+
+    def model(x):
+        with pyro.plate("data", x.shape[0], dim=-1):
+            z = pyro.sample("z", dist.Normal(torch.zeros(2, dtype=x.dtype), 1.0).to_event(1))
+            pyro.sample("x", dist.Normal(z, 1.0).to_event(1), obs=x)
+
+    def guide(x):
+        with pyro.plate("data", x.shape[0], dim=-1):
+            pyro.sample("z", dist.Delta(0.5 * x).to_event(1))
+
+    x = torch.randn(3, 2, dtype=torch.float64)
+    for run in (
+        lambda: log_marginal(model, guide, x, num_samples=10, seed=0),
+        lambda: ais(model, guide, x, steps=2, chains=2, seed=0),
+        lambda: IWAE(model, guide, num_particles=2)(x),
+    ):
+        with pytest.raises(SiteError) as err:
+            run()
+        assert "\n" not in str(err.value) and "point mass" in str(err.value) and "'z'" in str(err.value)
