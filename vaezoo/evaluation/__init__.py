@@ -8,12 +8,14 @@ soon as it is imported.
 from vaezoo.evaluation.annealed import AISResult, ais, annealing_schedule, reverse_ais
 from vaezoo.evaluation.bidirectional import BDMCResult, bdmc, simulate
 from vaezoo.evaluation.importance import log_marginal
+from vaezoo.evaluation.quality import frechet_distance
 from vaezoo.evaluation.result import Estimate, LogMarginalResult
 
 __all__ = [
     "Estimate",
     "LogMarginalResult",
     "log_marginal",
+    "frechet_distance",
     "numpyro_log_marginal",
     "ais",
     "reverse_ais",
