@@ -115,3 +115,22 @@ def test_tools_refuse_a_model_without_a_low_rank_observation_in_one_line():
     d = obs.prior_observation(m, 2)
     with pytest.raises(ConfigError, match=r"observation distribution is a Independent; expected a low-rank normal"):
         obs.scale_component(d, torch.zeros(2, 3), 0, 2.0)
+
+
+def test_editing_from_png_mask_and_values(tmp_path):
+    m = zoo.create("sos-vae", data_shape=(1, 8, 8), hidden=(16,), latent_dim=3, rank=4).double()
+    mask = np.zeros((8, 8), dtype=np.uint8)
+    mask[2:4, 3:6] = 255
+    values = np.full((8, 8), 204, dtype=np.uint8)  # 0.8
+    Image.fromarray(mask).save(tmp_path / "mask.png")
+    Image.fromarray(values).save(tmp_path / "values.png")
+    out = obs.edit_from_png(m, tmp_path / "mask.png", tmp_path / "values.png", n=3, seed=1)
+    assert out.shape == (6, 1, 8, 8)
+    torch.manual_seed(1)
+    d = obs.prior_observation(m, 3)
+    torch.testing.assert_close(out[:3], d.mean)
+    where = torch.as_tensor(mask > 0)[None]
+    torch.testing.assert_close(out[3:], obs.edit(d, where, torch.full((3, 1, 8, 8), 0.8, dtype=torch.float64)))
+    Image.fromarray(np.zeros((9, 8), dtype=np.uint8)).save(tmp_path / "small.png")
+    with pytest.raises(ShapeError, match=r"small.png' is 8x9 pixels; expected 8x8"):
+        obs.edit_from_png(m, tmp_path / "small.png", tmp_path / "values.png")

@@ -229,3 +229,35 @@ def observational_figure(x: torch.Tensor, rank: int, path, n: int = 8, steps: in
         torch.manual_seed(seed)
         rows = torch.cat([learned.sample((n,)), pca.sample((n,))])
     return save_image_grid(rows, path, nrow=n)
+
+
+def read_png(path, shape: Sequence[int]) -> torch.Tensor:
+    """A PNG as a float tensor of the data's ``shape`` ``(C, H, W)`` in [0, 1] (grey for C = 1,
+    RGB for C = 3), or a one-line :class:`ShapeError` when its size differs."""
+    import numpy as np
+    from PIL import Image
+
+    c, h, w = shape
+    try:
+        img = Image.open(path).convert("L" if c == 1 else "RGB")
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"cannot read {str(path)!r} as a PNG image ({type(e).__name__}); expected a PNG file") from None
+    if img.size != (w, h):
+        raise ShapeError(f"{str(path)!r} is {img.size[0]}x{img.size[1]} pixels; expected {w}x{h}, the data's size")
+    arr = torch.as_tensor(np.asarray(img, dtype=np.float32) / 255.0)
+    return arr.unsqueeze(0) if c == 1 else arr.permute(2, 0, 1)
+
+
+@torch.no_grad()
+def edit_from_png(m, mask_path, values_path, n: int = 8, seed: int = 0) -> torch.Tensor:
+    """Edits ``n`` prior draws of the zoo model ``m``: the pixels white in the mask PNG take the
+    values PNG's grey levels, the others their conditional mean (:func:`edit`). Returns the means
+    above the edited images, ``[2 n, *data_shape]``, for a PNG grid of ``n`` columns."""
+    if len(m.data_shape) != 3:
+        raise ShapeError(f"data of shape {tuple(m.data_shape)} are not images; expected (C, H, W)")
+    mask = read_png(mask_path, m.data_shape) > 0.5
+    values = read_png(values_path, m.data_shape)
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        d = prior_observation(m, n)
+    return torch.cat([d.mean, edit(d, mask, values.to(d.mean))])

@@ -113,3 +113,10 @@ def frechet_distance(generated, reference: torch.Tensor, *, n: Optional[int] = N
         for start in range(0, len(images), batch_size):
             metric.update(images[start:start + batch_size].float().cpu(), real=real)
     return float(metric.compute())
+
+
+def model_quality(m, reference: torch.Tensor, seed: int = 0) -> dict:
+    """``{"means": ..., "samples": ...}``: :func:`frechet_distance` of ``len(reference)`` prior
+    draws of the zoo model ``m`` to ``reference``, for the means of the observation distribution
+    and for samples from it (the paper's Table 1 for one model)."""
+    return {kind: frechet_distance(m, reference, from_likelihood=kind == "samples", seed=seed) for kind in ("means", "samples")}
