@@ -196,6 +196,13 @@ def cmd_evaluate(args) -> int:
     terms = trainer.evaluate(x)
     print(f"{cfg['model']} on {cfg['dataset']} ({args.split}, {x.shape[0]} images): ELBO {terms['elbo']:.3f} nats")
     sections = {}
+    if args.fid:
+        from vaezoo.evaluation.quality import model_quality
+
+        fid = model_quality(m, x, seed=args.seed)
+        sections["Sample quality"] = (f"Frechet distance to the {x.shape[0]} {args.split} images in the features of vaezoo's "
+                                      f"MNIST classifier: means {fid['means']:.2f}, samples {fid['samples']:.2f}")
+        print(sections["Sample quality"])
     if args.samples > 0:
         sections["Marginal likelihood"] = _evaluate(m, x, run, args.samples, args.seed, args.quiet, args.ais)
     runs.write_report(run, cfg, state.get("history", []), sections)
@@ -213,7 +220,16 @@ def cmd_sample(args) -> int:
     m, cfg, _ = runs.load_trained(run, resolve_device(args.device))
     torch.manual_seed(args.seed)
     out = Path(args.out) if args.out else run / "samples.png"
-    save_image_grid(m.sample(args.n), out, nrow=min(args.n, 8))
+    if args.edit:
+        from vaezoo.evaluation.observation import edit_from_png
+
+        save_image_grid(edit_from_png(m, *args.edit, n=args.n, seed=args.seed), out, nrow=args.n)
+    elif args.from_likelihood:
+        from vaezoo.evaluation.quality import generate
+
+        save_image_grid(generate(m, args.n, from_likelihood=True, seed=args.seed), out, nrow=min(args.n, 8))
+    else:
+        save_image_grid(m.sample(args.n), out, nrow=min(args.n, 8))
     print(out)
     return 0
 
@@ -255,6 +271,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--dtype", default="float32", choices=["float32", "float64"])
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--quiet", action="store_true")
+    e.add_argument("--fid", action="store_true", help="Frechet distance of the model's means and samples to the split (28x28 images)")
 
     s = sub.add_parser("sample", help="a PNG grid of samples from a trained run")
     s.add_argument("run")
@@ -262,6 +279,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", default=None, help="PNG path (default RUN/samples.png)")
     s.add_argument("--device", default="auto")
     s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--from-likelihood", action="store_true", help="draw from the observation distribution, not its mean")
+    s.add_argument("--edit", nargs=2, metavar=("MASK.png", "VALUES.png"),
+                   help="set the mask's white pixels to the values' grey levels; the rest: their conditional mean")
     return p
 
 
