@@ -134,3 +134,9 @@ def test_editing_from_png_mask_and_values(tmp_path):
     Image.fromarray(np.zeros((9, 8), dtype=np.uint8)).save(tmp_path / "small.png")
     with pytest.raises(ShapeError, match=r"small.png' is 8x9 pixels; expected 8x8"):
         obs.edit_from_png(m, tmp_path / "small.png", tmp_path / "values.png")
+
+
+def test_observational_figure_puts_learned_and_pca_samples_side_by_side(tmp_path):
+    x = torch.rand(64, 1, 6, 6, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    path = obs.observational_figure(x, 3, tmp_path / "pca.png", n=5, steps=50)
+    assert np.asarray(Image.open(path)).shape == (2 * (2 * 8 + 2), 2 * (5 * 8 + 2))  # two rows of five
