@@ -23,6 +23,7 @@ def main(epochs: int = 5, seed: int = 0) -> None:
     print(f"mnist-small, {epochs} epochs, batch 64, Adam lr 1e-3, seed {seed}, float32, 1 thread")
     print("| model | test ELBO | KL | entropy | FID means | FID samples | train s |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
+    traces = {}
     for name in ("beta-vae-gaussian", "sos-vae"):
         m = zoo.create(name, data_shape=(1, 28, 28), net="conv")
         start = time.perf_counter()
@@ -30,12 +31,19 @@ def main(epochs: int = 5, seed: int = 0) -> None:
                           progress=False).fit(train, test)
         seconds = time.perf_counter() - start
         last = history[-1]
+        traces[name] = [
+            f"{r['epoch']}: KL {r['test_kl']:.1f} H {r['test_entropy']:.1f} "
+            + " ".join(f"{k[5:]} {v:.2f}" for k, v in r.items() if k.startswith("test_lambda"))
+            for r in history
+        ]
         means = frechet_distance(m, test, seed=seed)
         samples = frechet_distance(m, test, from_likelihood=True, seed=seed)
         print(f"| {name} | {last['test_elbo']:.1f} | {last['test_kl']:.1f} | {last['test_entropy']:.1f} | "
               f"{means:.2f} | {samples:.2f} | {seconds:.0f} |", flush=True)
     real = data.load("mnist-small", split="train").data[:2000]
     print(f"reference: 2000 training images against the test images: {frechet_distance(real, test):.2f}")
+    for name, lines in traces.items():
+        print(f"{name} per epoch: " + "; ".join(lines))
 
 
 if __name__ == "__main__":
