@@ -43,9 +43,9 @@ _REGISTRY: Dict[str, Entry] = {}
 
 
 def register(name: str, config: type, description: str, objective: Optional[Callable] = None):
-    """Decorator registering ``build(config, data_shape) -> (model, guide)`` under ``name``;
-    ``objective(config, model, guide, jit)`` builds its training objective when the config's
-    ``objective`` field (``elbo``/``iwae``) does not say it."""
+    """Decorator registering ``build(config, data_shape) -> (model, guide)`` under ``name``.
+    ``objective(config, model, guide, jit) -> Objective``, if given, builds the entry's training
+    objective (a Lagrangian, ...); otherwise the config's ``objective`` field picks ELBO or IWAE."""
     if not dataclasses.is_dataclass(config):
         raise TypeError(f"the config of {name!r} must be a dataclass")
     hints = typing.get_type_hints(config)
@@ -224,8 +224,9 @@ class ZooModel(PyroModule):
         self.guide = guide
 
     def objective(self, jit: bool = True) -> Objective:
-        """The training objective the config names (``elbo`` or ``iwae``); zoo entries have static
-        structure, so it is compiled with ``torch.jit.trace`` unless ``jit=False``."""
+        """The training objective: the entry's own (see :func:`register`), else the one the config
+        names (``elbo`` or ``iwae``); zoo entries have static structure, so it is compiled with
+        ``torch.jit.trace`` unless ``jit=False``."""
         build = entry(self.name).objective
         if build is not None:
             return build(self.config, self.model, self.guide, jit)
