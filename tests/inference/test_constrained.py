@@ -81,32 +81,34 @@ def test_without_targets_it_is_pyros_negative_elbo_with_its_gradient():
 def test_gradients_are_the_augmented_lagrangians_and_the_multipliers_ascend(lam):
     model, guide = pair()
     x = data(32)
-    kl_target, entropy_target, c = 0.2, 1.0, 3.0
-    objective = Constrained(model, guide, kl_target=kl_target, entropy_target=entropy_target, damping=c).double()
-    with torch.no_grad():
-        objective.multipliers.copy_(torch.tensor(lam, dtype=torch.float64))
+    kl_target, entropy_target, c, eta = 0.2, 1.0, 3.0, 0.7
+    objective = Constrained(model, guide, kl_target=kl_target, entropy_target=entropy_target, damping=c,
+                            multiplier_lr=eta).double()
+    lam_t = torch.tensor(lam, dtype=torch.float64)
+    objective.multipliers.copy_(lam_t)
     params = list(model.parameters()) + list(guide.parameters())
     pyro.set_rng_seed(5)
     loss, terms = objective(x)
-    grads = torch.autograd.grad(loss, params + [objective.multipliers])
+    grads = torch.autograd.grad(loss, params)
     # the reference, from the same draws: -log_lik + sum_i max(0, lambda_i + c g_i) * g_i
     pyro.set_rng_seed(5)
     _, parts = objective.loss_and_terms(x)
     g = torch.stack([parts["kl"] - kl_target, parts["entropy"] - entropy_target])
-    lam_t = torch.tensor(lam, dtype=torch.float64)
     coef = (lam_t + c * g.detach()).clamp(min=0)
     ref = torch.autograd.grad(-parts["log_lik"] + (coef * g).sum(), params)
-    for a, b in zip(grads[:-1], ref):
+    for a, b in zip(grads, ref):
         torch.testing.assert_close(a, b)
-    # d loss / d lambda = (max(0, lambda + c g) - lambda) / c, negated: gradient *ascent* by descent
-    torch.testing.assert_close(grads[-1], -(coef - lam_t) / c)
-    # one SGD step of lr 1 from lambda moves it to max(0, lambda + c g)/c-weighted: lambda + (coef - lambda)/c
-    opt = torch.optim.SGD([objective.multipliers], lr=1.0)
-    objective.multipliers.grad = grads[-1].clone()
-    opt.step()
-    objective(x)  # projects onto lambda >= 0
-    expected = (lam_t + (coef - lam_t) / c).clamp(min=0)
-    torch.testing.assert_close(objective.multipliers.detach(), expected)
+    # the training call moved the multipliers up the Lagrangian: lambda + eta (max(0, lambda + c g) - lambda) / c
+    expected = lam_t + eta * (coef - lam_t) / c
+    torch.testing.assert_close(objective.multipliers, expected)
+    assert torch.all(expected >= 0) and terms["lambda_kl"] == lam[0]
+    # evaluation (eval mode or no gradient) leaves them alone
+    objective.eval()
+    objective(x)
+    objective.train()
+    with torch.no_grad():
+        objective(x)
+    torch.testing.assert_close(objective.multipliers, expected)
 
 
 def test_the_entropy_constraint_binds_and_a_slack_kl_constraint_does_not():
@@ -167,6 +169,7 @@ def test_multipliers_and_targets_are_state_and_a_resumed_run_continues_exactly(t
     ({"kl_target": float("nan")}, r"kl_target=nan; expected a finite number, or None"),
     ({"entropy_target": "high"}, r"entropy_target='high'; expected a finite number"),
     ({"damping": 0.0}, r"damping=0\.0; expected a finite number > 0"),
+    ({"multiplier_lr": 20.0}, r"multiplier_lr=20\.0; expected a number in \(0, damping=10\]"),
 ])
 def test_bad_arguments_are_one_line_config_errors(kwargs, message):
     with pytest.raises(ConfigError, match=message):

@@ -23,7 +23,8 @@ class BetaVAEGaussianConfig:
     the trunk's features per position, read by the heads; the observation variance is
     ``cov_diag`` plus a learned softplus when ``learn_diag``; ``warmup_epochs``: epochs with the
     variance heads frozen. The objective's constraints: ``kl_target`` and ``entropy_target`` (per
-    datapoint, nats; None: unconstrained), ``damping`` of the method of multipliers."""
+    datapoint, nats; None: unconstrained), ``damping`` and ``multiplier_lr`` of the method of
+    multipliers (see :class:`~vaezoo.inference.constrained.Constrained`)."""
 
     latent_dim: int = 32
     net: str = "mlp"
@@ -37,6 +38,7 @@ class BetaVAEGaussianConfig:
     kl_target: Optional[float] = 25.0
     entropy_target: Optional[float] = None
     damping: float = 10.0
+    multiplier_lr: float = 1.0
     analytic_kl: bool = True
 
     def validate(self):
@@ -59,6 +61,8 @@ class BetaVAEGaussianConfig:
             raise ConfigError(f"warmup_epochs={self.warmup_epochs}; expected an integer >= 0")
         if not self.damping > 0:
             raise ConfigError(f"damping={self.damping}; expected a number > 0")
+        if not 0 < self.multiplier_lr <= self.damping:
+            raise ConfigError(f"multiplier_lr={self.multiplier_lr}; expected a number in (0, damping={self.damping:g}]")
 
 
 @dataclass
@@ -97,7 +101,8 @@ def _heads(config: BetaVAEGaussianConfig, data_shape, rank: int):
 
 def _objective(config: BetaVAEGaussianConfig, model, guide, jit: bool):
     return Constrained(model, guide, kl_target=config.kl_target, entropy_target=config.entropy_target,
-                       damping=config.damping, analytic_kl=config.analytic_kl, jit=jit)
+                       damping=config.damping, multiplier_lr=config.multiplier_lr, analytic_kl=config.analytic_kl,
+                       jit=jit)
 
 
 @zoo.register("sos-vae", SOSVAEConfig,

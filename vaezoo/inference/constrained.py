@@ -8,25 +8,11 @@ import math
 from typing import Callable, Optional, Tuple
 
 import torch
-from torch import nn
 from torch.distributions import kl_divergence
 
 from vaezoo.errors import ConfigError, SiteError
+from vaezoo.inference import distributed
 from vaezoo.inference.objectives import ELBO, Terms, _scaled_sum, _total
-
-
-class _Ascent(torch.autograd.Function):
-    """Identity whose backward negates the gradient: the multipliers, which the method of
-    multipliers moves *up* the Lagrangian, can then share the descending optimizer of the
-    networks (the trick of the ``mdmm`` package, without its separate negative-lr param group)."""
-
-    @staticmethod
-    def forward(ctx, x):
-        return x.view_as(x)
-
-    @staticmethod
-    def backward(ctx, grad):
-        return -grad
 
 
 def _check_target(name: str, value) -> Optional[float]:
@@ -54,15 +40,29 @@ class Constrained(ELBO):
 
     whose gradient is :math:`\max(0, \lambda + c g) \nabla g` for the networks (the MDMM term
     :math:`\lambda g + \tfrac c2 g^2` while the constraint is active, nothing once it is slack and
-    :math:`\lambda = 0`) and :math:`g` (or :math:`-\lambda / c` when slack) for :math:`\lambda`. The
-    multipliers are the parameter ``multipliers`` (``[kl, entropy]``, the active ones): their
-    gradient is negated on the way back (:class:`_Ascent`), so the Trainer's optimizer, which
-    descends, moves them by gradient *ascent*, and each call projects them back onto
-    :math:`\lambda \ge 0` before use. Being a parameter they are in ``state_dict`` and the
-    optimizer's state, so a resumed run continues exactly. (The ``mdmm`` package implements the
-    same method but its constraints are closures of no argument and its ascent is a negative
-    learning rate, which torch's optimizers refuse in one param group with the networks: it does
-    not fit an objective whose ``forward(x)`` returns the loss.)
+    :math:`\lambda = 0`). The multipliers ascend that term's gradient
+    :math:`(\max(0, \lambda + c g) - \lambda) / c` with step ``multiplier_lr`` = :math:`\eta`, once
+    per training call (``training`` mode with gradients enabled; under ``torchrun`` from the
+    constraint values averaged over the processes, so that every process keeps the same
+    multipliers):
+
+    .. math:: \lambda \leftarrow \lambda + \eta\, \frac{\max(0, \lambda + c g) - \lambda}{c},
+
+    which is :math:`\lambda + \eta g` (the paper's code: gradient ascent with step 1) while the
+    constraint is active and a decay towards 0 when it is slack; :math:`\eta \le c` keeps
+    :math:`\lambda \ge 0` (:math:`\eta = c` is the classical method of multipliers,
+    :math:`\lambda \leftarrow \max(0, \lambda + c g)`). The multipliers are the buffer
+    ``multipliers`` (``[kl, entropy]``, the active ones), so they are in ``state_dict`` and a resumed
+    run continues exactly.
+
+    Why an update of their own rather than a parameter of the Trainer's optimizer (ascent through a
+    negated gradient, as the ``mdmm`` package does): Adam moves every parameter by about its
+    learning rate per step whatever the gradient's size, and the multipliers must reach the scale
+    of a reconstruction term of thousands of nats (MNIST, a fixed diagonal of 1e-4) within a few
+    epochs; at the networks' learning rate they lag behind by orders of magnitude (measured on
+    mnist-small: lambda_kl ~1 after 5 epochs, the KL still at 1.7 times its target). The ``mdmm``
+    package itself does not fit either: its constraints are closures of no argument, and its
+    ascent is a negative learning rate in a param group, which torch's optimizers refuse.
 
     The loss is the Lagrangian's value, not a bound; the terms report ``elbo``, ``log_lik``,
     ``kl``, ``entropy`` (per datapoint) and ``lambda_kl``/``lambda_entropy``. Guides need
@@ -70,18 +70,21 @@ class Constrained(ELBO):
     """
 
     def __init__(self, model: Callable, guide: Callable, kl_target: Optional[float] = None,
-                 entropy_target: Optional[float] = None, damping: float = 10.0, analytic_kl: bool = True,
-                 check: bool = True, jit: bool = False):
+                 entropy_target: Optional[float] = None, damping: float = 10.0, multiplier_lr: float = 1.0,
+                 analytic_kl: bool = True, check: bool = True, jit: bool = False):
         super().__init__(model, guide, analytic_kl=analytic_kl, check=check, jit=jit)
         self.kl_target = _check_target("kl_target", kl_target)
         self.entropy_target = _check_target("entropy_target", entropy_target)
         if isinstance(damping, bool) or not isinstance(damping, (int, float)) or not (math.isfinite(damping) and damping > 0):
             raise ConfigError(f"damping={damping!r}; expected a finite number > 0")
         self.damping = float(damping)
+        if isinstance(multiplier_lr, bool) or not isinstance(multiplier_lr, (int, float)) or not (0 < multiplier_lr <= damping):
+            raise ConfigError(f"multiplier_lr={multiplier_lr!r}; expected a number in (0, damping={self.damping:g}]")
+        self.multiplier_lr = float(multiplier_lr)
         self.constraints = tuple(name for name, t in (("kl", self.kl_target), ("entropy", self.entropy_target)) if t is not None)
-        self.multipliers: Optional[nn.Parameter] = None
+        multipliers = torch.zeros(len(self.constraints), dtype=torch.float64) if self.constraints else None
+        self.register_buffer("multipliers", multipliers)
         if self.constraints:
-            self.multipliers = nn.Parameter(torch.zeros(len(self.constraints)))
             targets = [self.kl_target if c == "kl" else self.entropy_target for c in self.constraints]
             self.register_buffer("targets", torch.tensor(targets, dtype=torch.float64))
 
@@ -118,20 +121,25 @@ class Constrained(ELBO):
         return -log_lik, {"log_lik": log_lik, "kl": kl, "entropy": entropy}
 
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, Terms]:
-        if self.multipliers is not None:
-            with torch.no_grad():  # projection onto lambda >= 0 after the optimizer's last step
-                self.multipliers.clamp_(min=0)
         neg_log_lik, parts = super().forward(x)
         kl, entropy = parts["kl"], parts["entropy"]
         loss = neg_log_lik if self.kl_target is not None else neg_log_lik + kl
         terms = {"elbo": (-neg_log_lik - kl).detach(), "log_lik": parts["log_lik"].detach(), "kl": kl.detach(),
                  "entropy": entropy.detach()}
-        if self.multipliers is not None:
-            values = torch.stack([kl if c == "kl" else entropy for c in self.constraints])
-            g = values - self.targets.to(values)  # [number of constraints]
-            lam = _Ascent.apply(self.multipliers).to(values)
-            c = self.damping
-            loss = loss + ((lam + c * g).clamp(min=0).pow(2) - lam.pow(2)).sum() / (2 * c)
-            for name, value in zip(self.constraints, self.multipliers.detach().to(values)):
-                terms[f"lambda_{name}"] = value
+        if self.multipliers is None:
+            return loss, terms
+        values = torch.stack([kl if c == "kl" else entropy for c in self.constraints])
+        g = values - self.targets.to(values)  # [number of constraints]
+        lam = self.multipliers.to(values, copy=True)  # the update below must not change the loss or the terms
+        c = self.damping
+        loss = loss + ((lam + c * g).clamp(min=0).pow(2) - lam.pow(2)).sum() / (2 * c)
+        for name, value in zip(self.constraints, lam):
+            terms[f"lambda_{name}"] = value
+        if self.training and torch.is_grad_enabled():
+            with torch.no_grad():
+                g = g.detach().to(self.multipliers)
+                if distributed.world_size() > 1:
+                    g = distributed.all_reduce_sum(g) / distributed.world_size()
+                lam = self.multipliers
+                self.multipliers.add_(self.multiplier_lr * ((lam + c * g).clamp(min=0) - lam) / c).clamp_(min=0)
         return loss, terms
