@@ -301,6 +301,14 @@ def cmd_evaluate(args) -> int:
             summary, text, result = _evaluate(m, x, samples, seed, args.quiet, ais_steps)
         else:
             summary, text, result = {"num_samples": 0}, f"- ELBO: {terms['elbo']:.3f} nats (no importance sampling)", None
+        if args.fid:
+            from vaezoo.evaluation.quality import model_quality
+
+            fid = model_quality(m, x, seed=seed)
+            line = (f"- Frechet distance to the {x.shape[0]} {args.split} images in the features of vaezoo's "
+                    f"MNIST classifier: means {fid['means']:.2f}, samples {fid['samples']:.2f}")
+            print(line)
+            summary, text = dict(summary, fid=fid), text + "\n" + line
         gaps = "gaps-" + name[len("eval-"):-len(".json")] + ".png"
         for path in _write_evaluation(run, name, gaps, summary, text, result, **settings):
             print(path)
@@ -331,7 +339,16 @@ def cmd_sample(args) -> int:
     with _owning(run, "sample", create=False) if into_run else contextlib.nullcontext():
         m, cfg, _ = runs.load_trained(run, device)
         torch.manual_seed(seed)
-        images = m.sample(n)
+        if args.edit:
+            from vaezoo.evaluation.observation import edit_from_png
+
+            images = edit_from_png(m, *args.edit, n=n, seed=seed)
+        elif args.from_likelihood:
+            from vaezoo.evaluation.quality import generate
+
+            images = generate(m, n, from_likelihood=True, seed=seed)
+        else:
+            images = m.sample(n)
         try:
             save_image_grid(images, out, nrow=min(n, 8))
         except OSError as e:
@@ -378,6 +395,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--dtype", default="float32", choices=["float32", "float64"])
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--quiet", action="store_true")
+    e.add_argument("--fid", action="store_true", help="Frechet distance of the model's means and samples to the split (28x28 images)")
 
     s = sub.add_parser("sample", help="a PNG grid of samples from a trained run")
     s.add_argument("run")
@@ -385,6 +403,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", default=None, help="PNG path (default RUN/samples.png)")
     s.add_argument("--device", default="auto")
     s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--from-likelihood", action="store_true", help="draw from the observation distribution, not its mean")
+    s.add_argument("--edit", nargs=2, metavar=("MASK.png", "VALUES.png"),
+                   help="set the mask's white pixels to the values' grey levels; the rest: their conditional mean")
     return p
 
 

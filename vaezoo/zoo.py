@@ -36,13 +36,16 @@ class Entry:
     config: type
     description: str
     build: Callable
+    objective: Optional[Callable] = None  # (config, model, guide, jit) -> Objective, else ELBO/IWAE
 
 
 _REGISTRY: Dict[str, Entry] = {}
 
 
-def register(name: str, config: type, description: str):
-    """Decorator registering ``build(config, data_shape) -> (model, guide)`` under ``name``."""
+def register(name: str, config: type, description: str, objective: Optional[Callable] = None):
+    """Decorator registering ``build(config, data_shape) -> (model, guide)`` under ``name``.
+    ``objective(config, model, guide, jit) -> Objective``, if given, builds the entry's training
+    objective (a Lagrangian, ...); otherwise the config's ``objective`` field picks ELBO or IWAE."""
     if not dataclasses.is_dataclass(config):
         raise TypeError(f"the config of {name!r} must be a dataclass")
     hints = typing.get_type_hints(config)
@@ -56,7 +59,7 @@ def register(name: str, config: type, description: str):
     def deco(build):
         if name in _REGISTRY:
             raise ValueError(f"zoo entry {name!r} is registered twice")
-        _REGISTRY[name] = Entry(name, config, description, build)
+        _REGISTRY[name] = Entry(name, config, description, build, objective)
         return build
 
     return deco
@@ -221,8 +224,12 @@ class ZooModel(PyroModule):
         self.guide = guide
 
     def objective(self, jit: bool = True) -> Objective:
-        """The training objective the config names (``elbo`` or ``iwae``); zoo entries have static
-        structure, so it is compiled with ``torch.jit.trace`` unless ``jit=False``."""
+        """The training objective: the entry's own (see :func:`register`), else the one the config
+        names (``elbo`` or ``iwae``); zoo entries have static structure, so it is compiled with
+        ``torch.jit.trace`` unless ``jit=False``."""
+        build = entry(self.name).objective
+        if build is not None:
+            return build(self.config, self.model, self.guide, jit)
         kind = getattr(self.config, "objective", "elbo")
         if kind == "elbo":
             return ELBO(self.model, self.guide, analytic_kl=getattr(self.config, "analytic_kl", True), jit=jit)

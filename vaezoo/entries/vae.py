@@ -59,15 +59,21 @@ class VAEConfig(CommonConfig):
 
     def validate(self):
         super().validate()
-        # an upper bound too: a width of 10^20 would fail deep inside torch's allocator
-        if not 1 <= self.latent_dim <= MAX_WIDTH:
-            raise ConfigError(f"latent_dim={self.latent_dim}; expected an integer from 1 to {MAX_WIDTH}")
-        if self.net not in ("mlp", "conv"):
-            raise ConfigError(f"net={self.net!r}; expected mlp or conv")
-        if any(not 1 <= h <= MAX_WIDTH for h in self.hidden):
-            raise ConfigError(f"hidden={self.hidden!r}; expected layer sizes from 1 to {MAX_WIDTH}")
-        if self.activation not in ACTIVATIONS:
-            raise ConfigError(f"activation={self.activation!r}; expected one of {', '.join(sorted(ACTIVATIONS))}")
+        validate_networks(self)
+
+
+def validate_networks(config) -> None:
+    """The checks of the network fields a config shares with ``vae``: ``latent_dim``, ``net``,
+    ``hidden``, ``activation``. Upper bounds too: a width of 10^20 would fail deep inside torch's
+    allocator instead of in one line."""
+    if not 1 <= config.latent_dim <= MAX_WIDTH:
+        raise ConfigError(f"latent_dim={config.latent_dim}; expected an integer from 1 to {MAX_WIDTH}")
+    if config.net not in ("mlp", "conv"):
+        raise ConfigError(f"net={config.net!r}; expected mlp or conv")
+    if any(not 1 <= h <= MAX_WIDTH for h in config.hidden):
+        raise ConfigError(f"hidden={config.hidden!r}; expected layer sizes from 1 to {MAX_WIDTH}")
+    if config.activation not in ACTIVATIONS:
+        raise ConfigError(f"activation={config.activation!r}; expected one of {', '.join(sorted(ACTIVATIONS))}")
 
 
 @dataclass

@@ -12,6 +12,7 @@ soon as it is imported.
 from vaezoo.evaluation.annealed import AISResult, AnnealingOptions, ais, annealing_schedule, reverse_ais
 from vaezoo.evaluation.bidirectional import BDMCResult, bdmc, simulate
 from vaezoo.evaluation.importance import log_marginal
+from vaezoo.evaluation.quality import frechet_distance
 from vaezoo.evaluation.result import Estimate, EstimatorResult, LogMarginalResult
 
 __all__ = [
@@ -20,6 +21,7 @@ __all__ = [
     "LogMarginalResult",
     "AnnealingOptions",
     "log_marginal",
+    "frechet_distance",
     "numpyro_log_marginal",
     "ais",
     "reverse_ais",

@@ -563,6 +563,11 @@ class Trainer:
         while self.epoch < self.epochs:
             epoch = self.epoch + 1
             start = time.perf_counter()
+            # modules that change with the epoch (a warm-up) are told it, as torch's samplers are
+            for module in self.objective.modules():
+                set_epoch = getattr(module, "set_epoch", None)
+                if callable(set_epoch):
+                    set_epoch(epoch)
             order = torch.randperm(n, generator=torch.Generator().manual_seed(self.seed * 1_000_003 + epoch))
             order = order.to(self.device)
             running = torch.zeros((), device=self.device, dtype=self.dtype)
