@@ -3,5 +3,6 @@ networks with Pyro."""
 
 from vaezoo.guides.ar1 import AR1Guide
 from vaezoo.guides.diagonal import DiagonalNormalGuide
+from vaezoo.guides.pose import PoseGuide
 
-__all__ = ["AR1Guide", "DiagonalNormalGuide"]
+__all__ = ["AR1Guide", "DiagonalNormalGuide", "PoseGuide"]
