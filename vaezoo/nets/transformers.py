@@ -161,10 +161,11 @@ class TPSTransformer(SpatialTransformer):
         line = torch.linspace(-1.0, 1.0, grid_size, dtype=torch.float64)
         yy, xx = torch.meshgrid(line, line, indexing="ij")
         centres = torch.stack([xx.reshape(-1), yy.reshape(-1)], dim=-1)  # [N, 2]
-        dtype = torch.get_default_dtype()
-        self.register_buffer("centres", centres.to(dtype))
+        # kept in float64 (cast to the points' dtype when used) so that a model built in float32 and
+        # moved to float64 does not carry a float32-rounded system; casting the module casts them
+        self.register_buffer("centres", centres)
         # the columns of L^{-1} that multiply the data [d; 0]: [N+3, N]
-        self.register_buffer("system_inverse", torch.linalg.inv(_tps_system(centres))[:, : centres.shape[0]].to(dtype))
+        self.register_buffer("system_inverse", torch.linalg.inv(_tps_system(centres))[:, : centres.shape[0]])
 
     def identity(self, like):
         return like.new_zeros(self.num_params)
