@@ -101,6 +101,7 @@ def build_transformer_vae(config: TransformerVAEConfig, data_shape):
     localizer = MLPEncoder(data_shape, config.loc_hidden, pose_outputs(pose_kind, pose_prior.dim), config.activation)
     # the guide's mean starts at the pose of the identity warp: u = identity, or the code v = 0
     pose_init = identity if pose_prior.site == "u" else identity.new_zeros(rank)
+    # q's initial scales: half the prior's for u; for a code v ~ N(0, I), whose prior scale is 1, a half
     guide = PoseGuide(
         encoder, localizer, config.latent_dim, pose_prior.site, pose_prior.dim, pose_kind, pose_init,
         init_scale=0.5 * config.pose_scale if pose_prior.site == "u" else 0.5,

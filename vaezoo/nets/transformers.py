@@ -1,13 +1,6 @@
 """Spatial transformers (Jaderberg et al. 2015) for the transformer VAEs of
 ``papers/transformer-vae-pose-latents.txt``: affine maps (6 or 5 degrees of freedom) and thin-plate
-splines, warping images ``[..., C, H, W]`` by parameters ``[..., k]`` with leading dimensions broadcast.
-
-Coordinates are torch's normalized ones: x (width) and y (height) in [-1, 1], with
-``align_corners=False`` throughout, so -1 and 1 are the outer edges of the border pixels and a
-pixel's centre lies at (2 i + 1) / W - 1: the identity map samples every pixel at its own centre
-and is the identity warp. A transformer's parameters u define the *sampling map* T_u of
-``grid_sample``: the warped image at an output location p is the input image at T_u(p).
-"""
+splines, warping images ``[..., C, H, W]`` by parameters ``[..., k]`` with leading dimensions broadcast."""
 
 from typing import Optional
 
@@ -26,8 +19,14 @@ def base_grid(height: int, width: int, like: torch.Tensor) -> torch.Tensor:
 
 
 class SpatialTransformer(nn.Module):
-    """Base class. ``num_params``: k; ``identity(like)``: the parameters ``[k]`` of the identity
-    map; ``transform_points(u, p)``: T_u(p) for ``u  # [..., k]`` and points ``p  # [..., M, 2]``;
+    """Base class. Coordinates are torch's normalized ones: x (width) and y (height) in [-1, 1],
+    with ``align_corners=False`` throughout, so -1 and 1 are the outer edges of the border pixels
+    and a pixel's centre lies at (2 i + 1) / W - 1: the identity map samples every pixel at its own
+    centre and is the identity warp. The parameters u define the *sampling map* T_u of
+    ``grid_sample``: the warped image at an output location p is the input image at T_u(p).
+
+    ``num_params``: k; ``identity(like)``: the parameters ``[k]`` of the identity map;
+    ``transform_points(u, p)``: T_u(p) for ``u  # [..., k]`` and points ``p  # [..., M, 2]``;
     ``inverse_points(u, p)``: T_u^{-1}(p), exact or as the subclass documents; ``forward(image, u)``:
     the warp, output(p) = image(T_u(p)); ``forward(image, u, inverse=True)`` un-warps."""
 
