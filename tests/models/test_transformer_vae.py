@@ -162,7 +162,8 @@ def test_dtvae_encodes_the_image_unwarped_by_the_sampled_pose():
 
 BAD = [
     ({"pose_prior": "uniform"}, r"pose_prior='uniform'; expected one of none, normal, full-rank"),
-    ({"pose_guide": "lowrank"}, r"pose_guide='lowrank'; expected diagonal or full-rank"),
+    ({"pose_guide": "lowrank"}, r"pose_guide='lowrank'; expected diagonal, full-rank or none"),
+    ({"pose_guide": "diagonal"}, r"pose_guide='diagonal' needs a pose prior \(pose_prior=normal or full-rank\); with pose_prior=none"),
     ({"pose_rank": 0}, r"pose_rank=0; expected an integer from 1 to 5 \(the pose's dimension\), or none"),
     ({"pose_rank": 6}, r"pose_rank=6; expected an integer from 1 to 5"),
     ({"pose_rank": 2.5}, r"pose_rank=2\.5 .*expected an integer, or None"),

@@ -23,7 +23,8 @@ class TransformerVAEConfig(VAEConfig):
     (the paper's one layer of 128); ``pose_prior``: ``none`` (a deterministic pose: flat prior,
     Delta guide), ``normal`` (learned mean and diagonal covariance) or ``full-rank`` (a pose code
     v ~ N(0, I_r) with r = ``pose_rank``, all of u's dimensions if None, and u = b + W v);
-    ``pose_guide``: ``diagonal`` or ``full-rank`` normal q(u | x) or q(v | x) (with a prior);
+    ``pose_guide``: ``diagonal`` (the default with a prior) or ``full-rank`` normal q(u | x) or
+    q(v | x); without a prior the pose guide is a Delta and ``pose_guide`` stays None;
     ``pose_scale``: the prior's initial standard deviations (W = pose_scale I for full-rank)."""
 
     transformer: ClassVar[str] = "affine"
@@ -34,7 +35,7 @@ class TransformerVAEConfig(VAEConfig):
     activation: str = "relu"
     loc_hidden: Tuple[int, ...] = (128,)
     pose_prior: str = "none"
-    pose_guide: str = "diagonal"
+    pose_guide: Optional[str] = None
     pose_rank: Optional[int] = None
     pose_scale: float = 0.1
 
@@ -48,8 +49,13 @@ class TransformerVAEConfig(VAEConfig):
             raise ConfigError(f"loc_hidden={self.loc_hidden!r}; expected layer sizes >= 1")
         if self.pose_prior not in POSE_PRIORS:
             raise ConfigError(f"pose_prior={self.pose_prior!r}; expected one of {', '.join(POSE_PRIORS)}")
-        if self.pose_guide not in ("diagonal", "full-rank"):
-            raise ConfigError(f"pose_guide={self.pose_guide!r}; expected diagonal or full-rank")
+        if self.pose_guide not in (None, "diagonal", "full-rank"):
+            raise ConfigError(f"pose_guide={self.pose_guide!r}; expected diagonal, full-rank or none")
+        if self.pose_guide is not None and self.pose_prior == "none":
+            raise ConfigError(
+                f"pose_guide={self.pose_guide!r} needs a pose prior (pose_prior=normal or full-rank); "
+                "with pose_prior=none the pose is deterministic (a Delta guide)"
+            )
         k = self.pose_params()
         if self.pose_rank is not None and not 1 <= self.pose_rank <= k:
             raise ConfigError(f"pose_rank={self.pose_rank}; expected an integer from 1 to {k} (the pose's dimension), or none")
@@ -97,7 +103,7 @@ def build_transformer_vae(config: TransformerVAEConfig, data_shape):
     identity = transformer.identity(torch.zeros(()))  # [k], in the default dtype as the networks are
     rank = config.pose_rank if config.pose_rank is not None else k
     pose_prior = PosePrior(config.pose_prior, identity, rank, config.pose_scale)
-    pose_kind = "delta" if config.pose_prior == "none" else config.pose_guide
+    pose_kind = "delta" if config.pose_prior == "none" else config.pose_guide or "diagonal"
     localizer = MLPEncoder(data_shape, config.loc_hidden, pose_outputs(pose_kind, pose_prior.dim), config.activation)
     # the guide's mean starts at the pose of the identity warp: u = identity, or the code v = 0
     pose_init = identity if pose_prior.site == "u" else identity.new_zeros(rank)
