@@ -114,13 +114,16 @@ def test_flat_pose_prior_has_zero_kl_and_log_px_is_the_content_models_at_the_inf
 
 
 @pytest.mark.parametrize("name", ENTRIES)
-@pytest.mark.parametrize("pose_prior", ["none", "normal", "full-rank"])
-def test_log_marginal_and_jit(name, pose_prior):
-    """Each entry and prior: a finite log p(x) above the ELBO on average, and the traced objective
-    (jit=True, no warning) equal to the eager one on the same draws."""
+@pytest.mark.parametrize(
+    "pose_prior,pose_guide", [("none", None), ("normal", None), ("normal", "full-rank"), ("full-rank", None), ("full-rank", "full-rank")]
+)
+def test_log_marginal_and_jit(name, pose_prior, pose_guide):
+    """Each entry, prior and pose guide: a finite log p(x) above the ELBO on average, and the traced
+    objective (jit=True, no warning) equal to the eager one on the same draws."""
     pyro.set_rng_seed(0)
     x = digits(6)
-    m = zoo.create(name, data_shape=(1, 8, 8), pose_prior=pose_prior, pose_rank=3 if pose_prior == "full-rank" else None, **SMALL).double()
+    rank = 3 if pose_prior == "full-rank" else None
+    m = zoo.create(name, data_shape=(1, 8, 8), pose_prior=pose_prior, pose_guide=pose_guide, pose_rank=rank, **SMALL).double()
     result = evaluation.log_marginal(m.model, m.guide, x, num_samples=200, seed=0)
     assert torch.isfinite(result.log_px).all() and result.log_px.mean() > result.elbo.mean()
     eager, traced = m.objective(jit=False), m.objective(jit=True)
