@@ -322,22 +322,58 @@ def _probe_particles(sizes) -> int:
     return k
 
 
-def check_not_point_masses(guide_sites: Mapping[str, dict]) -> None:
-    """Raises SiteError for a guide latent site that is a point mass (``Delta``, a deterministic
-    encoder): it is no proposal for importance sampling or annealing (its "weights" would be
-    log p(x, z*), not an estimate of log p(x)), and IWAE's bound would be no bound."""
+def _base(fn):
+    while hasattr(fn, "base_dist"):  # Independent, MaskedDistribution, ExpandedDistribution
+        fn = fn.base_dist
+    return fn
+
+
+def check_proposal(model_sites: Mapping[str, dict], guide_sites: Mapping[str, dict], annealing: bool = False) -> None:
+    """Raises SiteError where the pair is no proposal for an estimate of log p(x).
+
+    A point-mass guide site (``Delta``, a deterministic encoder) gives weights log p(x, z*), not an
+    estimate of log p(x); it is accepted only against a flat (``ImproperUniform``) model site, where
+    the estimate is that of the rest of the model at the inferred value (a transformer VAE's pose
+    without prior). Annealing refuses both: its path needs a normalizable prior and a proposal with a
+    density."""
     for name, site in guide_sites.items():
-        fn = site["fn"]
-        while hasattr(fn, "base_dist"):  # Independent, MaskedDistribution, ExpandedDistribution
-            fn = fn.base_dist
-        if not site["is_observed"] and isinstance(fn, dist.Delta):
+        if site["is_observed"] or not isinstance(_base(site["fn"]), dist.Delta):
+            continue
+        model_site = model_sites.get(name)
+        flat = model_site is not None and isinstance(_base(model_site["fn"]), dist.ImproperUniform)
+        if annealing or not flat:
             raise SiteError(
                 f"guide site {name!r} is a point mass (Delta), which is no proposal for an estimate of "
-                "log p(x); expected a guide with a density (or pass guide=None to anneal from the prior)"
+                "log p(x); expected a guide with a density"
+                + (" (or guide=None to anneal from the prior)" if annealing and not flat else "")
             )
+    if annealing:
+        for name, site in model_sites.items():
+            if not site["is_observed"] and isinstance(_base(site["fn"]), dist.ImproperUniform):
+                raise SiteError(
+                    f"model site {name!r} has a flat improper prior, which annealing cannot start from nor "
+                    "normalize; expected a proper prior (log_marginal scores such a pair at its inferred value)"
+                )
 
 
-def probe_pair(model: Callable, guide: Optional[Callable], x: torch.Tensor):
+class _ImproperPriors(poutine.messenger.Messenger):
+    """Notes the latent sites with a flat improper prior, giving them zeros instead of letting Pyro
+    try to sample them, so that the caller can refuse them in one line (an error raised inside a
+    traced run would carry Pyro's table of trace shapes)."""
+
+    def __init__(self):
+        super().__init__()
+        self.names = []
+
+    def _pyro_sample(self, msg):
+        fn = msg["fn"]
+        if not msg["is_observed"] and isinstance(_base(fn), dist.ImproperUniform):
+            self.names.append(msg["name"])
+            msg["value"] = torch.zeros(fn.batch_shape + fn.event_shape)
+            msg["done"] = True
+
+
+def probe_pair(model: Callable, guide: Optional[Callable], x: torch.Tensor, annealing: bool = False):
     """Runs the pair plainly on (at most two datapoints of) ``x`` (the model alone when ``guide`` is
     None), checks the sites and refuses subsampling, then runs it once under a particle plate.
     Returns ``(particle_dim, uses_param_store, leak)`` with ``leak`` from :func:`particle_leak`."""
@@ -345,12 +381,18 @@ def probe_pair(model: Callable, guide: Optional[Callable], x: torch.Tensor):
     with torch.no_grad():
         if guide is None:
             guide_run = Run(poutine.Trace())
-            model_run = record(model, xs)
+            with _ImproperPriors() as improper:  # the prior is the proposal: it must be one
+                model_run = record(model, xs)
+            if improper.names:
+                raise SiteError(
+                    f"model site {improper.names[0]!r} has a flat improper prior, which cannot be sampled as a "
+                    "proposal; expected a proper prior, or a guide"
+                )
         else:
             guide_run = record(guide, xs)
             model_run = record(model, xs, replay=guide_run.replay_values())
             check_sites(model_run.sites, guide_run.sites)
-            check_not_point_masses(guide_run.sites)
+        check_proposal(model_run.sites, guide_run.sites, annealing)
         check_no_subsampling(guide_run, model_run)
         check_observed(model_run.sites)
         dim = -(max(max_plate_nesting(model_run.sites, guide_run.sites), 1) + 1)

@@ -216,3 +216,32 @@ def test_point_mass_guides_are_refused_by_every_estimator():
         with pytest.raises(SiteError) as err:
             run()
         assert "\n" not in str(err.value) and "point mass" in str(err.value) and "'z'" in str(err.value)
+
+
+def test_a_point_mass_against_a_flat_prior_is_scored_at_its_value_and_never_annealed():
+    """A Delta guide site against a flat (ImproperUniform) model site, as a transformer VAE's pose
+    without prior: log_marginal estimates log p(x | u*) of the rest of the model (exact here: the
+    linear-Gaussian z given u*); AIS refuses, from the guide and from the (improper) prior."""
+    from torch.distributions import constraints
+
+    from vaezoo.errors import SiteError
+
+    def model(x):
+        with pyro.plate("data", x.shape[0], dim=-1):
+            u = pyro.sample("u", dist.ImproperUniform(constraints.real, (x.shape[0],), (2,)))
+            z = pyro.sample("z", dist.Normal(torch.zeros(2, dtype=x.dtype), 1.0).to_event(1))
+            pyro.sample("x", dist.Normal(z + u, 1.0).to_event(1), obs=x)
+
+    def guide(x):
+        with pyro.plate("data", x.shape[0], dim=-1):
+            pyro.sample("u", dist.Delta(0.25 * x).to_event(1))
+            pyro.sample("z", dist.Normal(0.3 * x, 0.9).to_event(1))
+
+    x = torch.randn(3, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    exact = dist.Normal(0.25 * x, 2**0.5).log_prob(x).sum(-1)  # x - u* ~ N(0, 2 I)
+    r = log_marginal(model, guide, x, num_samples=4000, seed=0)
+    assert ((r.log_px - exact).abs() < 5 * r.stderr + 1e-3).all(), (r.log_px, exact)
+    for g in (guide, None):
+        with pytest.raises(SiteError) as err:
+            ais(model, g, x, steps=2, chains=2, seed=0)
+        assert "\n" not in str(err.value)

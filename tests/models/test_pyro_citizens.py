@@ -29,6 +29,8 @@ def network_params(module):
 @pytest.mark.parametrize("flat", [False, True], ids=["image", "vector"])
 @pytest.mark.parametrize("name", VECTOR_LATENT)
 def test_pyro_svi_trains_a_zoo_entry(name, flat):
+    if flat and name.startswith(("tvae-", "dtvae-")):
+        pytest.skip(f"{name} takes images only")
     pyro.set_rng_seed(0)
     x = digits(flat=flat)
     m = zoo.create(name, data_shape=x.shape[1:], **SMALL).double()
@@ -91,9 +93,9 @@ def test_pyro_importance_weights_are_vaezoos_per_datapoint_weights_summed(name):
     imp = Importance(m.model, m.guide, num_samples=4).run(x)
     assert torch.isfinite(imp.get_log_normalizer())
     for trace, log_w in zip(imp.exec_traces, imp.log_weights):
-        z = trace.nodes["z"]["value"]
-        model_run = traces.record(m.model, x, replay={"z": z})
-        guide_run = traces.record(m.guide, x, replay={"z": z})
+        latents = {n: s["value"] for n, s in traces.Run(trace).sites.items() if not s["is_observed"]}
+        model_run = traces.record(m.model, x, replay=latents)
+        guide_run = traces.record(m.guide, x, replay=latents)
         log_p = sum(traces.site_log_prob(s) for s in model_run.sites.values())  # [N]
-        log_q = traces.site_log_prob(guide_run.sites["z"])  # [N]
+        log_q = sum(traces.site_log_prob(guide_run.sites[n]) for n in latents)  # [N]
         torch.testing.assert_close(torch.as_tensor(log_w, dtype=torch.float64), (log_p - log_q).sum(), rtol=1e-10, atol=1e-8)

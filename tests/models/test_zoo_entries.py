@@ -11,6 +11,8 @@ from vaezoo import data, traces, zoo
 from vaezoo.errors import ConfigError, ShapeError, UnknownNameError
 
 SHAPE = (1, 8, 8)
+# entries that warp images spatially take images only (tests/models/test_transformer_vae.py)
+IMAGE_ONLY = {n for n in zoo.names() if n.startswith(("tvae-", "dtvae-"))}
 
 
 def entries():
@@ -20,7 +22,10 @@ def entries():
 def vector_latent_entries():
     """The entries with a vector latent of ``latent_dim`` units, which take any data shape (the spatial
     VAEs take images only and have their own config: tests/models/test_spatial_vae.py)."""
-    return [n for n in entries() if "latent_dim" in {f.name for f in dataclasses.fields(zoo.entry(n).config)}]
+    return [
+        n for n in entries()
+        if n not in IMAGE_ONLY and "latent_dim" in {f.name for f in dataclasses.fields(zoo.entry(n).config)}
+    ]
 
 
 # image data for every entry, vector data for the entries that take them

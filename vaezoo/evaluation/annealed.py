@@ -604,7 +604,7 @@ def _particle_dim(model: Callable, guide: Optional[Callable], x: torch.Tensor) -
     the pair keeps the chains on their plate (the chains cannot run one by one cheaply: refused)."""
     check_module_dtypes(x, model=model, guide=guide)
     with ParamDtypeCheck(x.dtype):
-        dim, _, leak = probe_pair(model, guide, x)
+        dim, _, leak = probe_pair(model, guide, x, annealing=True)
     if leak is not None:
         name, what = leak
         raise ShapeError(

@@ -2,7 +2,8 @@
 is a Pyro model keeping the contract of DESIGN.md and registering its networks with Pyro."""
 
 from vaezoo.models.likelihoods import LIKELIHOODS, Likelihood, make_likelihood
+from vaezoo.models.transformer_vae import FlatPose, PosePrior, TransformerVAEModel
 from vaezoo.models.vae import VAEModel
 from vaezoo.models.spatial import SpatialVAEModel
 
-__all__ = ["VAEModel", "SpatialVAEModel", "Likelihood", "LIKELIHOODS", "make_likelihood"]
+__all__ = ["VAEModel", "SpatialVAEModel", "TransformerVAEModel", "PosePrior", "FlatPose", "Likelihood", "LIKELIHOODS", "make_likelihood"]
