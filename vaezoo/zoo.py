@@ -36,13 +36,16 @@ class Entry:
     config: type
     description: str
     build: Callable
+    objective: Optional[Callable] = None  # ZooModel -> Objective, for entries not trained by elbo/iwae
 
 
 _REGISTRY: Dict[str, Entry] = {}
 
 
-def register(name: str, config: type, description: str):
-    """Decorator registering ``build(config, data_shape) -> (model, guide)`` under ``name``."""
+def register(name: str, config: type, description: str, objective: Optional[Callable] = None):
+    """Decorator registering ``build(config, data_shape) -> (model, guide)`` under ``name``;
+    ``objective(zoo_model) -> Objective`` builds its training objective where the config's
+    ``objective`` field (elbo or iwae) does not."""
     if not dataclasses.is_dataclass(config):
         raise TypeError(f"the config of {name!r} must be a dataclass")
     hints = typing.get_type_hints(config)
@@ -56,7 +59,7 @@ def register(name: str, config: type, description: str):
     def deco(build):
         if name in _REGISTRY:
             raise ValueError(f"zoo entry {name!r} is registered twice")
-        _REGISTRY[name] = Entry(name, config, description, build)
+        _REGISTRY[name] = Entry(name, config, description, build, objective)
         return build
 
     return deco
@@ -222,7 +225,11 @@ class ZooModel(PyroModule):
 
     def objective(self, jit: bool = True) -> Objective:
         """The training objective the config names (``elbo`` or ``iwae``); zoo entries have static
-        structure, so it is compiled with ``torch.jit.trace`` unless ``jit=False``."""
+        structure, so it is compiled with ``torch.jit.trace`` unless ``jit=False``. An entry
+        registered with an ``objective`` builder gets that objective instead."""
+        build = entry(self.name).objective
+        if build is not None:
+            return build(self)
         kind = getattr(self.config, "objective", "elbo")
         if kind == "elbo":
             return ELBO(self.model, self.guide, analytic_kl=getattr(self.config, "analytic_kl", True), jit=jit)
