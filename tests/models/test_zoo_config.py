@@ -44,6 +44,9 @@ BAD = [
 @pytest.mark.parametrize("name", [n for n in zoo.names() if "latent_dim" in {f.name for f in dataclasses.fields(zoo.entry(n).config)}])
 @pytest.mark.parametrize("overrides,message", BAD, ids=[next(iter(o)) + "=" + repr(next(iter(o.values()))) for o, _ in BAD])
 def test_bad_value_is_one_line_config_error(name, overrides, message):
+    field = next(iter(overrides))
+    if field != "widht" and field not in {f.name for f in dataclasses.fields(zoo.entry(name).config)}:
+        pytest.skip(f"{name!r} has no field {field!r} (the deterministic-encoder entries have no objective/num_particles)")
     with pytest.raises(ConfigError) as info:
         zoo.create(name, data_shape=(6,), **overrides)
     msg = str(info.value)

@@ -141,6 +141,7 @@ class _Critic(LatentMatching):
         return torch.func.functional_call(self.critic, params, (z,))
 
     def loss_and_terms(self, x):
+        self._follow(x)
         recon, q, p = self.codes(x)
         if self.training and torch.is_grad_enabled():
             self.train_critic(q.detach(), lambda: self._prior_like(x))
@@ -164,11 +165,21 @@ class _Critic(LatentMatching):
         if state["optimizer"] is not None:
             self.critic_optimizer().load_state_dict(state["optimizer"])  # casts to the critic's dtype
 
-    def _apply(self, fn, *args, **kwargs):
+    def _move_critic(self, fn, *args, **kwargs):
         self.critic._apply(fn, *args, **kwargs)
         if self._optimizer is not None:  # its moment estimates follow the critic's device and dtype
             state, self._optimizer = self._optimizer.state_dict(), None
             self.critic_optimizer().load_state_dict(state)
+
+    def _follow(self, x: torch.Tensor) -> None:
+        """The critic on ``x``'s device and dtype (it was built apart from the pair, which may have
+        been moved since)."""
+        p = next(self.critic.parameters())
+        if p.dtype != x.dtype or p.device != x.device:
+            self._move_critic(lambda t: t.to(x.device, x.dtype) if t.is_floating_point() else t.to(x.device))
+
+    def _apply(self, fn, *args, **kwargs):
+        self._move_critic(fn, *args, **kwargs)
         return super()._apply(fn, *args, **kwargs)
 
 
