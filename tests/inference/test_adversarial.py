@@ -90,7 +90,7 @@ def test_mask_aae_reports_active_dims_of_the_mask():
     m = pair("mask-aae", latent_dim=4)
     alpha = torch.tensor([0.95, 0.5, 0.099, 0.0], dtype=torch.float64)
     with torch.no_grad():
-        m.model.mask.m.copy_(-torch.log1p(-alpha))  # alpha = 1 - exp(-m)
+        m.model.mask.raw.copy_(-torch.log1p(-alpha) / m.model.mask.rate)  # alpha = 1 - exp(-m)
     obj = m.objective()
     _, terms = obj(batch())
     assert terms["active_dims"].item() == 2 and terms["active_dims"].dtype == torch.float64

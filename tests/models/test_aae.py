@@ -23,7 +23,7 @@ def test_delta_guide_puts_the_code_at_the_encoder_output():
 def test_closed_mask_dimensions_do_not_reach_the_decoder():
     m = zoo.create("mask-aae", data_shape=(6,), latent_dim=4, hidden=(8,)).double()
     with torch.no_grad():
-        m.model.mask.m.copy_(torch.tensor([3.0, -1.0, 2.0, 0.0]))  # dims 1 and 3 closed (alpha = 0)
+        m.model.mask.raw.copy_(torch.tensor([3.0, -1.0, 2.0, 0.0]) / m.model.mask.rate)  # dims 1 and 3 closed (alpha = 0)
     x = torch.randn(2, 6, dtype=torch.float64)
     z = torch.randn(2, 4, dtype=torch.float64)
     z2 = z.clone()
@@ -40,7 +40,7 @@ def test_mask_parametrization():
     mask = LatentMask(1000, init_high=5.0)
     assert 0 <= mask.m.min() and mask.m.max() <= 5  # m ~ U(0, 5)
     with torch.no_grad():
-        mask.m.copy_(torch.linspace(-1, 3, 1000))
+        mask.raw.copy_(torch.linspace(-1, 3, 1000) / mask.rate)
     m = mask.m.detach().clamp(min=0)
     assert torch.allclose(mask.alpha(), 1 - torch.exp(-m))
     assert mask.active().item() == int((1 - torch.exp(-m) >= 0.1).sum())

@@ -88,10 +88,11 @@ class MaskAAEConfig(AAEConfig):
     penalty_doubling: int = 500
     penalty_max: float = 10.0
     mask_init: float = 5.0
+    mask_rate: float = 10.0
 
     def validate(self):
         super().validate()
-        for name in ("gp_weight", "penalty", "penalty_max", "mask_init"):
+        for name in ("gp_weight", "penalty", "penalty_max", "mask_init", "mask_rate"):
             if not getattr(self, name) > 0:
                 raise ConfigError(f"{name}={getattr(self, name)}; expected a number > 0")
         if self.penalty_doubling < 1:
@@ -140,4 +141,4 @@ def _mask_objective(m):
 
 @zoo.register("mask-aae", MaskAAEConfig, "MaskAAE: WGAN-GP critic on masked codes, a trainable mask finds the latent dimension", objective=_mask_objective)
 def build_mask_aae(config: MaskAAEConfig, data_shape):
-    return _pair(config, data_shape, LatentMask(config.latent_dim, config.mask_init))
+    return _pair(config, data_shape, LatentMask(config.latent_dim, config.mask_init, config.mask_rate))

@@ -22,9 +22,16 @@ class LatentMask(nn.Module):
     than clipped after each step, because the Trainer's optimizer steps it: a closed dimension
     (m <= 0) gets no gradient and stays closed."""
 
-    def __init__(self, latent_dim: int, init_high: float = 5.0):
+    def __init__(self, latent_dim: int, init_high: float = 5.0, rate: float = 1.0):
         super().__init__()
-        self.m = nn.Parameter(torch.rand(latent_dim) * init_high)
+        self.rate = float(rate)
+        self.raw = nn.Parameter(torch.rand(latent_dim) * init_high / self.rate)
+
+    @property
+    def m(self) -> torch.Tensor:
+        """m = ``rate`` x the parameter: with one optimizer for the whole pair, ``rate`` is the
+        mask's learning rate relative to the networks' (the paper gives the mask its own)."""
+        return self.raw * self.rate
 
     def alpha(self) -> torch.Tensor:
         return 1 - torch.exp(-self.m.clamp(min=0))
