@@ -3,7 +3,7 @@ capacity m, the active dimensions mask-aae finds, and the Frechet distance (comp
 128-d data) of its samples against WAE-MMD's at the same m, over seeds, at a small budget.
 
     OMP_NUM_THREADS=1 python bench/mask_aae_synthetic.py --true-dims 4 8 --factors 2 4 --seeds 0 1 2 \
-        --epochs 15 [--train 4096] [--set weight=10 ...]
+        --epochs 30 [--train 4096] [--set weight=10 ...]
 
 One thread; each (n, m, seed) trains both entries from the same seed on the same data. The table at
 the end is what bench/RESULTS.md would record.
@@ -45,7 +45,7 @@ def main():
     p.add_argument("--true-dims", type=int, nargs="+", default=[4, 8])
     p.add_argument("--factors", type=int, nargs="+", default=[2, 4], help="capacities m = factor x n")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    p.add_argument("--epochs", type=int, default=15)
+    p.add_argument("--epochs", type=int, default=30)
     p.add_argument("--train", type=int, default=4096)
     p.add_argument("--test", type=int, default=2000)
     p.add_argument("--batch-size", type=int, default=256)

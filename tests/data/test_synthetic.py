@@ -44,6 +44,8 @@ def test_image_variant_and_defaults():
     ({"true_dim": 0}, r"true_dim=0; expected an integer from 1 to 128"),
     ({"true_dim": 2.5}, r"true_dim=2\.5; expected an integer"),
     ({"num_samples": 0}, r"num_samples=0; expected an integer"),
+    ({"image": "yes"}, r"image='yes'; expected true or false"),
+    ({"true_dims": 4}, r"dataset 'synthetic' has no option 'true_dims'"),
 ])
 def test_bad_options_are_one_line_errors(kwargs, message):
     with pytest.raises(ConfigError, match=message):

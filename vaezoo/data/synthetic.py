@@ -63,9 +63,14 @@ def _check_int(name, value, low, high):
     return value
 
 
-def load(split: str = "train", seed: int = 0, true_dim: int = 4, num_samples: Optional[int] = None, image: bool = False) -> SyntheticDataset:
+def load(split: str = "train", seed: int = 0, true_dim: int = 4, num_samples: Optional[int] = None, image: bool = False,
+         **unknown) -> SyntheticDataset:
     """The ``split`` of the synthetic data of true dimension ``true_dim`` whose generator is drawn
     from ``seed``; train and test hold distinct draws of z (20000 and 5000 by default)."""
+    if unknown:
+        raise ConfigError(f"dataset 'synthetic' has no option {next(iter(unknown))!r}; expected true_dim, num_samples or image")
+    if not isinstance(image, bool):
+        raise ConfigError(f"image={image!r}; expected true or false")
     _check_int("seed", seed, 0, 2**32 - 1)
     _check_int("true_dim", true_dim, 1, DATA_DIM)
     n = {"train": NUM_TRAIN, "test": NUM_TEST}[split] if num_samples is None else _check_int("num_samples", num_samples, 1, 10**7)

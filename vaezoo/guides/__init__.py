@@ -2,7 +2,8 @@
 networks with Pyro."""
 
 from vaezoo.guides.ar1 import AR1Guide
+from vaezoo.guides.deterministic import DeltaGuide
 from vaezoo.guides.diagonal import DiagonalNormalGuide
 from vaezoo.guides.matrix_normal import MatrixNormalGuide, SpatialNormalGuide
 
-__all__ = ["AR1Guide", "DiagonalNormalGuide", "MatrixNormalGuide", "SpatialNormalGuide"]
+__all__ = ["AR1Guide", "DeltaGuide", "DiagonalNormalGuide", "MatrixNormalGuide", "SpatialNormalGuide"]

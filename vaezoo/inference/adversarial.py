@@ -4,8 +4,7 @@ objective, which takes its own critic steps in ``forward``: one Trainer, one opt
 
 from __future__ import annotations
 
-import math
-from typing import Callable, Dict, Optional, Sequence, Tuple
+from typing import Callable, Optional, Sequence, Tuple
 
 import pyro
 import torch

@@ -5,7 +5,6 @@ from typing import Optional
 
 import pyro
 import torch
-from pyro.nn import PyroModule
 from torch import nn
 
 from vaezoo.models.likelihoods import Likelihood
