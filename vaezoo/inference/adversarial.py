@@ -111,7 +111,7 @@ class _Critic(LatentMatching):
         self.critic_lr = float(critic_lr)
         self.critic_betas = tuple(critic_betas)
         self._optimizer: Optional[torch.optim.Optimizer] = None
-        self.steps = 0  # training steps taken (forward calls in training mode)
+        self.steps = 0  # forward calls in training mode (the Trainer's first, probing call among them)
 
     @property
     def critic(self) -> nn.Module:
@@ -213,9 +213,10 @@ class MaskAAE(_Critic):
     E D(alpha z_q) - E D(alpha z_p) + ``gp_weight`` x the gradient penalty. Terms: ``wasserstein``,
     ``penalty`` (c_t), ``active_dims`` (mask values >= 0.1), every step."""
 
-    def __init__(self, model, guide, critic: nn.Module, mask: nn.Module, weight: float = 1.0, gp_weight: float = 10.0,
-                 penalty: float = 0.01, penalty_doubling: int = 500, penalty_max: float = 10.0, **kwargs):
-        super().__init__(model, guide, critic, weight, **kwargs)
+    def __init__(self, model, guide, critic: nn.Module, mask: nn.Module, weight: float = 10.0, gp_weight: float = 10.0,
+                 penalty: float = 0.1, penalty_doubling: int = 100, penalty_max: float = 10.0, critic_steps: int = 5,
+                 critic_lr: float = 1e-3, **kwargs):
+        super().__init__(model, guide, critic, weight, critic_steps=critic_steps, critic_lr=critic_lr, **kwargs)
         self._mask = [mask]  # the model's own module: its parameter is in the model's parameters()
         self.gp_weight, self.penalty0 = float(gp_weight), float(penalty)
         self.penalty_doubling, self.penalty_max = int(penalty_doubling), float(penalty_max)
