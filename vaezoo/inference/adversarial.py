@@ -213,8 +213,8 @@ class MaskAAE(_Critic):
     E D(alpha z_q) - E D(alpha z_p) + ``gp_weight`` x the gradient penalty. Terms: ``wasserstein``,
     ``penalty`` (c_t), ``active_dims`` (mask values >= 0.1), every step."""
 
-    def __init__(self, model, guide, critic: nn.Module, mask: nn.Module, weight: float = 10.0, gp_weight: float = 10.0,
-                 penalty: float = 0.1, penalty_doubling: int = 100, penalty_max: float = 10.0, critic_steps: int = 5,
+    def __init__(self, model, guide, critic: nn.Module, mask: nn.Module, weight: float = 100.0, gp_weight: float = 10.0,
+                 penalty: float = 1.0, penalty_doubling: int = 100, penalty_max: float = 100.0, critic_steps: int = 5,
                  critic_lr: float = 1e-3, **kwargs):
         super().__init__(model, guide, critic, weight, critic_steps=critic_steps, critic_lr=critic_lr, **kwargs)
         self._mask = [mask]  # the model's own module: its parameter is in the model's parameters()
