@@ -154,3 +154,18 @@ def test_train_and_resume_under_torchrun(tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     epochs = [json.loads(line)["epoch"] for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert epochs == [1, 2] and (run / "samples.png").exists()
+
+
+def test_vector_data_and_a_deterministic_encoder(tmp_path, capsys):
+    """Vector data (the synthetic benchmark) get tiles for pictures; a pair with a point-mass guide
+    trains, and the run says why its log p(x) was not estimated instead of failing."""
+    run = tmp_path / "mask"
+    assert cli.main(["train", "--model", "mask-aae", "--dataset", "synthetic", "--epochs", "1", "--n-train", "128",
+                     "--eval-samples", "10", "--quiet", "--device", "cpu", "--out", str(run)]) == 0
+    err = capsys.readouterr().err
+    assert "log p(x) not estimated" in err and "point mass" in err
+    for name in ("checkpoint.pt", "samples.png", "reconstructions.png", "report.md"):
+        assert (run / name).is_file(), name
+    assert not (run / "eval.json").exists()
+    metrics = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])
+    assert metrics["epoch"] == 1 and metrics["test_active_dims"] in range(0, 17)  # mask-aae's default 16 codes

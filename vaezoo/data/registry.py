@@ -5,7 +5,7 @@ import os
 import numpy as np
 import torch
 
-from vaezoo.data import digits, embedded, mnist
+from vaezoo.data import digits, embedded, mnist, synthetic
 from vaezoo.data.dataset import ImageDataset, check_binarize, fixed_binarization
 from vaezoo.data.paths import resolve_data_dir
 from vaezoo.errors import ConfigError, UnknownNameError
@@ -17,6 +17,7 @@ DESCRIPTIONS = {
     "fashion-mnist": "Fashion-MNIST, 60000/10000 clothes of 1x28x28 (IDX files in <data dir>/fashion-mnist/)",
     "mnist-small": "the first 10000/2000 MNIST digits of 1x28x28, shipped with vaezoo (no download)",
     "digits": "scikit-learn's 1500/297 digits of 1x8x8 (shipped with scikit-learn)",
+    "synthetic": "MaskAAE's synthetic data: 20000/5000 vectors of 128 with true dimension true_dim (generated offline)",
 }
 
 
@@ -44,7 +45,7 @@ def _to_tensors(images, labels):
     return data.unsqueeze(1), targets
 
 
-def load(name, split="train", binarize=None, data_dir=None, seed=0, *, download=True):
+def load(name, split="train", binarize=None, data_dir=None, seed=0, *, download=True, **options):
     """Load a dataset split as an :class:`ImageDataset` of float32 images ``[N, C, H, W]`` in [0, 1].
 
     Args:
@@ -57,6 +58,8 @@ def load(name, split="train", binarize=None, data_dir=None, seed=0, *, download=
         data_dir: folder holding ``mnist/`` and ``fashion-mnist/``; default ``$VAEZOO_DATA_DIR``,
             else ``$XDG_CACHE_HOME/vaezoo`` (``~/.cache/vaezoo``). Unused by the embedded datasets.
         seed: the seed of the ``"fixed"`` binarization.
+        options: dataset options, for ``"synthetic"`` only: ``true_dim``, ``num_samples``,
+            ``image`` (see :func:`vaezoo.data.synthetic.load`; ``seed`` seeds its generator).
         download: fetch missing MNIST/Fashion-MNIST files from the mirrors in
             :data:`vaezoo.data.download.MIRRORS`; if false, a missing file raises at once.
 
@@ -70,6 +73,10 @@ def load(name, split="train", binarize=None, data_dir=None, seed=0, *, download=
     if not isinstance(split, str) or split not in SPLITS:
         raise ConfigError(f"split={split!r} is not a split; expected 'train' or 'test'")
     check_binarize(binarize)
+    if name == "synthetic" or options:
+        if name != "synthetic":
+            raise ConfigError(f"dataset {name!r} takes no option {next(iter(options))!r}; only 'synthetic' takes options")
+        return synthetic.load(split, seed=seed, **options)
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
         raise ConfigError(f"seed={seed!r} is not an integer; expected an int seed for binarize='fixed'")
     if data_dir is not None and not isinstance(data_dir, (str, os.PathLike)):

@@ -2,8 +2,9 @@
 networks with Pyro."""
 
 from vaezoo.guides.ar1 import AR1Guide
+from vaezoo.guides.deterministic import DeltaGuide
 from vaezoo.guides.diagonal import DiagonalNormalGuide
 from vaezoo.guides.matrix_normal import MatrixNormalGuide, SpatialNormalGuide
 from vaezoo.guides.pose import PoseGuide
 
-__all__ = ["AR1Guide", "DiagonalNormalGuide", "MatrixNormalGuide", "PoseGuide", "SpatialNormalGuide"]
+__all__ = ["AR1Guide", "DeltaGuide", "DiagonalNormalGuide", "MatrixNormalGuide", "PoseGuide", "SpatialNormalGuide"]

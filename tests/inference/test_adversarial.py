@@ -1,0 +1,153 @@
+"""Latent-matching objectives: the IMQ MMD and the WGAN-GP penalty against direct computations,
+the critic kept apart from the pair's optimizer, and an exact resume with the critic's state."""
+
+import json
+import math
+
+import pyro
+import pytest
+import torch
+from torch import nn
+
+from vaezoo import data, zoo
+from vaezoo.evaluation.frechet import frechet_distance, gaussian_frechet
+from vaezoo.inference import Trainer
+from vaezoo.inference.adversarial import IMQ_SCALES, gradient_penalty, mmd_imq
+
+
+def test_mmd_imq_against_a_direct_double_sum():
+    g = torch.Generator().manual_seed(0)
+    q = torch.randn(7, 3, generator=g, dtype=torch.float64) + 0.5
+    p = torch.randn(7, 3, generator=g, dtype=torch.float64)
+    n, d = q.shape
+    expected = 0.0
+    for s in IMQ_SCALES:
+        c = 2 * d * s
+        k = lambda a, b: c / (c + float(((a - b) ** 2).sum()))  # noqa: E731
+        qq = sum(k(q[i], q[j]) for i in range(n) for j in range(n) if i != j) / (n * (n - 1))
+        pp = sum(k(p[i], p[j]) for i in range(n) for j in range(n) if i != j) / (n * (n - 1))
+        qp = sum(k(q[i], p[j]) for i in range(n) for j in range(n)) / n**2
+        expected += qq + pp - 2 * qp
+    assert math.isclose(float(mmd_imq(q, p)), expected, rel_tol=1e-12)
+
+
+def test_gradient_penalty_against_autograd_per_sample():
+    torch.manual_seed(0)
+    critic = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 1)).double()
+    g = torch.Generator().manual_seed(1)
+    real, fake = torch.randn(5, 3, generator=g, dtype=torch.float64), torch.randn(5, 3, generator=g, dtype=torch.float64)
+    u = torch.rand(5, 1, generator=g, dtype=torch.float64)
+    expected = 0.0
+    for i in range(5):  # one datapoint at a time
+        x = (u[i] * real[i] + (1 - u[i]) * fake[i]).requires_grad_(True)
+        (grad,) = torch.autograd.grad(critic(x).sum(), x)
+        expected += (grad.norm() - 1) ** 2 / 5
+    gp = gradient_penalty(critic, real, fake, u)
+    assert torch.allclose(gp, expected, rtol=1e-12)
+    gp.backward()  # differentiable in the critic's weights
+    # (the output bias does not move the input gradient: its gradient is zero)
+    assert critic[0].weight.grad.abs().sum() > 0 and critic[2].weight.grad.abs().sum() > 0
+
+
+def test_gradient_penalty_of_a_linear_critic_in_closed_form():
+    critic = nn.Linear(4, 1).double()
+    w = critic.weight.detach()[0]
+    x = torch.randn(6, 4, dtype=torch.float64)
+    gp = gradient_penalty(critic, x, -x, torch.rand(6, 1, dtype=torch.float64))
+    assert torch.allclose(gp, (w.norm() - 1) ** 2)
+
+
+def pair(name, latent_dim=3, **kw):
+    pyro.set_rng_seed(0)
+    return zoo.create(name, data_shape=(6,), latent_dim=latent_dim, hidden=(8,), **kw).double()
+
+
+def batch(n=16):
+    return torch.randn(n, 6, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+
+
+@pytest.mark.parametrize("name", ["aae", "wae-gan", "mask-aae"])
+def test_critic_is_stepped_by_the_objective_only(name):
+    m = pair(name, critic_hidden=(8,))
+    obj = m.objective()
+    critic = obj.critic
+    assert not {id(p) for p in critic.parameters()} & {id(p) for p in obj.parameters()}
+    before = [p.detach().clone() for p in critic.parameters()]
+    loss, terms = obj(batch())
+    assert any(not torch.equal(b, p) for b, p in zip(before, critic.parameters()))  # critic steps taken
+    loss.backward()
+    assert all(p.grad is None for p in critic.parameters())  # the pair's loss leaves the critic alone
+    assert all(p.grad is not None for p in obj.parameters())
+    # evaluation (no grad, eval mode) takes no critic step
+    after = [p.detach().clone() for p in critic.parameters()]
+    obj.eval()
+    with torch.no_grad():
+        obj(batch())
+    assert all(torch.equal(a, p) for a, p in zip(after, critic.parameters()))
+
+
+def test_mask_aae_reports_active_dims_of_the_mask():
+    m = pair("mask-aae", latent_dim=4)
+    alpha = torch.tensor([0.95, 0.5, 0.099, 0.0], dtype=torch.float64)
+    with torch.no_grad():
+        m.model.mask.raw.copy_(-torch.log1p(-alpha) / m.model.mask.rate)  # alpha = 1 - exp(-m)
+    obj = m.objective()
+    _, terms = obj(batch())
+    assert terms["active_dims"].item() == 2 and terms["active_dims"].dtype == torch.float64
+    assert set(terms) >= {"reconstruction", "wasserstein", "penalty", "active_dims"}
+
+
+def test_mask_aae_penalty_doubles_on_schedule():
+    obj = pair("mask-aae", penalty=0.5, penalty_doubling=2, penalty_max=3.0).objective()
+    seen = [obj(batch())[1]["penalty"].item() for _ in range(7)]
+    assert seen == [0.5, 1.0, 1.0, 2.0, 2.0, 3.0, 3.0]  # after steps 1..7: 0.5 * 2^(t // 2), capped
+
+
+def train_run(out, epochs, name):
+    torch.manual_seed(0)
+    m = zoo.create(name, data_shape=(128,), latent_dim=4, hidden=(16,), critic_hidden=(16,))
+    return m, Trainer(m.objective(), epochs=epochs, batch_size=32, device="cpu", dtype="float64", seed=1, out=out, progress=False)
+
+
+@pytest.mark.parametrize("name", ["aae", "mask-aae"])
+def test_resume_is_exact_with_the_critic_and_its_optimizer(tmp_path, name):
+    train = data.load("synthetic", split="train", true_dim=2, num_samples=96)
+    test = data.load("synthetic", split="test", true_dim=2, num_samples=32)
+    m_full, t_full = train_run(tmp_path / "full", 3, name)
+    t_full.fit(train, test)
+    train_run(tmp_path / "cut", 1, name)[1].fit(train, test)
+    m_cut, t_cut = train_run(tmp_path / "cut", 3, name)
+    t_cut.fit(train, test, resume=True)
+    for (k, a), (_, b) in zip(m_full.state_dict().items(), m_cut.state_dict().items()):
+        assert torch.equal(a, b), k
+    for a, b in zip(t_full.objective.critic.parameters(), t_cut.objective.critic.parameters()):
+        assert torch.equal(a, b)
+    assert t_full.objective.steps == t_cut.objective.steps
+    full = [json.loads(line) for line in (tmp_path / "full" / "metrics.jsonl").read_text().splitlines()]
+    cut = [json.loads(line) for line in (tmp_path / "cut" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["train_loss"] for r in full] == [r["train_loss"] for r in cut]
+    if name == "mask-aae":
+        assert all("test_active_dims" in r for r in cut)
+
+
+def test_gaussian_frechet_closed_forms():
+    # diagonal covariances: |mu1 - mu2|^2 + sum (s1 - s2)^2 over the standard deviations
+    s1, s2 = torch.tensor([1.0, 2.0, 0.5], dtype=torch.float64), torch.tensor([0.3, 2.0, 1.5], dtype=torch.float64)
+    mu1, mu2 = torch.tensor([0.0, 1.0, 2.0], dtype=torch.float64), torch.tensor([1.0, 1.0, 0.0], dtype=torch.float64)
+    expected = float(((mu1 - mu2) ** 2).sum() + ((s1 - s2) ** 2).sum())
+    assert math.isclose(gaussian_frechet(mu1, torch.diag(s1**2), mu2, torch.diag(s2**2)), expected, rel_tol=1e-10)
+    # a rotated pair: the distance is invariant under a common rotation
+    q, _ = torch.linalg.qr(torch.randn(3, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64))
+    rotated = gaussian_frechet(q @ mu1.double(), q @ torch.diag(s1**2).double() @ q.T, q @ mu2.double(), q @ torch.diag(s2**2).double() @ q.T)
+    assert math.isclose(rotated, expected, rel_tol=1e-8)
+
+
+def test_frechet_distance_of_samples_uses_their_means_and_covariances():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(4000, 2, generator=g, dtype=torch.float64)
+    y = 2 * torch.randn(4000, 2, generator=g, dtype=torch.float64) + 1
+    mx, my = x.mean(0), y.mean(0)
+    cx, cy = torch.cov(x.T), torch.cov(y.T)
+    assert math.isclose(frechet_distance(x, y), gaussian_frechet(mx, cx, my, cy), rel_tol=1e-12)
+    # and near the population value 2 * 1^2 + 2 * (2 - 1)^2 = 4
+    assert abs(frechet_distance(x, y) - 4.0) < 0.3

@@ -1,0 +1,250 @@
+"""Objectives that match the aggregate posterior to the prior in latent space: adversarially (AAE,
+WAE-GAN, MaskAAE's WGAN-GP) or by the MMD (WAE-MMD). The critic and its optimizer live inside the
+objective, which takes its own critic steps in ``forward``: one Trainer, one optimizer for the pair."""
+
+from __future__ import annotations
+
+from typing import Callable, Optional, Sequence, Tuple
+
+import pyro
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from vaezoo import traces
+from vaezoo.errors import ConfigError
+from vaezoo.inference.objectives import Objective, Terms
+
+#: the scales of the IMQ kernel of Tolstikhin et al. (2018), times 2 * latent_dim * prior variance
+IMQ_SCALES = (0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0)
+
+
+def imq_kernel(a: torch.Tensor, b: torch.Tensor, scale: float) -> torch.Tensor:
+    """k(a_i, b_j) = C / (C + |a_i - b_j|^2) with C = ``scale``: ``[N, D], [M, D] -> [N, M]``."""
+    return scale / (scale + torch.cdist(a, b).square())
+
+
+def mmd_imq(q: torch.Tensor, p: torch.Tensor, prior_variance: float = 1.0, scales: Sequence[float] = IMQ_SCALES) -> torch.Tensor:
+    """The unbiased estimate of MMD^2 between samples ``q  # [N, D]`` and ``p  # [N, D]`` with the
+    sum of IMQ kernels of WAE-MMD, C = 2 D s prior_variance for each s in ``scales``."""
+    n, d = q.shape
+    off = 1 - torch.eye(n, device=q.device, dtype=q.dtype)  # the unbiased estimate drops i == j
+    total = q.new_zeros(())
+    for s in scales:
+        c = 2.0 * d * prior_variance * s
+        total = total + ((imq_kernel(q, q, c) + imq_kernel(p, p, c)) * off).sum() / (n * (n - 1))
+        total = total - 2 * imq_kernel(q, p, c).mean()
+    return total
+
+
+def gradient_penalty(critic: Callable, real: torch.Tensor, fake: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """WGAN-GP's E[(|grad D(x_hat)| - 1)^2] at x_hat = u real + (1 - u) fake (Gulrajani et al.
+    2017), ``u  # [N, 1]``; differentiable in the critic's parameters (``create_graph``)."""
+    x_hat = (u * real + (1 - u) * fake).detach().requires_grad_(True)
+    (grad,) = torch.autograd.grad(critic(x_hat).sum(), x_hat, create_graph=True)
+    return (grad.norm(dim=-1) - 1).square().mean()
+
+
+class LatentMatching(Objective):
+    """Base class: loss = reconstruction + ``weight`` x a divergence between the codes z ~ q(z | x)
+    and draws from the prior, per datapoint. The reconstruction is -log p(x | z) of the model's
+    observed sites at the guide's codes; the codes are the guide's latent sites, flattened and
+    concatenated ``[B, D]``; the prior draws come from an unconditioned run of the model (so any
+    prior, hierarchical or not, is drawn from its marginal). Not traced (``jit`` is off): the critic
+    steps are Python control flow."""
+
+    def __init__(self, model: Callable, guide: Callable, weight: float = 1.0, check: bool = True):
+        super().__init__(model, guide, check, jit=False)
+        self.weight = float(weight)
+
+    def _latents(self, run: traces.Run, x: torch.Tensor) -> torch.Tensor:
+        b = x.shape[0]
+        return torch.cat([s["value"].reshape(b, -1) for s in run.sites.values() if not s["is_observed"]], dim=-1)
+
+    def codes(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(reconstruction per datapoint, codes [B, D], prior draws [B, D])``."""
+        model_run, guide_run = self._runs(x)
+        log_lik = [traces.site_log_prob(s).sum() for s in model_run.sites.values() if s["is_observed"]]
+        recon = -sum(log_lik) / self._per_datapoint(x)
+        with torch.no_grad(), pyro.poutine.block():
+            prior = self._latents(traces.record(self.model, x), x)
+        return recon, self._latents(guide_run, x), prior
+
+    def divergence(self, q: torch.Tensor, p: torch.Tensor) -> Tuple[torch.Tensor, Terms]:
+        raise NotImplementedError
+
+    def loss_and_terms(self, x: torch.Tensor) -> Tuple[torch.Tensor, Terms]:
+        recon, q, p = self.codes(x)
+        div, terms = self.divergence(q, p)
+        return recon + self.weight * div, dict(terms, reconstruction=recon.detach())
+
+
+class WAEMMD(LatentMatching):
+    """WAE-MMD (Tolstikhin et al. 2018): reconstruction + ``weight`` MMD^2 with the IMQ kernels of
+    :func:`mmd_imq` (``prior_variance``: the prior's variance per dimension). Terms: ``mmd``."""
+
+    def __init__(self, model, guide, weight: float = 10.0, prior_variance: float = 1.0, check: bool = True):
+        super().__init__(model, guide, weight, check)
+        self.prior_variance = float(prior_variance)
+
+    def divergence(self, q, p):
+        mmd = mmd_imq(q, p, self.prior_variance)
+        return mmd, {"mmd": mmd.detach()}
+
+
+class _Critic(LatentMatching):
+    """A latent matching with a critic network ``critic`` (``[B, D] -> [B, 1]``) trained inside
+    ``forward``: ``critic_steps`` optimizer steps on the batch's (detached) codes against fresh prior
+    draws, then the pair's loss against the updated critic. Critic steps run only in training mode
+    with gradients on (the Trainer's evaluation reads the terms without them). The critic is held
+    outside ``parameters()`` (the Trainer's optimizer must not step it); its weights, its optimizer
+    (Adam, ``critic_lr``, ``critic_betas``) and the step count are the objective's extra state, so
+    ``state_dict`` carries them and a resumed run continues exactly."""
+
+    def __init__(self, model, guide, critic: nn.Module, weight: float = 1.0, critic_steps: int = 5,
+                 critic_lr: float = 1e-4, critic_betas: Tuple[float, float] = (0.5, 0.9), check: bool = True):
+        super().__init__(model, guide, weight, check)
+        if isinstance(critic_steps, bool) or not isinstance(critic_steps, int) or critic_steps < 0:
+            raise ConfigError(f"critic_steps={critic_steps!r}; expected an integer >= 0")
+        self._critic = [critic]  # a list: not a submodule, so not in parameters()
+        self.critic_steps = critic_steps
+        self.critic_lr = float(critic_lr)
+        self.critic_betas = tuple(critic_betas)
+        self._optimizer: Optional[torch.optim.Optimizer] = None
+        self.steps = 0  # forward calls in training mode (the Trainer's first, probing call among them)
+
+    @property
+    def critic(self) -> nn.Module:
+        return self._critic[0]
+
+    def critic_optimizer(self) -> torch.optim.Optimizer:
+        if self._optimizer is None:
+            self._optimizer = torch.optim.Adam(self.critic.parameters(), lr=self.critic_lr, betas=self.critic_betas)
+        return self._optimizer
+
+    def critic_loss(self, q: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def train_critic(self, q: torch.Tensor, prior: Callable[[], torch.Tensor]) -> None:
+        opt = self.critic_optimizer()
+        for _ in range(self.critic_steps):
+            opt.zero_grad(set_to_none=True)
+            self.critic_loss(q, prior()).backward()
+            opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    def _frozen_critic(self, z: torch.Tensor) -> torch.Tensor:
+        """The critic on ``z`` with a graph to ``z`` only: the pair's loss must leave the critic's
+        weights without gradients (their optimizer is the objective's own)."""
+        params = {k: v.detach() for k, v in self.critic.named_parameters()}
+        return torch.func.functional_call(self.critic, params, (z,))
+
+    def loss_and_terms(self, x):
+        self._follow(x)
+        recon, q, p = self.codes(x)
+        if self.training and torch.is_grad_enabled():
+            self.train_critic(q.detach(), lambda: self._prior_like(x))
+            self.steps += 1
+        div, terms = self.divergence(q, p)
+        return recon + self.weight * div, dict(terms, reconstruction=recon.detach())
+
+    def _prior_like(self, x):
+        with torch.no_grad(), pyro.poutine.block():
+            return self._latents(traces.record(self.model, x), x)
+
+    # --- state: the critic, its optimizer and the step count travel in state_dict
+    def get_extra_state(self):
+        opt = self._optimizer.state_dict() if self._optimizer is not None else None
+        return {"critic": self.critic.state_dict(), "optimizer": opt, "steps": self.steps}
+
+    def set_extra_state(self, state):
+        self.critic.load_state_dict(state["critic"])
+        self.steps = int(state["steps"])
+        self._optimizer = None
+        if state["optimizer"] is not None:
+            self.critic_optimizer().load_state_dict(state["optimizer"])  # casts to the critic's dtype
+
+    def _move_critic(self, fn, *args, **kwargs):
+        self.critic._apply(fn, *args, **kwargs)
+        if self._optimizer is not None:  # its moment estimates follow the critic's device and dtype
+            state, self._optimizer = self._optimizer.state_dict(), None
+            self.critic_optimizer().load_state_dict(state)
+
+    def _follow(self, x: torch.Tensor) -> None:
+        """The critic on ``x``'s device and dtype (it was built apart from the pair, which may have
+        been moved since)."""
+        p = next(self.critic.parameters())
+        if p.dtype != x.dtype or p.device != x.device:
+            self._move_critic(lambda t: t.to(x.device, x.dtype) if t.is_floating_point() else t.to(x.device))
+
+    def _apply(self, fn, *args, **kwargs):
+        self._move_critic(fn, *args, **kwargs)
+        return super()._apply(fn, *args, **kwargs)
+
+
+class AAE(_Critic):
+    """The adversarial autoencoder (Makhzani et al. 2016) and WAE-GAN (Tolstikhin et al. 2018):
+    a GAN critic D (logits) tells prior draws (label 1) from codes (label 0); the pair minimizes
+    reconstruction + ``weight`` E_q[softplus(-D(z))] (the non-saturating generator loss). Terms:
+    ``critic_loss`` (its binary cross-entropy on this batch), ``generator``."""
+
+    def critic_loss(self, q, p):
+        return F.softplus(-self.critic(p)).mean() + F.softplus(self.critic(q)).mean()
+
+    def divergence(self, q, p):
+        gen = F.softplus(-self._frozen_critic(q)).mean()
+        with torch.no_grad():
+            critic = self.critic_loss(q, p)
+        return gen, {"generator": gen.detach(), "critic_loss": critic.to(q.dtype)}
+
+
+class MaskAAE(_Critic):
+    """MaskAAE (Mondal et al., ``papers/mask-aae-latent-masking.txt``): a WGAN-GP critic compares
+    masked codes alpha * z_q with masked prior draws alpha * z_p, where ``mask`` (a
+    :class:`vaezoo.models.aae.LatentMask`, the one the model's decoder applies) is trained by the
+    pair's loss
+
+        reconstruction + weight (E D(alpha z_p) - E D(alpha z_q)) + c_t sum_j |alpha_j (1 - alpha_j)|
+
+    The middle term is the critic's Wasserstein estimate: the encoder lowers it through z_q (the
+    WGAN generator loss), the mask through both sides, which is what closes dimensions the codes
+    cannot fill. The last term (the paper's polarizing penalty) starts at ``penalty`` and doubles
+    every ``penalty_doubling`` training steps up to ``penalty_max``. The critic minimizes
+    E D(alpha z_q) - E D(alpha z_p) + ``gp_weight`` x the gradient penalty. Terms: ``wasserstein``,
+    ``penalty`` (c_t), ``active_dims`` (mask values >= 0.1), every step."""
+
+    def __init__(self, model, guide, critic: nn.Module, mask: nn.Module, weight: float = 100.0, gp_weight: float = 10.0,
+                 penalty: float = 1.0, penalty_doubling: int = 100, penalty_max: float = 100.0, critic_steps: int = 5,
+                 critic_lr: float = 1e-3, **kwargs):
+        super().__init__(model, guide, critic, weight, critic_steps=critic_steps, critic_lr=critic_lr, **kwargs)
+        self._mask = [mask]  # the model's own module: its parameter is in the model's parameters()
+        self.gp_weight, self.penalty0 = float(gp_weight), float(penalty)
+        self.penalty_doubling, self.penalty_max = int(penalty_doubling), float(penalty_max)
+
+    @property
+    def mask(self) -> nn.Module:
+        return self._mask[0]
+
+    def penalty(self) -> float:
+        return min(self.penalty0 * 2.0 ** (self.steps // self.penalty_doubling), self.penalty_max)
+
+    def critic_loss(self, q, p):
+        u = torch.rand(q.shape[0], 1, device=q.device, dtype=q.dtype)
+        gp = gradient_penalty(self.critic, p, q, u)
+        return self.critic(q).mean() - self.critic(p).mean() + self.gp_weight * gp
+
+    def train_critic(self, q, prior):
+        alpha = self.mask.alpha().detach()
+        super().train_critic(q * alpha, lambda: prior() * alpha)
+
+    def divergence(self, q, p):
+        alpha = self.mask.alpha()
+        gap = self._frozen_critic(p * alpha).mean() - self._frozen_critic(q * alpha).mean()
+        return gap, {"wasserstein": gap.detach(), "active_dims": self.mask.active().to(q.dtype).detach()}
+
+    def loss_and_terms(self, x):
+        loss, terms = super().loss_and_terms(x)
+        c = self.penalty()
+        alpha = self.mask.alpha()
+        polar = (alpha * (1 - alpha)).abs().sum()
+        return loss + c * polar, dict(terms, penalty=loss.new_tensor(c))

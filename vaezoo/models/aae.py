@@ -1,0 +1,56 @@
+"""Decoders of adversarial autoencoders: z ~ N(0, I), x | z ~ likelihood(decoder(alpha * z)) with an
+optional trainable mask alpha over the latent dimensions (MaskAAE, Mondal et al.)."""
+
+from typing import Optional
+
+import pyro
+import torch
+from torch import nn
+
+from vaezoo.models.likelihoods import Likelihood
+from vaezoo.models.vae import VAEModel
+from vaezoo.traces import data_plate
+
+#: a dimension is active while its mask value is at least this (the released code's threshold)
+ACTIVE_THRESHOLD = 0.1
+
+
+class LatentMask(nn.Module):
+    """MaskAAE's relaxed binary mask alpha = 1 - exp(-m), m >= 0 (``[latent_dim]``), m drawn from
+    U(0, ``init_high``) by ``torch``'s global generator. m is clamped at 0 in the forward pass rather
+    than clipped after each step, because the Trainer's optimizer steps it: a closed dimension
+    (m <= 0) gets no gradient and stays closed."""
+
+    def __init__(self, latent_dim: int, init_high: float = 5.0, rate: float = 1.0):
+        super().__init__()
+        self.rate = float(rate)
+        self.raw = nn.Parameter(torch.rand(latent_dim) * init_high / self.rate)
+
+    @property
+    def m(self) -> torch.Tensor:
+        """m = ``rate`` x the parameter: with one optimizer for the whole pair, ``rate`` is the
+        mask's learning rate relative to the networks' (the paper gives the mask its own)."""
+        return self.raw * self.rate
+
+    def alpha(self) -> torch.Tensor:
+        return 1 - torch.exp(-self.m.clamp(min=0))
+
+    def active(self) -> torch.Tensor:
+        """Number of active dimensions, as a tensor of the mask's dtype."""
+        return (self.alpha() >= ACTIVE_THRESHOLD).sum().to(self.m.dtype)
+
+
+class MaskedDecoderModel(VAEModel):
+    """The :class:`VAEModel` whose decoder sees ``mask.alpha() * z`` (the plain decoder without a
+    mask): site ``"z"`` ``[..., B, latent_dim]`` ~ N(0, I), observation ``"x"``."""
+
+    def __init__(self, decoder: nn.Module, likelihood: Likelihood, latent_dim: int, mask: Optional[LatentMask] = None):
+        super().__init__(decoder, likelihood, latent_dim)
+        self.mask = mask
+
+    def forward(self, x: torch.Tensor) -> None:
+        with data_plate(x):
+            z = pyro.sample("z", self.prior(x))
+            if self.mask is not None:
+                z = z * self.mask.alpha()
+            pyro.sample("x", self.likelihood(self.decoder(z)), obs=x)
