@@ -4,8 +4,8 @@ fixed random two-layer leaky-ReLU network to 128 dimensions, so the data have tr
 from typing import Optional
 
 import torch
-from torch.utils.data import Dataset
 
+from vaezoo.data.dataset import ImageDataset
 from vaezoo.errors import ConfigError
 
 #: the data dimension of the paper
@@ -35,26 +35,15 @@ class SyntheticGenerator(torch.nn.Module):
         return lrelu(h @ self.w2.to(z).T + self.b2.to(z), SLOPE)
 
 
-class SyntheticDataset(Dataset):
+class SyntheticDataset(ImageDataset):
     """``data``: float32 ``[N, 128]`` (or ``[N, 1, 8, 16]`` with ``image=True``), ``latents``: the
-    true codes ``[N, n]``; ``targets`` are zeros (no labels). Same seed, same data, offline."""
-
-    binarize = None
+    true codes ``[N, n]``; ``targets`` are zeros (no labels). Same seed, same data, offline. An
+    :class:`ImageDataset` in all but the image shape (its checks are skipped): never binarized."""
 
     def __init__(self, data, latents, split, true_dim, seed):
-        self.data, self.latents, self.split = data, latents, split
+        self.data, self.latents, self.split, self.binarize = data, latents, split, None
         self.targets = torch.zeros(data.shape[0], dtype=torch.int64)
         self.name, self.true_dim, self.seed = "synthetic", true_dim, seed
-
-    @property
-    def shape(self):
-        return tuple(self.data.shape[1:])
-
-    def __len__(self):
-        return self.data.shape[0]
-
-    def __getitem__(self, index):
-        return self.data[index], self.targets[index]
 
 
 def _check_int(name, value, low, high):
