@@ -332,11 +332,7 @@ def cmd_sample(args) -> int:
         out = Path(args.out)
         if str(args.out).strip() == "" or out.is_dir():
             raise RunError(f"--out {args.out!r} is a directory; expected the path of a PNG file")
-        for ancestor in out.parents:
-            if ancestor.exists():
-                if not ancestor.is_dir():
-                    raise RunError(f"--out {out} lies under the file {ancestor}; expected the path of a PNG file")
-                break
+        runs.check_not_under_file(out, "--out", "the path of a PNG file")
     else:
         out = run / "samples.png"
     into_run = run.resolve() in out.resolve().parents

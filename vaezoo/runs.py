@@ -198,6 +198,15 @@ def write_pictures(run: Path, m: zoo.ZooModel, test_x: torch.Tensor, seed: int =
 
 
 # ----------------------------------------------------------------------------- directories
+def check_not_under_file(path: Path, flag: str, expected: str) -> None:
+    """Refuses a path whose nearest existing ancestor is a file (nothing can be created there)."""
+    for ancestor in Path(path).parents:
+        if ancestor.exists():
+            if not ancestor.is_dir():
+                raise RunError(f"{flag} {path} lies under the file {ancestor}; expected {expected}")
+            break
+
+
 def check_new_run(run: Path, flag: str = "--out") -> None:
     """Refuses a path that cannot become a new run without harming anything: the current
     directory, a file or a path under one, a non-empty directory that is not a vaezoo run, or a
@@ -207,11 +216,7 @@ def check_new_run(run: Path, flag: str = "--out") -> None:
         raise RunError(f"{flag} {str(run)!r} is the current directory; expected a new directory for the run, e.g. runs/NAME")
     if run.exists() and not run.is_dir():
         raise RunError(f"{flag} {run} is a file; expected a directory for the run")
-    for ancestor in run.parents:
-        if ancestor.exists():
-            if not ancestor.is_dir():
-                raise RunError(f"{flag} {run} lies under the file {ancestor}; expected a directory path")
-            break
+    check_not_under_file(run, flag, "a directory path")
     if not run.is_dir():
         return
     try:
