@@ -24,13 +24,6 @@ NETS = {"hidden": (64, 64)}  # small networks: the budget is minutes on one CPU 
 CRITIC = {"critic_hidden": (64, 64)}
 
 
-def mnist_sample_quality(samples, images):
-    """The hook for MNIST: sample quality there is the shared Frechet distance in the feature space
-    of the package's small MNIST classifier (``vaezoo/evaluation/quality.py``, built with the
-    SOS-VAE), not :func:`frechet_distance` on pixels; call it here once it is on main."""
-    raise NotImplementedError("the shared MNIST metric (vaezoo/evaluation/quality.py) is not on this branch yet")
-
-
 def run(name, n, m, seed, args, overrides):
     pyro.set_rng_seed(seed)
     train = data.load("synthetic", split="train", true_dim=n, num_samples=args.train)

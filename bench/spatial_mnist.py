@@ -48,7 +48,7 @@ def create(name, args, shape):
 
 def run_one(name, seed, args, train, test):
     out = Path(args.out) / f"{name}-seed{seed}"
-    done = out / f"spatial-e{args.epochs}-K{args.samples}-n{args.eval_n}-w{args.decoder_width}.json"
+    done = out / f"spatial-{args.data}-e{args.epochs}-K{args.samples}-n{args.eval_n}-w{args.decoder_width}.json"
     if done.exists():  # trained and evaluated at this budget already (e.g. by the other half)
         return json.loads(done.read_text())
     torch.manual_seed(seed)
@@ -67,7 +67,7 @@ def run_one(name, seed, args, train, test):
             m.sample(1000)
         gen_seconds = time.perf_counter() - start
         torch.manual_seed(0)
-        torch.save(m.sample(64).cpu(), out / f"samples64-w{args.decoder_width}-e{args.epochs}.pt")
+        torch.save(m.sample(64).cpu(), out / f"samples64-{args.data}-w{args.decoder_width}-e{args.epochs}.pt")
     start = time.perf_counter()
     result = evaluation.log_marginal(m.model, m.guide, test.data[: args.eval_n], num_samples=args.samples, seed=seed)
     row = {
@@ -100,7 +100,8 @@ def mean_sd(values, fmt=".2f"):
 def table(rows, args):
     print()
     print("command: " + " ".join(shlex.quote(a) for a in sys.argv))
-    print(f"mnist-small (real MNIST: first 10,000 train / 2,000 test), {args.epochs} epochs, batch {args.batch_size}, "
+    sizes = "first 10,000 train / 2,000 test" if args.data == "mnist-small" else "60,000 train / 10,000 test"
+    print(f"{args.data} (real MNIST: {sizes}), {args.epochs} epochs, batch {args.batch_size}, "
           f"Adam lr {args.lr}, dynamic binarization (train), fixed (test); log p(x): K={args.samples} on the first "
           f"{args.eval_n} test images; spatial decoder_width={args.decoder_width}")
     head = "| model | seed | enc params | dec params | enc outputs | s/epoch | s/10k samples | test ELBO | log p(x) (IS) | k-hat > 0.7 |"
@@ -126,7 +127,7 @@ def figure(args):
 
     grids, names = [], []
     for name in args.models:
-        path = Path(args.out) / f"{name}-seed0" / f"samples64-w{args.decoder_width}-e{args.epochs}.pt"
+        path = Path(args.out) / f"{name}-seed0" / f"samples64-{args.data}-w{args.decoder_width}-e{args.epochs}.pt"
         if path.exists():
             grids.append(image_grid(torch.load(path)))
             names.append(name)
@@ -158,6 +159,8 @@ def main():
     ap.add_argument("--decoder-width", type=int, default=MATCHED_WIDTH)
     ap.add_argument("--out", default="bench/runs/spatial")
     ap.add_argument("--png", default="bench/spatial_samples.png")
+    ap.add_argument("--data", default="mnist-small", choices=["mnist-small", "mnist"],
+                    help="mnist-small: the first 10,000/2,000 images; mnist: all 60,000/10,000")
     ap.add_argument("--no-train", action="store_true", help="only report the cached runs")
     args = ap.parse_args()
     shape = (1, 28, 28)
@@ -171,12 +174,12 @@ def main():
     if args.no_train:
         for name in args.models:
             for seed in args.seeds:
-                p = Path(args.out) / f"{name}-seed{seed}" / f"spatial-e{args.epochs}-K{args.samples}-n{args.eval_n}-w{args.decoder_width}.json"
+                p = Path(args.out) / f"{name}-seed{seed}" / f"spatial-{args.data}-e{args.epochs}-K{args.samples}-n{args.eval_n}-w{args.decoder_width}.json"
                 if p.exists():
                     rows.append(json.loads(p.read_text()))
     else:
-        train = data.load("mnist-small", split="train", binarize="dynamic")
-        test = data.load("mnist-small", split="test", binarize="fixed")
+        train = data.load(args.data, split="train", binarize="dynamic")
+        test = data.load(args.data, split="test", binarize="fixed")
         rows = [run_one(name, seed, args, train, test) for seed in args.seeds for name in args.models]
     table(rows, args)
     figure(args)
