@@ -10,6 +10,8 @@ from torch.distributions import biject_to, constraints, transform_to
 from torch.distributions.transforms import AffineTransform, ComposeTransform, SigmoidTransform
 from torch.distributions.utils import _standard_normal
 
+from vaezoo.errors import ShapeError
+
 
 class _OpenInterval(constraints.Constraint):
     """Constrain to the open real interval ``(lower_bound, upper_bound)``."""
@@ -115,7 +117,7 @@ class AR1Normal(TorchDistribution):
 
     def __init__(self, loc, scale, rho, validate_args=None):
         if loc.dim() < 1:
-            raise ValueError(f"AR1Normal: loc must have shape [..., d], got {tuple(loc.shape)}")
+            raise ShapeError(f"AR1Normal: loc must have shape [..., d], got {tuple(loc.shape)}")
         scale = torch.as_tensor(scale, dtype=loc.dtype, device=loc.device)
         rho = torch.as_tensor(rho, dtype=loc.dtype, device=loc.device)
         batch_shape = torch.broadcast_shapes(loc.shape[:-1], scale.shape, rho.shape)

@@ -5,6 +5,8 @@ import torch
 from torch.distributions import constraints
 from torch.distributions.utils import _standard_normal, lazy_property
 
+from vaezoo.errors import ShapeError
+
 from .matrix_normal import MatrixNormal
 
 
@@ -50,17 +52,17 @@ class DiagonalMatrixNormal(MatrixNormal):
 
     def __init__(self, loc, scale_row, scale_column, validate_args=None):
         if loc.dim() < 2:
-            raise ValueError(
+            raise ShapeError(
                 f"DiagonalMatrixNormal: loc must have shape [..., m, n], got {tuple(loc.shape)}"
             )
         m, n = loc.shape[-2:]
         if scale_row.dim() < 1 or scale_row.shape[-1] != m:
-            raise ValueError(
+            raise ShapeError(
                 f"DiagonalMatrixNormal: scale_row must have shape [..., {m}] for loc of shape "
                 f"{tuple(loc.shape)}, got {tuple(scale_row.shape)}"
             )
         if scale_column.dim() < 1 or scale_column.shape[-1] != n:
-            raise ValueError(
+            raise ShapeError(
                 f"DiagonalMatrixNormal: scale_column must have shape [..., {n}] for loc of shape "
                 f"{tuple(loc.shape)}, got {tuple(scale_column.shape)}"
             )

@@ -5,32 +5,34 @@ here forms an n x n matrix."""
 
 import torch
 
+from vaezoo.errors import ConfigError, ShapeError
+
 
 def _split(observed, n, device):
     """Indices ``(observed, unobserved)`` from a 1-D index tensor or a length-``n`` bool mask."""
     observed = torch.as_tensor(observed, device=device)
     if observed.dim() != 1:
-        raise ValueError(
+        raise ShapeError(
             f"conditional: observed must be a 1-D index tensor or a bool mask of shape [{n}] "
             f"shared by the batch, got shape {tuple(observed.shape)}"
         )
     if observed.dtype == torch.bool:
         if observed.numel() != n:
-            raise ValueError(
+            raise ShapeError(
                 f"conditional: the observed mask must have shape [{n}], got [{observed.numel()}]"
             )
         mask = observed
     else:
         if observed.is_floating_point():
-            raise ValueError("conditional: observed indices must be integers or a bool mask")
+            raise ConfigError("conditional: observed indices must be integers or a bool mask")
         if observed.numel() and (observed.min() < 0 or observed.max() >= n):
-            raise ValueError(
+            raise ConfigError(
                 f"conditional: observed indices must lie in [0, {n}), got {observed.tolist()}"
             )
         mask = torch.zeros(n, dtype=torch.bool, device=device)
         mask[observed] = True
         if int(mask.sum()) != observed.numel():
-            raise ValueError(
+            raise ConfigError(
                 f"conditional: observed indices must be distinct, got {observed.tolist()}"
             )
     observed_idx = observed if observed.dtype != torch.bool else mask.nonzero().squeeze(-1)
@@ -72,7 +74,7 @@ def conditional(mvn, observed, observed_values, return_cov=False):
     n, r = W.shape[-2:]
     observed_idx, unobserved_idx = _split(observed, n, loc.device)
     if observed_values.dim() < 1 or observed_values.size(-1) != observed_idx.numel():
-        raise ValueError(
+        raise ShapeError(
             f"conditional: observed_values must have shape [..., {observed_idx.numel()}] (one "
             f"value per observed coordinate), got {tuple(observed_values.shape)}"
         )
@@ -116,7 +118,7 @@ def principal_directions(mvn, k=None, include_diag=False):
     if k is None:
         k = k_max
     if not 1 <= k <= k_max:
-        raise ValueError(
+        raise ConfigError(
             f"principal_directions: k must lie in [1, {k_max}] for a rank-{r} factor of size "
             f"{n}, got {k}"
         )

@@ -5,6 +5,8 @@
 import torch
 from torch.distributions import Independent, Normal, register_kl
 
+from vaezoo.errors import ShapeError
+
 from .ar1_normal import AR1Normal
 from .matrix_normal import MatrixNormal
 
@@ -24,7 +26,7 @@ def _diagonal_normal(p, event_shape):
     if not isinstance(base, Normal):  # torch's Normal or Pyro's wrapper of it
         raise NotImplementedError(f"no closed-form KL to Independent({type(base).__name__})")
     if p.event_shape != event_shape:
-        raise ValueError(
+        raise ShapeError(
             f"kl_divergence: the prior has event_shape {tuple(p.event_shape)} but the posterior "
             f"has event_shape {tuple(event_shape)}; declare matching event dims with .to_event()"
         )
@@ -51,7 +53,7 @@ def _kl_matrix_normal_matrix_normal(q, p):
     + 1/2 log|Sigma_p| - 1/2 log|Sigma_q|, using tr((V_p (x) U_p)^{-1} (V_q (x) U_q)) =
     ||L_{c,p}^{-1} L_{c,q}||_F^2 ||L_{r,p}^{-1} L_{r,q}||_F^2; O(m^3 + n^3 + m^2 n + m n^2)."""
     if q.event_shape != p.event_shape:
-        raise ValueError(
+        raise ShapeError(
             f"kl_divergence: MatrixNormal event shapes differ: {tuple(q.event_shape)} vs "
             f"{tuple(p.event_shape)}"
         )
@@ -83,7 +85,7 @@ def _kl_ar1_normal_ar1_normal(q, p):
     (the expected squared innovations of p under q) and the Mahalanobis term through p's
     innovations. O(d)."""
     if q.event_shape != p.event_shape:
-        raise ValueError(
+        raise ShapeError(
             f"kl_divergence: AR1Normal event shapes differ: {tuple(q.event_shape)} vs "
             f"{tuple(p.event_shape)}"
         )

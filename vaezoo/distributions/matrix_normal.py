@@ -8,6 +8,8 @@ from pyro.distributions import TorchDistribution
 from torch.distributions import constraints
 from torch.distributions.utils import _standard_normal, lazy_property
 
+from vaezoo.errors import ShapeError
+
 
 class MatrixNormal(TorchDistribution):
     r"""
@@ -53,17 +55,17 @@ class MatrixNormal(TorchDistribution):
 
     def __init__(self, loc, scale_tril_row, scale_tril_column, validate_args=None):
         if loc.dim() < 2:
-            raise ValueError(
+            raise ShapeError(
                 f"MatrixNormal: loc must have shape [..., m, n], got {tuple(loc.shape)}"
             )
         m, n = loc.shape[-2:]
         if scale_tril_row.dim() < 2 or scale_tril_row.shape[-2:] != (m, m):
-            raise ValueError(
+            raise ShapeError(
                 f"MatrixNormal: scale_tril_row must have shape [..., {m}, {m}] for loc of shape "
                 f"{tuple(loc.shape)}, got {tuple(scale_tril_row.shape)}"
             )
         if scale_tril_column.dim() < 2 or scale_tril_column.shape[-2:] != (n, n):
-            raise ValueError(
+            raise ShapeError(
                 f"MatrixNormal: scale_tril_column must have shape [..., {n}, {n}] for loc of shape "
                 f"{tuple(loc.shape)}, got {tuple(scale_tril_column.shape)}"
             )

@@ -10,6 +10,7 @@ from pyro.nn import PyroModule
 from torch import nn
 from torch.distributions import constraints
 
+from vaezoo.errors import ConfigError
 from vaezoo.models.likelihoods import Likelihood
 from vaezoo.nets.transformers import SpatialTransformer
 from vaezoo.traces import data_plate
@@ -61,7 +62,7 @@ class PosePrior(nn.Module):
     def __init__(self, kind: str, identity: torch.Tensor, rank: int, init_scale: float = 0.1):
         super().__init__()
         if kind not in POSE_PRIORS:
-            raise ValueError(f"pose prior {kind!r}; expected one of {', '.join(POSE_PRIORS)}")
+            raise ConfigError(f"pose prior {kind!r}; expected one of {', '.join(POSE_PRIORS)}")
         self.kind = kind
         k = identity.shape[-1]
         self.site = "v" if kind == "full-rank" else "u"

@@ -8,6 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vaezoo.errors import ConfigError
+
 ALIGN_CORNERS = False
 
 
@@ -154,7 +156,7 @@ class TPSTransformer(SpatialTransformer):
     def __init__(self, grid_size: int = 3):
         super().__init__()
         if grid_size < 2:
-            raise ValueError(f"grid_size={grid_size}; expected an integer >= 2")
+            raise ConfigError(f"grid_size={grid_size}; expected an integer >= 2")
         self.grid_size = grid_size
         self.num_params = 2 * grid_size**2
         line = torch.linspace(-1.0, 1.0, grid_size, dtype=torch.float64)
