@@ -130,3 +130,18 @@ def test_iwae_with_one_particle_is_the_sampled_elbo():
     params = list(m.parameters())
     for a, b in zip(torch.autograd.grad(loss, params), torch.autograd.grad(elbo_loss, params)):
         torch.testing.assert_close(a, b)
+
+
+def test_resuming_with_another_number_of_processes_warns(tmp_path):
+    """A checkpoint written by two processes (one random state each) resumed by one: the run
+    continues, with a warning that it is no longer the uninterrupted run."""
+    train = digits()
+    _, t = make_trainer(tmp_path, 1)
+    t.fit(train)
+    state = ckpt.load(tmp_path / "checkpoint.pt")
+    state["rng_ranks"] = [state["rng"], state["rng"]]
+    ckpt.save(tmp_path / "checkpoint.pt", state)
+    _, t2 = make_trainer(tmp_path, 2)
+    with pytest.warns(UserWarning, match=r"written by 2 process\(es\) and is resumed by 1"):
+        t2.fit(train, resume=True)
+    assert t2.epoch == 2

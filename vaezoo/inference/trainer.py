@@ -16,6 +16,7 @@ import math
 import numbers
 import os
 import time
+import warnings
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
@@ -446,6 +447,8 @@ class Trainer:
         if len(ranks) == distributed.world_size():
             _set_rng_state(ranks[distributed.rank()], self.device)
         else:  # another number of processes than the run had: fresh streams, no longer exact
+            warnings.warn(f"{path} was written by {len(ranks)} process(es) and is resumed by {distributed.world_size()}: "
+                          "training continues, but not as the uninterrupted run would have (fresh random streams)")
             pyro.set_rng_seed(self._rank_seed(self.seed * 1_000_003 + self.epoch))
 
     @staticmethod
