@@ -32,9 +32,15 @@ from vaezoo.fileio import atomic_write_bytes, write_json  # noqa: E402
 from vaezoo.inference import Trainer  # noqa: E402
 
 MODELS = ["vae", "spatial-vae-naive", "spatial-vae-mvn", "spatial-vae-lowrank", "spatial-vae-mvn-full"]
-#: the spatial decoder's width whose parameter count is within 2% of the conv vae's decoder
-#: (839,625 against 852,321 on 28x28; 42,593 at the default width 64)
-MATCHED_WIDTH = 315
+#: two ways to match the decoders' sizes on 28x28: ``wide`` widens the spatial decoders to the conv
+#: vae's default decoder (width 315: 839,625 parameters against 852,321); ``narrow`` keeps the spatial
+#: decoders' default (width 64: 42,593) and narrows the conv vae's decoder to 2 maps of 7x7 after its
+#: 256 units, then 32 of 14x14 (39,811): the same deconvolution stack fed by a vector through a
+#: linear layer instead of by latent maps
+MATCH = {
+    "wide": ({"net": "conv"}, {"decoder_width": 315}),
+    "narrow": ({"net": "conv", "decoder_channels": (2, 32)}, {"decoder_width": 64}),
+}
 
 
 def count(module) -> int:
@@ -42,13 +48,13 @@ def count(module) -> int:
 
 
 def create(name, args, shape):
-    overrides = {"net": "conv"} if name == "vae" else {"decoder_width": args.decoder_width}
+    overrides = MATCH[args.match][0 if name == "vae" else 1]
     return zoo.create(name, data_shape=shape, **overrides)
 
 
 def run_one(name, seed, args, train, test):
     out = Path(args.out) / f"{name}-seed{seed}"
-    done = out / f"spatial-{args.data}-e{args.epochs}-K{args.samples}-n{args.eval_n}-w{args.decoder_width}.json"
+    done = out / f"spatial-{args.data}-e{args.epochs}-K{args.samples}-n{args.eval_n}-{args.match}.json"
     if done.exists():  # trained and evaluated at this budget already (e.g. by the other half)
         return json.loads(done.read_text())
     torch.manual_seed(seed)
@@ -67,7 +73,7 @@ def run_one(name, seed, args, train, test):
             m.sample(1000)
         gen_seconds = time.perf_counter() - start
         torch.manual_seed(0)
-        torch.save(m.sample(64).cpu(), out / f"samples64-{args.data}-w{args.decoder_width}-e{args.epochs}.pt")
+        torch.save(m.sample(64).cpu(), out / f"samples64-{args.data}-{args.match}-e{args.epochs}.pt")
     start = time.perf_counter()
     result = evaluation.log_marginal(m.model, m.guide, test.data[: args.eval_n], num_samples=args.samples, seed=seed)
     row = {
@@ -103,7 +109,7 @@ def table(rows, args):
     sizes = "first 10,000 train / 2,000 test" if args.data == "mnist-small" else "60,000 train / 10,000 test"
     print(f"{args.data} (real MNIST: {sizes}), {args.epochs} epochs, batch {args.batch_size}, "
           f"Adam lr {args.lr}, dynamic binarization (train), fixed (test); log p(x): K={args.samples} on the first "
-          f"{args.eval_n} test images; spatial decoder_width={args.decoder_width}")
+          f"{args.eval_n} test images; decoders matched {args.match}: {MATCH[args.match]}")
     head = "| model | seed | enc params | dec params | enc outputs | s/epoch | s/10k samples | test ELBO | log p(x) (IS) | k-hat > 0.7 |"
     print(head)
     print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
@@ -127,7 +133,7 @@ def figure(args):
 
     grids, names = [], []
     for name in args.models:
-        path = Path(args.out) / f"{name}-seed0" / f"samples64-{args.data}-w{args.decoder_width}-e{args.epochs}.pt"
+        path = Path(args.out) / f"{name}-seed0" / f"samples64-{args.data}-{args.match}-e{args.epochs}.pt"
         if path.exists():
             grids.append(image_grid(torch.load(path)))
             names.append(name)
@@ -156,7 +162,7 @@ def main():
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--samples", type=int, default=100, help="importance samples K for log p(x)")
     ap.add_argument("--eval-n", type=int, default=200, help="log p(x) on the first N test images")
-    ap.add_argument("--decoder-width", type=int, default=MATCHED_WIDTH)
+    ap.add_argument("--match", default="wide", choices=sorted(MATCH), help="how the decoder sizes are matched (see MATCH)")
     ap.add_argument("--out", default="bench/runs/spatial")
     ap.add_argument("--png", default="bench/spatial_samples.png")
     ap.add_argument("--data", default="mnist-small", choices=["mnist-small", "mnist"],
@@ -166,15 +172,15 @@ def main():
     shape = (1, 28, 28)
     ref = count(create("vae", args, shape).model.decoder)
     spatial = count(create("spatial-vae-naive", args, shape).model.decoder)
-    print(f"decoder parameters: conv vae {ref:,}, spatial (width {args.decoder_width}) {spatial:,}: "
+    print(f"decoder parameters ({args.match}): conv vae {ref:,}, spatial {spatial:,}: "
           f"{100 * (spatial - ref) / ref:+.1f}%", flush=True)
     if abs(spatial - ref) > 0.1 * ref:
-        sys.exit(f"--decoder-width {args.decoder_width} gives {spatial:,} decoder parameters; expected within 10% of {ref:,}")
+        sys.exit(f"--match {args.match} gives {spatial:,} spatial decoder parameters; expected within 10% of {ref:,}")
     rows = []
     if args.no_train:
         for name in args.models:
             for seed in args.seeds:
-                p = Path(args.out) / f"{name}-seed{seed}" / f"spatial-{args.data}-e{args.epochs}-K{args.samples}-n{args.eval_n}-w{args.decoder_width}.json"
+                p = Path(args.out) / f"{name}-seed{seed}" / f"spatial-{args.data}-e{args.epochs}-K{args.samples}-n{args.eval_n}-{args.match}.json"
                 if p.exists():
                     rows.append(json.loads(p.read_text()))
     else:

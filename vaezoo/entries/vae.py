@@ -50,12 +50,15 @@ class CommonConfig:
 @dataclass
 class VAEConfig(CommonConfig):
     """Config of the baseline VAE: ``latent_dim`` latents; ``net``: ``mlp`` (Burda et al.:
-    ``hidden`` layers of ``activation``) or ``conv``; the other fields as :class:`CommonConfig`."""
+    ``hidden`` layers of ``activation``) or ``conv``, whose decoder maps z through 256 units to
+    ``decoder_channels[0]`` maps of H/4 x W/4, then ``decoder_channels[1]`` of H/2 x W/2 (narrow
+    it to match another decoder's size); the other fields as :class:`CommonConfig`."""
 
     latent_dim: int = 50
     net: str = "mlp"
     hidden: Tuple[int, ...] = (200, 200)
     activation: str = "tanh"
+    decoder_channels: Tuple[int, ...] = (64, 32)
 
     def validate(self):
         super().validate()
@@ -74,6 +77,9 @@ def validate_networks(config) -> None:
         raise ConfigError(f"hidden={config.hidden!r}; expected layer sizes from 1 to {MAX_WIDTH}")
     if config.activation not in ACTIVATIONS:
         raise ConfigError(f"activation={config.activation!r}; expected one of {', '.join(sorted(ACTIVATIONS))}")
+    channels = getattr(config, "decoder_channels", (64, 32))
+    if len(channels) != 2 or any(not 1 <= c <= MAX_WIDTH for c in channels):
+        raise ConfigError(f"decoder_channels={channels!r}; expected two channel counts from 1 to {MAX_WIDTH}")
 
 
 @dataclass
@@ -92,7 +98,7 @@ def build_nets(config: VAEConfig, data_shape, encoder_out: int):
         decoder = MLPDecoder(config.latent_dim, tuple(reversed(config.hidden)), out_shape, config.activation)
     else:
         encoder = ConvEncoder(data_shape, encoder_out)
-        decoder = ConvDecoder(config.latent_dim, out_shape)
+        decoder = ConvDecoder(config.latent_dim, out_shape, channels=tuple(getattr(config, "decoder_channels", (64, 32))))
     return encoder, decoder, likelihood
 
 
