@@ -59,7 +59,7 @@ TRAIN_CHECKS = {
     "epochs": _int(1, what="an integer >= 1"),
     "batch_size": _int(1, what="an integer >= 1"),
     "lr": _positive_float,
-    "seed": _int(0, SEED_END, what=f"an integer in [0, 2^32)"),
+    "seed": _int(0, SEED_END, what="an integer in [0, 2^32)"),
     "clip_norm": _optional(_positive_float),
     "dtype": _dtype,
     "n_train": _optional(_int(1, what="an integer >= 1")),

@@ -1,5 +1,5 @@
 """Particles that cannot leak: linear-Gaussian pairs with an extra plate, whose log p(x) is exact, for
-log_marginal, AIS and the IWAE weights of traces.log_weights; subsampling refused; Pyro's own
+log_marginal, AIS and the IWAE weights of particles.log_weights; subsampling refused; Pyro's own
 Importance as a reference."""
 
 import math
@@ -11,7 +11,7 @@ import pytest
 import torch
 from pyro.infer import Importance
 
-from vaezoo import traces
+from vaezoo import particles
 from vaezoo.errors import ConfigError, ShapeError
 from vaezoo.evaluation import AnnealingOptions, ais, log_marginal
 from vaezoo.inference.objectives import IWAE
@@ -95,17 +95,17 @@ def test_ais_refuses_the_leaky_pair_naming_the_site(x):
 
 def test_iwae_weights_of_the_leaky_pair(x):
     with pytest.warns(UserWarning, match="site 'x'"):
-        particle_dim, uses_params = traces.probe(leaky_model, guide, x)
+        particle_dim, uses_params = particles.probe(leaky_model, guide, x)
     assert particle_dim is None and not uses_params
     torch.manual_seed(0)
-    log_p, log_q = traces.log_weights(leaky_model, guide, x, 1000, particle_dim)
+    log_p, log_q = particles.log_weights(leaky_model, guide, x, 1000, particle_dim)
     assert log_p.shape == log_q.shape == (1000, 4)
     iwae = torch.logsumexp(log_p - log_q, 0) - math.log(1000)
     # the guide is close to the posterior (weights' relative std ~0.3): IWAE-1000 within 0.03 of exact
     torch.testing.assert_close(iwae, exact_log_px(x), atol=0.03, rtol=0)
     # a vectorized pass that leaks is caught on a checked call, which falls back to the loop
     with pytest.warns(UserWarning, match="site 'x'"):
-        log_p, log_q = traces.log_weights(leaky_model, guide, x, 500, -3, check=True)
+        log_p, log_q = particles.log_weights(leaky_model, guide, x, 500, -3, check=True)
     torch.testing.assert_close(torch.logsumexp(log_p - log_q, 0) - math.log(500), exact_log_px(x), atol=0.03, rtol=0)
 
 
@@ -120,11 +120,11 @@ def test_iwae_objective_of_the_leaky_pair(x):
 
 
 def test_iwae_weights_of_the_plated_pair_stay_vectorized(x):
-    particle_dim, _ = traces.probe(plated_model, guide, x)
+    particle_dim, _ = particles.probe(plated_model, guide, x)
     assert particle_dim == -3
     counted = Counted(guide)
     torch.manual_seed(0)
-    log_p, log_q = traces.log_weights(plated_model, counted, x, 3000, particle_dim)
+    log_p, log_q = particles.log_weights(plated_model, counted, x, 3000, particle_dim)
     assert counted.calls == 1
     torch.testing.assert_close(torch.logsumexp(log_p - log_q, 0) - math.log(3000), exact_log_px(x), atol=0.03, rtol=0)
 
@@ -148,7 +148,7 @@ def test_subsampling_is_refused(x):
     for run in (
         lambda: log_marginal(model, g, x, num_samples=10, seed=0),
         lambda: ais(model, g, x, steps=2, chains=2, seed=0),
-        lambda: traces.log_weights(model, g, x, 3),
+        lambda: particles.log_weights(model, g, x, 3),
     ):
         with pytest.raises(ConfigError, match=r"plate 'data' subsamples 2 of its (4|8) elements.*without subsample_size") as info:
             run()

@@ -1,7 +1,6 @@
 """The trainer: exact resume, clean stop on a non-finite loss, metrics and checkpoints."""
 
 import json
-import math
 
 import pyro
 import pyro.distributions as dist

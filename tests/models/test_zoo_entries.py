@@ -7,7 +7,7 @@ import pyro
 import pytest
 import torch
 
-from vaezoo import data, traces, zoo
+from vaezoo import data, particles, traces, zoo
 from vaezoo.errors import ConfigError, ShapeError, UnknownNameError
 
 SHAPE = (1, 8, 8)
@@ -80,7 +80,7 @@ def test_model_and_guide_sites_agree(name, shape):
 def test_model_runs_under_particle_plate(name, shape):
     m = zoo.create(name, data_shape=shape)
     x = batch(n=5, shape=shape)
-    log_p, log_q = traces.log_weights(m.model, m.guide, x, num_particles=3)
+    log_p, log_q = particles.log_weights(m.model, m.guide, x, num_particles=3)
     assert log_p.shape == (3, 5) and log_q.shape == (3, 5)
     assert torch.isfinite(log_p).all() and torch.isfinite(log_q).all()
     # particle k of the vectorized pass equals a single-particle pass with the same latents

@@ -21,16 +21,8 @@ from vaezoo.evaluation.checks import ParamDtypeCheck, check_data, check_module_d
 from vaezoo.evaluation.result import EstimatorResult, _num
 from vaezoo.evaluation.seeding import resolve_seed, rng_scope, seed_device
 from vaezoo.evaluation.weights import pareto_khat
-from vaezoo.traces import (
-    DATA_PLATE,
-    check_no_subsampling,
-    check_observed,
-    check_sites,
-    per_datapoint,
-    probe_pair,
-    record,
-    site_log_prob,
-)
+from vaezoo.particles import check_no_subsampling, check_observed, probe_pair
+from vaezoo.traces import DATA_PLATE, check_sites, per_datapoint, record, site_log_prob
 
 __all__ = ["AISResult", "AnnealingOptions", "ais", "reverse_ais", "annealing_schedule"]
 

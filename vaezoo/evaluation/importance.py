@@ -16,16 +16,8 @@ from vaezoo.evaluation.checks import ParamDtypeCheck, check_data, check_module_d
 from vaezoo.evaluation.result import LogMarginalResult
 from vaezoo.evaluation.seeding import block_seed, resolve_seed, rng_scope, seed_device
 from vaezoo.evaluation.weights import summarize
-from vaezoo.traces import (
-    DATA_PLATE,
-    check_no_subsampling,
-    check_observed,
-    per_datapoint,
-    probe_pair,
-    record,
-    site_log_prob,
-    warn_particle_leak,
-)
+from vaezoo.particles import check_no_subsampling, check_observed, probe_pair, warn_particle_leak
+from vaezoo.traces import DATA_PLATE, per_datapoint, record, site_log_prob
 
 # The guide draws particles in blocks of PARTICLE_BLOCK particles x DATA_BLOCK datapoints, each from
 # its own seed: the random numbers, hence the estimates, do not depend on the chunk sizes.
@@ -65,7 +57,7 @@ def log_marginal(
     particle plate left of the pair's plates and the model is replayed on its draws, with one
     log-weight per (particle, datapoint); no scale (``poutine.scale``, KL annealing) enters a weight.
     A first vectorized run checks that every site's log-density keeps the particles on their plate
-    (:func:`vaezoo.traces.particle_leak`); a pair that moves them elsewhere (a transpose, a reshape
+    (:func:`vaezoo.particles.particle_leak`); a pair that moves them elsewhere (a transpose, a reshape
     with the batch size) runs one particle per pass instead, exactly but more slowly, with a
     warning. The guide must treat datapoints independently (networks in eval mode, no batch
     statistics).

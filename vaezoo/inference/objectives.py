@@ -31,7 +31,7 @@ from pyro.infer.util import MultiFrameTensor
 from torch import nn
 from torch.distributions import kl_divergence
 
-from vaezoo import traces
+from vaezoo import particles, traces
 from vaezoo.errors import ConfigError, SiteError
 
 Terms = Dict[str, torch.Tensor]
@@ -426,13 +426,13 @@ class IWAE(Objective):
         if not self._probed:
             self._runs(x)  # checks the pair and decides whether it can be traced
             # None for a pair that moves a particle plate out of place: one particle per pass
-            self._particle_dim = traces.probe(self.model, self.guide, x)[0]
+            self._particle_dim = particles.probe(self.model, self.guide, x)[0]
             self._probed = True
         K = self.num_particles
         if self._structure[1]:  # guide sites without rsample
-            log_p, log_q, log_s = traces.log_weights(self.model, self.guide, x, K, self._particle_dim, check=False, score=True)
+            log_p, log_q, log_s = particles.log_weights(self.model, self.guide, x, K, self._particle_dim, check=False, score=True)
         else:
-            (log_p, log_q), log_s = traces.log_weights(self.model, self.guide, x, K, self._particle_dim, check=False), None
+            (log_p, log_q), log_s = particles.log_weights(self.model, self.guide, x, K, self._particle_dim, check=False), None
         log_w = log_p - log_q  # [K, N]
         bound_n = log_w.logsumexp(0) - math.log(K)  # [N]
         bound = bound_n.mean()
