@@ -167,15 +167,19 @@ def frechet_distance(generated, reference: torch.Tensor, *, n: Optional[int] = N
         if features == "inception" and (len(shape) != 3 or shape[0] not in (1, 3)):
             raise ShapeError(f"model {generated.name!r} makes data of shape {shape}; "
                              f"expected images (1 or 3, H, W) for Inception features")
-        generated = generate(generated, len(reference) if n is None else n, from_likelihood, batch_size, seed)
     else:
         raise ConfigError(f"generated of type {type(generated).__name__}; expected images [N, C, H, W] or a zoo model")
+    # the metric before the samples, so that a wrong weights file is refused before minutes of sampling
     if features == "inception":
         metric = _inception_metric(weights)
     else:
         from torchmetrics.image.fid import FrechetInceptionDistance
 
-        metric = FrechetInceptionDistance(feature=feature or Features(load_classifier(None if weights is None else Path(weights).expanduser())), normalize=True)
+        if feature is None:
+            feature = Features(load_classifier(None if weights is None else Path(weights).expanduser()))
+        metric = FrechetInceptionDistance(feature=feature, normalize=True)
+    if not isinstance(generated, torch.Tensor):
+        generated = generate(generated, len(reference) if n is None else n, from_likelihood, batch_size, seed)
     for images, real in ((reference, True), (generated, False)):
         for start in range(0, len(images), batch_size):
             chunk = images[start:start + batch_size].float().cpu()
