@@ -100,3 +100,15 @@ def test_inception_path_equals_the_distance_of_torch_fidelity_features(random_in
         expected = exact_frechet(features(generated), features(reference.expand(-1, generated.shape[1], -1, -1)))
         assert value == pytest.approx(expected, rel=1e-3)
         assert np.isfinite(value) and value > 0
+
+
+def test_the_cli_scores_a_run_in_inception_features(random_inception, monkeypatch, tmp_path, capsys):
+    monkeypatch.setattr(quality, "INCEPTION_FEATURES", 64)  # as above: the same path, cheaper
+    run = tmp_path / "sos"
+    assert cli.main(["train", "--model", "sos-vae", "--out", str(run), "--epochs", "1", "--n-train", "64",
+                     "--eval-samples", "0", "--quiet", "--device", "cpu", "--set", "rank=3", "--set", "hidden=16"]) == 0
+    capsys.readouterr()
+    assert cli.main(["evaluate", str(run), "--samples", "0", "--n", "4", "--quiet", "--device", "cpu", "--fid",
+                     "--fid-features", "inception", "--inception-weights", str(random_inception)]) == 0
+    assert "in the features of Inception-v3: means" in capsys.readouterr().out
+    assert "in the features of Inception-v3" in (run / "report.md").read_text()
