@@ -18,7 +18,7 @@ from typing import Dict, List, Optional
 import torch
 
 from vaezoo import data, runlock, runs, zoo
-from vaezoo.errors import ConfigError, RunError, SiteError, VaezooError
+from vaezoo.errors import ConfigError, DataError, RunError, SiteError, VaezooError
 
 DEFAULT_MODEL = "vae"
 DEFAULT_DATASET = "mnist-small"
@@ -279,6 +279,21 @@ def _write_evaluation(run: Path, name: str, gaps: str, summary: Dict, text: str,
     return paths
 
 
+def _check_fid_flags(args) -> None:
+    """Refuses FID flags that cannot work before a run is loaded and evaluated for minutes."""
+    from vaezoo.evaluation.quality import INCEPTION_URL
+
+    if args.inception_weights is not None and not (args.fid and args.fid_features == "inception"):
+        raise ConfigError("--inception-weights without --fid --fid-features inception; expected both or neither")
+    if args.fid and args.fid_features == "inception":
+        if args.inception_weights is None:
+            raise ConfigError(f"--fid-features inception needs the Inception-v3 weights: download {INCEPTION_URL} "
+                              "and pass its path with --inception-weights PATH")
+        if not Path(args.inception_weights).expanduser().is_file():
+            raise DataError(f"--inception-weights {args.inception_weights}: no such file; expected the weights "
+                            f"file {INCEPTION_URL}")
+
+
 def cmd_evaluate(args) -> int:
     from vaezoo.inference import Trainer, resolve_dtype
 
@@ -288,6 +303,7 @@ def cmd_evaluate(args) -> int:
     seed = _seed(args.seed)
     device = _device(args.device)
     dtype = resolve_dtype(args.dtype)
+    _check_fid_flags(args)
     run = Path(args.run)
     with _owning(run, "evaluate", create=False):  # it writes eval-*.json and report.md
         m, cfg, state = runs.load_trained(run, device, dtype)
@@ -308,11 +324,12 @@ def cmd_evaluate(args) -> int:
         if args.fid:
             from vaezoo.evaluation.quality import model_quality
 
-            fid = model_quality(m, x, seed=seed)
-            line = (f"- Frechet distance to the {x.shape[0]} {args.split} images in the features of vaezoo's "
-                    f"MNIST classifier: means {fid['means']:.2f}, samples {fid['samples']:.2f}")
+            fid = model_quality(m, x, seed=seed, features=args.fid_features, weights=args.inception_weights)
+            space = "Inception-v3" if args.fid_features == "inception" else "vaezoo's MNIST classifier"
+            line = (f"- Frechet distance to the {x.shape[0]} {args.split} images in the features of {space}: "
+                    f"means {fid['means']:.2f}, samples {fid['samples']:.2f}")
             print(line)
-            summary, text = dict(summary, fid=fid), text + "\n" + line
+            summary, text = dict(summary, fid=dict(fid, features=args.fid_features)), text + "\n" + line
         gaps = "gaps-" + name[len("eval-"):-len(".json")] + ".png"
         for path in _write_evaluation(run, name, gaps, summary, text, result, **settings):
             print(path)
@@ -395,7 +412,11 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--dtype", default="float32", choices=["float32", "float64"])
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--quiet", action="store_true")
-    e.add_argument("--fid", action="store_true", help="Frechet distance of the model's means and samples to the split (28x28 images)")
+    e.add_argument("--fid", action="store_true", help="Frechet distance of the model's means and samples to the split")
+    e.add_argument("--fid-features", default="mnist", choices=["mnist", "inception"],
+                   help="feature space of --fid: vaezoo's MNIST classifier (28x28 grey images, default) or Inception-v3")
+    e.add_argument("--inception-weights", default=None, metavar="PATH",
+                   help="Inception-v3 weights file for --fid-features inception (torch-fidelity's pt_inception-2015-12-05)")
 
     s = sub.add_parser("sample", help="a PNG grid of samples from a trained run")
     s.add_argument("run")

@@ -35,6 +35,10 @@ class DataError(VaezooError, OSError):
     """A dataset that is missing, cannot be downloaded, or fails its checksum."""
 
 
+class MissingDependencyError(VaezooError, ImportError):
+    """An optional dependency (one of vaezoo's pip extras) that is not installed."""
+
+
 class RunError(VaezooError, OSError):
     """A run directory that does not exist or does not hold what was expected."""
 

@@ -24,7 +24,7 @@ def offline_opener(url, *args, **kwargs):
 
 
 def test_names():
-    assert data.names() == ["digits", "fashion-mnist", "mnist", "mnist-small", "synthetic"]
+    assert data.names() == ["celeba", "cifar10", "digits", "fashion-mnist", "mnist", "mnist-small", "synthetic"]
 
 
 @pytest.mark.parametrize(
