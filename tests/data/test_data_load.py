@@ -2,7 +2,6 @@
 
 import gzip
 import shutil
-import time
 import urllib.error
 
 import pytest
@@ -177,12 +176,9 @@ def test_full_mnist_is_verified_then_cached(mnist_root, monkeypatch, tmp_path):
     assert dict(checked) == {spec.name: spec.md5 for split in ("train", "test") for spec in mnist.MNIST.files(split)}
 
     checked.clear()
-    start = time.perf_counter()
     again = data.load("mnist", download=False)
-    elapsed = time.perf_counter() - start
-    assert checked == []  # served from the decoded cache
+    assert checked == []  # served from the decoded cache, not decoded and verified again (its speed: bench/)
     assert torch.equal(again.data, train.data) and torch.equal(again.targets, train.targets)
-    assert elapsed < 2.0, f"cached load of full MNIST took {elapsed:.2f} s"
 
 
 def test_corrupted_copy_of_real_mnist_is_rejected(mnist_root, tmp_path):
