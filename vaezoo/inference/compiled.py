@@ -8,6 +8,7 @@ import logging
 import time
 from typing import Callable, Dict, List, Tuple
 
+import pyro
 import torch
 from torch import nn
 from torch.fx.experimental.proxy_tensor import make_fx
@@ -59,7 +60,9 @@ class Captured:
         # Capturing runs the pair once on real tensors: fork the random stream so that building the
         # program does not shift the run's draws (a resumed run then draws what an uninterrupted
         # one draws). make_fx records below autograd, the forward ops only.
-        with torch.random.fork_rng(devices=[x.device] if x.device.type == "cuda" else []):
+        # Validation is off as after the objective's first call, which made the checks: its
+        # data-dependent branches (support checks) cannot be captured.
+        with torch.random.fork_rng(devices=[x.device] if x.device.type == "cuda" else []), pyro.validation_enabled(False):
             self.graph = make_fx(fn)(tensors, x)
         self.terms_spec = spec["terms"]
         _check_no_frozen_state(self.graph, tensors, self.names)

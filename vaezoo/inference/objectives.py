@@ -165,6 +165,12 @@ class Objective(nn.Module):
         it compiles (IWAE adds its particle probe)."""
         self._runs(x)
 
+    @property
+    def compiles(self) -> bool:
+        """Whether gradient steps run compiled programs, as far as the calls so far tell (a pair found
+        to block compiling, or a failed compilation, turns it off)."""
+        return self.compile_enabled and self._blocker is None
+
     def _fall_back(self, reason: str) -> None:
         """Turns compiling off with one warning naming the reason."""
         warnings.warn(f"{type(self).__name__}(compile=True) runs eagerly: {reason}", stacklevel=4)

@@ -393,7 +393,7 @@ class Trainer:
         if callable(self.optimizer_spec):
             return self.optimizer_spec(params)
         options = {}
-        if self.optimizer_spec in FUSED and getattr(self.objective, "compile_enabled", False):
+        if self.optimizer_spec in FUSED and getattr(self.objective, "compiles", False):
             # a compiled objective's run: the fused Adam kernel (0.54 against 1.76 ms a step for
             # foreach Adam, and 1.26 for torch.compile(opt.step), on the Burda MLP's parameters,
             # one thread; bench/RESULTS.md). Its floating-point order is not foreach's: compiled
