@@ -3,6 +3,7 @@ taken out, reproducible from a seed, exactly resumable, and eager with one warni
 
 Each inductor compilation costs seconds: the pairs are tiny, float64, and few shapes are compiled."""
 
+import json
 import warnings
 
 import pyro
@@ -238,3 +239,19 @@ def test_log_marginal_compiled_equals_eager_and_keeps_its_program():
     again = evaluation.log_marginal(m.model, m.guide, x, compile=True, **kw)
     torch.testing.assert_close(again.log_px, evaluation.log_marginal(m.model, m.guide, x, **kw).log_px)
     assert len(importance._PROGRAMS[m.model]) == 1
+
+
+def test_vaezoo_train_compile_is_recorded_and_kept_on_resume(tmp_path, capsys):
+    from vaezoo import cli
+
+    run = tmp_path / "run"
+    tiny = ["--dataset", "digits", "--n-train", "64", "--batch-size", "32", "--eval-samples", "0", "--quiet",
+            "--device", "cpu", "--set", "hidden=8", "--set", "latent_dim=2"]
+    assert cli.main(["train", "--compile", "--epochs", "1", "--out", str(run)] + tiny) == 0
+    assert json.loads((run / "config.json").read_text())["train"]["compile"] is True
+    assert cli.main(["train", "--resume", "--epochs", "2", "--out", str(run), "--quiet", "--device", "cpu",
+                     "--eval-samples", "0"]) == 0
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    # the resumed process compiled its own program: the run went on compiled
+    assert [r["epoch"] for r in records] == [1, 2] and all(r["compile_seconds"] > 0 for r in records)
+    assert "compiling" in capsys.readouterr().err

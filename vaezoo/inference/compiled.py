@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import time
+import warnings
 from typing import Callable, Dict, List, Tuple
 
 import pyro
@@ -101,7 +102,9 @@ class Program(Captured):
         start = time.perf_counter()  # inductor compiles on the first call: timed, for the report
         # the backward too, now rather than lazily at the first backward(): its time is reported
         # with the forward's, and a failure to compile it falls back to eager here
-        with torch._functorch.config.patch(force_non_lazy_backward_lowering=True):
+        with torch._functorch.config.patch(force_non_lazy_backward_lowering=True), warnings.catch_warnings():
+            # deprecation notices of the compiler's own internals: nothing a user can act on
+            warnings.filterwarnings("ignore", category=FutureWarning, module=r"torch\._inductor")
             out = self._run(self.fn, x)
         self.compile_seconds += time.perf_counter() - start
         self._first = False
