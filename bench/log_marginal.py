@@ -17,7 +17,7 @@ Achieved decoder throughput counts 2 K N (50*200 + 200*200 + 200*784) FLOPs for 
 matrix products only (the encoder, the Bernoulli log-likelihood over 784 pixels and the guide are
 overhead). The baselines run on subsets of the data, and their throughput is per datapoint.
 
-    python bench/log_marginal.py [--n 64] [--k 5000] [--threads T] [--baseline-n 8] [--rounds 3]
+    python bench/log_marginal.py [--n 64] [--k 5000] [--threads T] [--baseline-n 8] [--rounds 3] [--net conv]
 
 The last lines printed are ratios against the targets.
 """
@@ -229,6 +229,30 @@ def memory(k, n, threads):
     return json.loads(out.strip().splitlines()[-1])
 
 
+def conv_speed(args):
+    """``--net conv``: the zoo's convolutional ``vae`` (untrained, seeded), compiled against eager
+    ``log_marginal`` in alternating rounds (no FLOP accounting: the baselines above are MLP-only)."""
+    from vaezoo import zoo
+
+    torch.manual_seed(0)
+    m = zoo.create("vae", data_shape=(1, 28, 28), net="conv").eval()
+    x, source = mnist_test(args.n)
+    print(f"networks: zoo 'vae' net=conv; data: {x.shape[0]} MNIST test images from {source}; K = {args.k}, "
+          f"{args.threads} thread(s), load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")
+    compile_seconds, _ = timed(lambda: log_marginal(m.model, m.guide, x[:16], num_samples=256, seed=0, compile=True))
+    rates = {"compiled": [], "eager": []}
+    for _ in range(args.rounds):
+        t, fast = timed(lambda: log_marginal(m.model, m.guide, x, num_samples=args.k, seed=0, compile=True))
+        rates["compiled"].append(args.n / t)
+        t, ref = timed(lambda: log_marginal(m.model, m.guide, x, num_samples=args.k, seed=0))
+        rates["eager"].append(args.n / t)
+    med = {name: statistics.median(v) for name, v in rates.items()}
+    print(f"log_marginal(compile=True) {med['compiled']:.2f} datapoints/s, eager {med['eager']:.2f} (medians of {args.rounds})")
+    print(f"compiling the model pass: {compile_seconds:.1f} s; largest |log p(x) compiled - eager|: "
+          f"{(fast.log_px - ref.log_px).abs().max().item():.2e} nats")
+    print(f"ratio compiled / eager log_marginal datapoints/s: {med['compiled'] / med['eager']:.2f}")
+
+
 # ----------------------------------------------------------------------------------------- main
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -238,12 +262,15 @@ def main(argv=None):
     p.add_argument("--rounds", type=int, default=3, help="alternating measurement rounds (medians reported)")
     p.add_argument("--threads", type=int, default=torch.get_num_threads(), help="torch intra-op threads")
     p.add_argument("--memory-n", type=int, default=8, help="datapoints for the memory runs")
+    p.add_argument("--net", default="mlp", choices=["mlp", "conv"], help="conv: compiled against eager only")
     p.add_argument("--memory-child", type=int, default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     torch._inductor.config.force_disable_caches = True  # the compile time a first run pays
     if args.memory_child is not None:
         return memory_child(args.memory_child, args.n)
+    if args.net == "conv":
+        return conv_speed(args)
 
     k, n, nb = args.k, args.n, args.baseline_n
     model, guide, decoder, encoder, nets = networks()

@@ -226,10 +226,12 @@ class ZooModel(PyroModule):
     def objective(self, compile: bool = False) -> Objective:
         """The training objective: the entry's own (see :func:`register`), else the one the config
         names (``elbo`` or ``iwae``). Zoo entries have static structure, so ``compile=True`` runs
-        their steps as compiled programs (see :class:`~vaezoo.inference.Objective`). Off by default:
-        compiling costs ~30 s per batch shape on a CPU and saves ~2-3 ms a step on the Burda MLP
-        (``bench/svi_throughput.py``), so it pays back only after ~10,000 steps (~20 MNIST epochs);
-        tests, smoke runs and short runs are faster eagerly."""
+        their steps as compiled programs (see :class:`~vaezoo.inference.Objective`). Off by default,
+        from ``bench/svi_throughput.py``: compiling costs ~20 s per batch shape on a 2-core CPU (an
+        epoch with a smaller last batch has two) and makes a step of the Burda MLP 1.3-1.5x faster,
+        so it pays back after 5,000-8,000 steps (12-17 MNIST epochs at batch 128), and never for
+        the conv nets, whose steps are convolutions inductor does not speed up; tests, smoke runs
+        and the default job on a small dataset are faster eagerly."""
         build = entry(self.name).objective
         if build is not None:
             return build(self.config, self.model, self.guide, compile)
