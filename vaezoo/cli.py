@@ -380,7 +380,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--dtype", default=None, choices=["float32", "float64"], help="default float32")
     t.add_argument("--seed", type=int, default=None, help="default 0")
     t.add_argument("--compile", action="store_true", default=None,
-                   help="compiled training steps and log p(x) passes (torch.compile; ~30 s per batch shape on a CPU, then faster steps)")
+                   help="compiled training steps and log p(x) passes (torch.compile: ~20 s per batch shape on a CPU, then faster steps)")
     t.add_argument("--out", default=None, help="run directory (default runs/<model>-<dataset>-<time>)")
     t.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
     t.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config field (repeatable)")

@@ -110,9 +110,9 @@ def log_marginal(
         SupportError: an observed value outside its likelihood's support (naming it).
         SiteError: the guide lacks a latent site of the model, has one the model lacks, or an event
             shape differs.
-        ConfigError: ``num_samples``, a chunk size, ``iwae_k``, ``seed`` or ``compile`` out of range; a parameter
-            of the pair (of an nn.Module model or guide, or a param site) in another dtype than
-            ``x``; a plate subsampled with ``subsample_size``.
+        ConfigError: ``num_samples``, a chunk size, ``iwae_k``, ``seed`` or ``compile`` out of
+            range; a parameter of the pair (of an nn.Module model or guide, or a param site) in
+            another dtype than ``x``; a plate subsampled with ``subsample_size``.
     """
     start = time.perf_counter()
     num_samples = positive_int("num_samples", num_samples)

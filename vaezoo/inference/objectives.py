@@ -32,8 +32,8 @@ from torch import nn
 from torch.distributions import kl_divergence
 
 from vaezoo import traces
-from vaezoo.inference import compiled
 from vaezoo.errors import ConfigError, SiteError
+from vaezoo.inference import compiled
 
 Terms = Dict[str, torch.Tensor]
 
@@ -100,8 +100,8 @@ class Objective(nn.Module):
     :mod:`vaezoo.inference.compiled`): the eager computation of the pair, Pyro's effect handlers
     and all, is captured once per input shape, dtype, device and train/eval mode into one aten
     graph, which ``torch.compile`` (inductor) turns into fused kernels with their backward pass.
-    Compiling costs tens of seconds on a CPU (reported in :attr:`compile_seconds` and logged) and
-    pays back after some thousands of steps (``bench/svi_throughput.py``). Calls without gradients
+    Compiling costs ~20 s per shape on a 2-core CPU (reported in :attr:`compile_seconds` and
+    logged) and pays back after some thousands of steps (``bench/svi_throughput.py``). Calls without gradients
     (evaluation) and calls under an active Pyro handler run eagerly. The compiled program draws its
     random numbers from torch's default generator, so the same seed gives the same compiled run,
     but not the draws of an eager run (inductor generates them in its own kernels).

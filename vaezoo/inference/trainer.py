@@ -290,7 +290,7 @@ class Trainer:
         objective: the loss module; its parameters, and any ``pyro.param``/``pyro.module``
             parameters the model and guide register, are optimized.
         optimizer: a name in :data:`OPTIMIZERS`, or a callable ``params -> torch.optim.Optimizer``.
-            For an objective built with ``compile=True``, Adam and AdamW run fused (one kernel).
+            For an objective that compiles (``compile=True``), Adam and AdamW run fused (one kernel).
         lr: learning rate (finite, > 0); epochs: int >= 0; batch_size: int >= 1;
         seed: int in [0, 2^32); clip_norm: None, or the maximal gradient norm (finite, > 0).
         device: ``"auto"`` (CUDA when available), ``"cpu"`` or ``"cuda[:N]"``.
