@@ -1,21 +1,32 @@
-"""Training throughput of the zoo's ``vae`` against a hand-written pure-PyTorch loop.
+"""Training throughput of a zoo VAE, compiled and eager, against a hand-written pure-PyTorch loop.
 
-Identical networks (Burda et al. MLP: 784-200-200-2x50 / 50-200-200-784, tanh), identical initial
-weights, identical loss (Bernoulli log-likelihood minus the closed-form Gaussian KL, batch mean),
-Adam(lr=1e-3), batch 128, dynamically binarized MNIST (training set). The two loops are measured
-alternately, round after round, in the same process; the figure is the ratio of median
-throughputs (images/s), vaezoo / pure PyTorch. Pyro's own ``SVI`` with ``TraceMeanField_ELBO``
-(the same closed-form KL) on a second zoo ``vae`` with the same weights joins the table (zoo pairs
-register their networks with Pyro), and with the ``jax`` extra installed, NumPyro's jit-compiled
-SVI on the same networks and weights.
+By default the zoo's ``vae`` (Burda et al. MLP: 784-200-200-2x50 / 50-200-200-784, tanh); ``--net
+conv`` takes its convolutional networks instead, ``--model`` another entry with a diagonal Normal
+guide and a Bernoulli decoder (``iwae`` trains its own bound then). Identical networks, identical
+initial weights, identical loss (Bernoulli log-likelihood minus the closed-form Gaussian KL, batch
+mean), Adam(lr=1e-3), batch 128, dynamically binarized MNIST (training set). Runners:
 
-    python bench/svi_throughput.py [--rounds 5] [--steps 200] [--device cpu]
+- ``vaezoo-compiled``: ``m.objective(compile=True)`` and fused Adam, as ``vaezoo train --compile``
+  runs it; its compile time (capture, forward and backward, inductor's caches off) is printed, and
+  the break-even number of steps against the eager objective;
+- ``vaezoo-eager``: ``m.objective()`` and torch's default (foreach) Adam, as ``vaezoo train``;
+- ``pure-torch``: the same networks and loss written by hand, default Adam: the reference;
+- ``pyro-svi``: Pyro's ``SVI`` + ``TraceMeanField_ELBO`` (the same closed-form KL) on a copy of the
+  zoo pair (zoo pairs register their networks with Pyro);
+- ``numpyro-jit``: with the ``jax`` extra and the MLP, NumPyro's jit-compiled SVI on the same
+  networks and weights.
 
-The last line printed is ``ratio: X``.
+All are measured alternately, round after round, in one process; figures are ratios of median
+throughputs (images/s).
+
+    python bench/svi_throughput.py [--rounds 5] [--steps 200] [--device cpu] [--net mlp|conv] [--threads 1]
+
+The last line printed is ``ratio: X``, vaezoo-compiled / pure-torch.
 """
 
 import argparse
 import copy
+import os
 import statistics
 import time
 
@@ -45,17 +56,17 @@ def batches(x, batch_size, steps, seed):
 
 
 class PureTorch:
-    """The reference: copies of the same MLPs (so the same initial weights), the VAE loss written
-    by hand."""
+    """The reference: copies of the same encoder and decoder (so the same initial weights), the VAE
+    loss written by hand."""
 
-    def __init__(self, encoder, decoder, lr):
-        self.encoder, self.decoder = encoder, decoder
+    def __init__(self, encoder, decoder, lr, min_scale):
+        self.encoder, self.decoder, self.min_scale = encoder, decoder, min_scale
         params = list(encoder.parameters()) + list(decoder.parameters())
         self.opt = torch.optim.Adam(params, lr=lr)
 
     def step(self, x):
-        loc, raw = self.encoder(x.reshape(x.shape[0], -1)).chunk(2, dim=-1)
-        scale = F.softplus(raw) + 1e-4
+        loc, raw = self.encoder(x).chunk(2, dim=-1)
+        scale = F.softplus(raw) + self.min_scale
         z = loc + scale * torch.randn_like(loc)
         logits = self.decoder(z).reshape(x.shape)
         log_lik = -F.binary_cross_entropy_with_logits(logits, x, reduction="none").sum((-3, -2, -1))
@@ -68,12 +79,13 @@ class PureTorch:
 
 
 class Vaezoo:
-    """The zoo's ``vae`` through the generic objective path (the one every entry and a user's own
-    model/guide pair goes through) and a torch optimizer, as ``vaezoo.inference.Trainer`` runs it."""
+    """A zoo pair through the generic objective path (the one every entry and a user's own
+    model/guide pair goes through) and the optimizer ``vaezoo.inference.Trainer`` builds for it."""
 
-    def __init__(self, m, lr):
-        self.objective = m.objective()
-        self.opt = torch.optim.Adam(self.objective.parameters(), lr=lr)
+    def __init__(self, m, lr, compile):
+        self.objective = m.objective(compile=compile)
+        # the Trainer's choice: fused Adam for a compiled objective, torch's default otherwise
+        self.opt = torch.optim.Adam(self.objective.parameters(), lr=lr, fused=True if compile else None)
 
     def step(self, x):
         loss, _ = self.objective(x)
@@ -155,41 +167,66 @@ def main():
     ap.add_argument("--steps", type=int, default=200, help="training steps per round and runner")
     ap.add_argument("--batch-size", type=int, default=128)
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--model", default="vae", help="a zoo entry with a diagonal Normal guide and Bernoulli pixels")
+    ap.add_argument("--net", default="mlp", choices=["mlp", "conv"])
     ap.add_argument("--no-numpyro", action="store_true")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="intra-op threads of torch and XLA (default: their own; 1 is steadier on a busy machine)")
+    ap.add_argument("--warm-cache", action="store_true", help="let inductor use its on-disk caches (compile time then understated)")
     args = ap.parse_args()
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+        # before jax is imported: XLA's CPU client reads it once
+        os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + f" --xla_cpu_multi_thread_eigen={str(args.threads > 1).lower()}"
+                                   f" intra_op_parallelism_threads={args.threads}").strip()
+    if not args.warm_cache:
+        torch._inductor.config.force_disable_caches = True  # the compile time a first run pays
     device = inference.resolve_device(args.device)
     torch.manual_seed(0)
     x = mnist_train(device)
-    m = zoo.create("vae").to(device)
-    ref = PureTorch(copy.deepcopy(m.guide.encoder.net), copy.deepcopy(m.model.decoder.net), lr=1e-3)
-    # a second model with the same weights (a deepcopy would share m's Pyro param-store names)
-    m_pyro = zoo.create("vae").to(device)
-    m_pyro.load_state_dict(m.state_dict())
-    runners = {"vaezoo": Vaezoo(m, lr=1e-3).step, "pure-torch": ref.step, "pyro-svi": pyro_svi_runner(m_pyro, 1e-3)}
+    m = zoo.create(args.model, net=args.net).to(device)
+    min_scale = m.guide.min_scale
+    ref = PureTorch(copy.deepcopy(m.guide.encoder), copy.deepcopy(m.model.decoder), lr=1e-3, min_scale=min_scale)
+    # copies with the same weights (a deepcopy would share m's Pyro param-store names)
+    copies = []
+    for _ in range(2):
+        c = zoo.create(args.model, net=args.net).to(device)
+        c.load_state_dict(m.state_dict())
+        copies.append(c)
+    compiled = Vaezoo(m, lr=1e-3, compile=True)
+    runners = {"vaezoo-compiled": compiled.step, "vaezoo-eager": Vaezoo(copies[0], lr=1e-3, compile=False).step,
+               "pure-torch": ref.step, "pyro-svi": pyro_svi_runner(copies[1], 1e-3)}
     sync = (lambda loss: torch.cuda.synchronize()) if device.type == "cuda" else (lambda loss: float(loss))
-    syncs = {"vaezoo": sync, "pure-torch": sync, "pyro-svi": sync}
-    if not args.no_numpyro:
+    syncs = {name: sync for name in runners}
+    if not args.no_numpyro and args.net == "mlp" and args.model == "vae":
         try:
             step, s = numpyro_runner(m.guide.encoder.net, m.model.decoder.net, 1e-3, args.batch_size)
             runners["numpyro-jit"], syncs["numpyro-jit"] = step, s
         except ImportError:
             print("(numpyro not installed: pip install vaezoo[jax] to add it)")
-    # warm-up: the first validated call, allocator, jit compilation
+    # warm-up: the first validated call, allocator, compilation
     for name, step in runners.items():
         measure(step, batches(x, args.batch_size, 20, 0), syncs[name])
+    compile_seconds = compiled.objective.compile_seconds
     times = {name: [] for name in runners}
     for r in range(args.rounds):
         for name, step in runners.items():
             t = measure(step, batches(x, args.batch_size, args.steps, r + 1), syncs[name])
             times[name].append(args.steps * args.batch_size / t)
-    ref_ips = statistics.median(times["pure-torch"])
-    print(f"device={device} torch={torch.__version__} threads={torch.get_num_threads()} batch={args.batch_size} "
-          f"steps/round={args.steps} rounds={args.rounds}")
-    print(f"{'runner':<12} {'images/s (median)':>18} {'min':>10} {'max':>10} {'vs pure-torch':>14}")
+    med = {name: statistics.median(ips) for name, ips in times.items()}
+    ref_ips = med["pure-torch"]
+    print(f"model={args.model} net={args.net} device={device} torch={torch.__version__} threads={torch.get_num_threads()} "
+          f"batch={args.batch_size} steps/round={args.steps} rounds={args.rounds}")
+    print(f"{'runner':<16} {'images/s (median)':>18} {'min':>10} {'max':>10} {'vs pure-torch':>14}")
     for name, ips in times.items():
-        med = statistics.median(ips)
-        print(f"{name:<12} {med:>18.0f} {min(ips):>10.0f} {max(ips):>10.0f} {med / ref_ips:>14.3f}")
-    print(f"ratio: {statistics.median(times['vaezoo']) / ref_ips:.3f}")
+        print(f"{name:<16} {med[name]:>18.0f} {min(ips):>10.0f} {max(ips):>10.0f} {med[name] / ref_ips:>14.3f}")
+    step_saved = args.batch_size / med["vaezoo-eager"] - args.batch_size / med["vaezoo-compiled"]  # seconds
+    even = f"{compile_seconds / step_saved:.0f} steps" if step_saved > 0 else "never (not faster)"
+    print(f"compile time: {compile_seconds:.1f} s; break-even against vaezoo-eager after {even}")
+    if "numpyro-jit" in med:
+        print(f"vaezoo-compiled / numpyro-jit: {med['vaezoo-compiled'] / med['numpyro-jit']:.3f}")
+    print(f"vaezoo-compiled / vaezoo-eager: {med['vaezoo-compiled'] / med['vaezoo-eager']:.3f}")
+    print(f"ratio: {med['vaezoo-compiled'] / ref_ips:.3f}")
 
 
 if __name__ == "__main__":

@@ -44,6 +44,12 @@ def _positive_float(value, label):
     return float(value)
 
 
+def _bool(value, label):
+    if not isinstance(value, bool):
+        raise ConfigError(f"{label} {value!r} is not a boolean; expected true or false")
+    return value
+
+
 def _optional(check):
     return lambda value, label: None if value is None else check(value, label)
 
@@ -63,8 +69,9 @@ TRAIN_CHECKS = {
     "clip_norm": _optional(_positive_float),
     "dtype": _dtype,
     "n_train": _optional(_int(1, what="an integer >= 1")),
+    "compile": _bool,
 }
-TRAIN_DEFAULTS = {"batch_size": 128, "lr": 1e-3, "seed": 0, "clip_norm": None, "dtype": "float32"}
+TRAIN_DEFAULTS = {"batch_size": 128, "lr": 1e-3, "seed": 0, "clip_norm": None, "dtype": "float32", "compile": False}
 
 
 def check_train(train: Dict[str, Any], label=lambda key: key) -> Dict[str, Any]:

@@ -27,9 +27,8 @@ DATA_PLATE = "data"
 
 def data_plate(x: torch.Tensor) -> pyro.plate:
     """``pyro.plate("data", B, dim=-1)`` for a batch ``x  # [B, ...]``, the contract's data plate,
-    with ``B`` a Python int: under ``torch.jit.trace`` (the objectives' ``jit=True``) a traced
-    size would make the plate recompute its scale with tensor ops on every step, a constant does
-    not (traces are kept per input shape, so the constant is always right)."""
+    with ``B`` a Python int: a constant of a compiled objective (``compile=True``), whose programs
+    are kept per input shape, so the constant is always right."""
     return pyro.plate(DATA_PLATE, int(x.shape[0]), dim=-1)
 
 

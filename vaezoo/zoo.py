@@ -36,7 +36,7 @@ class Entry:
     config: type
     description: str
     build: Callable
-    objective: Optional[Callable] = None  # (config, model, guide, jit) -> Objective, else ELBO/IWAE
+    objective: Optional[Callable] = None  # (config, model, guide, compile) -> Objective, else ELBO/IWAE
 
 
 _REGISTRY: Dict[str, Entry] = {}
@@ -44,7 +44,7 @@ _REGISTRY: Dict[str, Entry] = {}
 
 def register(name: str, config: type, description: str, objective: Optional[Callable] = None):
     """Decorator registering ``build(config, data_shape) -> (model, guide)`` under ``name``.
-    ``objective(config, model, guide, jit) -> Objective``, if given, builds the entry's training
+    ``objective(config, model, guide, compile) -> Objective``, if given, builds the entry's training
     objective (a Lagrangian, ...); otherwise the config's ``objective`` field picks ELBO or IWAE."""
     if not dataclasses.is_dataclass(config):
         raise TypeError(f"the config of {name!r} must be a dataclass")
@@ -223,18 +223,23 @@ class ZooModel(PyroModule):
         self.model = model
         self.guide = guide
 
-    def objective(self, jit: bool = True) -> Objective:
+    def objective(self, compile: bool = False) -> Objective:
         """The training objective: the entry's own (see :func:`register`), else the one the config
-        names (``elbo`` or ``iwae``); zoo entries have static structure, so it is compiled with
-        ``torch.jit.trace`` unless ``jit=False``."""
+        names (``elbo`` or ``iwae``). Zoo entries have static structure, so ``compile=True`` runs
+        their steps as compiled programs (see :class:`~vaezoo.inference.Objective`). Off by default,
+        from ``bench/svi_throughput.py``: compiling costs ~20 s per batch shape on a 2-core CPU (an
+        epoch with a smaller last batch has two) and makes a step of the Burda MLP 1.3-1.5x faster,
+        so it pays back after 5,000-8,000 steps (12-17 MNIST epochs at batch 128); the conv nets
+        gain 0-8% (their steps are convolutions, which inductor leaves to oneDNN); tests, smoke
+        runs and the default job on a small dataset are faster eagerly."""
         build = entry(self.name).objective
         if build is not None:
-            return build(self.config, self.model, self.guide, jit)
+            return build(self.config, self.model, self.guide, compile)
         kind = getattr(self.config, "objective", "elbo")
         if kind == "elbo":
-            return ELBO(self.model, self.guide, analytic_kl=getattr(self.config, "analytic_kl", True), jit=jit)
+            return ELBO(self.model, self.guide, analytic_kl=getattr(self.config, "analytic_kl", True), compile=compile)
         if kind == "iwae":
-            return IWAE(self.model, self.guide, num_particles=getattr(self.config, "num_particles", 5), jit=jit)
+            return IWAE(self.model, self.guide, num_particles=getattr(self.config, "num_particles", 5), compile=compile)
         raise ConfigError(f"unknown objective {kind!r}; expected elbo or iwae")
 
     def _template(self, n: int) -> torch.Tensor:

@@ -229,6 +229,7 @@ def test_lock_released_after_an_error(run, capsys):
         (["--dtype", "float64"], "--dtype float64 differs from the run's dtype float32"),
         (["--dataset", "mnist-small"], "--dataset mnist-small differs from the run's dataset 'digits'"),
         (["--n-train", "32"], "--n-train 32 differs from the run's n_train 64"),
+        (["--compile"], "--compile True differs from the run's compile False"),
         (["--model", "iwae"], "--model iwae does not match the run's model 'vae'"),
         (["--set", "latent_dim=3"], "--set cannot change the config of a run being resumed"),
     ],

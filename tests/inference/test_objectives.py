@@ -13,7 +13,7 @@ from pyro.infer import Trace_ELBO, TraceEnum_ELBO, TraceMeanField_ELBO, config_e
 from torch import nn
 
 from vaezoo.errors import SiteError
-from vaezoo.inference import ELBO, IWAE
+from vaezoo.inference import ELBO, IWAE, compiled
 
 
 
@@ -316,10 +316,10 @@ class Annealed(nn.Module):
                 pyro.sample("z", dist.Normal(loc, nn.functional.softplus(raw)).to_event(1))
 
 
-def test_jit_does_not_freeze_an_annealing_factor():
+def test_compile_does_not_freeze_an_annealing_factor():
     pair = Annealed()
     x = torch.randn(5, 3, generator=torch.Generator().manual_seed(0))
-    compiled, eager = ELBO(pair.model, pair.guide, jit=True), ELBO(pair.model, pair.guide)
+    compiled, eager = ELBO(pair.model, pair.guide, compile=True), ELBO(pair.model, pair.guide)
     pair.beta = 0.1
     with pytest.warns(UserWarning, match="scale"):
         compiled(x)
@@ -334,7 +334,7 @@ def test_jit_does_not_freeze_an_annealing_factor():
 
 class Decoder(nn.Module):
     """A model whose network is registered with pyro.module inside the program, as a PyroModule's
-    is: the parameters are the objective's own (the model is its submodule), so tracing stays on."""
+    is: the parameters are the objective's own (the model is its submodule), so compiling stays on."""
 
     def __init__(self):
         super().__init__()
@@ -359,28 +359,36 @@ class Encoder(nn.Module):
             pyro.sample("z", dist.Normal(loc, nn.functional.softplus(raw)).to_event(1))
 
 
-def test_jit_traces_a_pair_whose_params_are_its_own(recwarn):
+def test_compile_captures_a_pair_whose_params_are_its_own(recwarn):
+    """No warning, and the captured aten graph replayed op by op (the eager draws) gives the eager
+    loss and gradients: nothing of the pair is frozen (the inductor-compiled program draws its own
+    random numbers: tests/inference/test_compile.py)."""
     pyro.clear_param_store()
     model, guide = Decoder(), Encoder()
     x = torch.randn(5, 3, generator=torch.Generator().manual_seed(0))
-    compiled, eager = ELBO(model, guide, jit=True), ELBO(model, guide)
+    objective = ELBO(model, guide, compile=True)
+    with torch.no_grad():
+        objective(x)  # the checked first call (eager without gradients)
+    assert objective._blocker is None
+    captured = compiled.Captured(objective, x)
+    params = list(objective.parameters())
     for _ in range(3):
-        ours, ref = _same_draws(lambda: compiled(x)[0], lambda: eager(x)[0])
+        ours, ref = _same_draws(lambda: captured(x)[0], lambda: objective.loss_and_terms(x)[0])
         torch.testing.assert_close(ours, ref)
-    assert compiled._jit_ready and len(compiled._traced) == 1
-    assert not [w for w in recwarn if "jit" in str(w.message)]
+        torch.testing.assert_close(_grads(ours, params), _grads(ref, params))
+    assert not [w for w in recwarn if "compile" in str(w.message)]
 
 
-def test_jit_refuses_parameters_it_does_not_own():
-    """Bound methods of a module: a trace of the objective would hold their parameters as
+def test_compile_refuses_parameters_it_does_not_own():
+    """Bound methods of a module: a captured objective would hold their parameters as
     constants."""
     pyro.clear_param_store()
     pair = Annealed()
     with pytest.warns(UserWarning, match="param site"):
-        ELBO(lambda x: (pyro.module("dec", pair.dec), pair.model(x)), pair.guide, jit=True)(torch.zeros(2, 3))
+        ELBO(lambda x: (pyro.module("dec", pair.dec), pair.model(x)), pair.guide, compile=True)(torch.zeros(2, 3))
 
 
-def test_jit_refuses_a_param_store_parameter():
+def test_compile_refuses_a_param_store_parameter():
     pyro.clear_param_store()
 
     def model(x):
@@ -393,10 +401,10 @@ def test_jit_refuses_a_param_store_parameter():
         with pyro.plate("data", x.shape[0], dim=-1):
             pyro.sample("z", dist.Normal(x, 1.0))
 
-    objective = ELBO(model, guide, jit=True)
+    objective = ELBO(model, guide, compile=True)
     with pytest.warns(UserWarning, match="param site 'w'"):
         objective(torch.zeros(3))
-    assert not objective._jit_ready
+    assert objective._blocker is not None and not objective._programs
 
 
 def _one_line(err):

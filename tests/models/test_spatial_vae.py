@@ -109,7 +109,7 @@ def test_elbo_uses_the_analytic_kl(name):
     m = zoo.create(name, data_shape=(1, 8, 8), **SMALL).double()
     shake(m.guide, 0.2, seed=2)
     x = images(4)
-    _, terms = m.objective(jit=False)(x)
+    _, terms = m.objective()(x)
     q, p = posterior(m, x)
     torch.testing.assert_close(terms["kl"], kl_divergence(q, p).mean(), rtol=1e-12, atol=1e-12)
 

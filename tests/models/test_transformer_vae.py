@@ -13,6 +13,7 @@ from torch.distributions import MultivariateNormal, kl_divergence
 
 from vaezoo import data, evaluation, traces, zoo
 from vaezoo.errors import ConfigError
+from vaezoo.inference import compiled
 from vaezoo.inference.objectives import ELBO
 from vaezoo.nets.transformers import Affine5Transformer
 
@@ -58,7 +59,7 @@ def test_full_rank_pose_prior_kl_equals_the_dense_gaussian_kl():
     kl_u = kl_divergence(dense_pose(m.model, q_v.mean, cov_v), prior_u)  # [8]
     model_run = traces.record(m.model, x, replay=guide_run.trace)
     torch.testing.assert_close(kl_divergence(q_v, model_run.sites["v"]["fn"]), kl_u)
-    objective = ELBO(m.model, m.guide, jit=False)
+    objective = ELBO(m.model, m.guide)
     _, terms = objective(x)
     assert objective._analytic == {"v", "z"}
     kl_z = kl_divergence(q_z, model_run.sites["z"]["fn"])
@@ -99,7 +100,7 @@ def test_flat_pose_prior_has_zero_kl_and_log_px_is_the_content_models_at_the_inf
     assert guide_run.sites["u"]["fn"].has_rsample and not torch.equal(u_star, torch.zeros_like(u_star))
     lp = model_run.sites["u"]["fn"].log_prob(u_star)
     assert lp.dtype == F64 and lp.shape == (5,) and torch.equal(lp, torch.zeros(5, dtype=F64))
-    _, terms = ELBO(m.model, m.guide, jit=False)(x)
+    _, terms = ELBO(m.model, m.guide)(x)
     kl_z = kl_divergence(guide_run.sites["z"]["fn"], model_run.sites["z"]["fn"]).mean()
     torch.testing.assert_close(terms["kl"], kl_z)
     # log p(x) is importance sampling of the content model with the pose fixed at the guide's u*
@@ -117,25 +118,29 @@ def test_flat_pose_prior_has_zero_kl_and_log_px_is_the_content_models_at_the_inf
 @pytest.mark.parametrize(
     "pose_prior,pose_guide", [("none", None), ("normal", None), ("normal", "full-rank"), ("full-rank", None), ("full-rank", "full-rank")]
 )
-def test_log_marginal_and_jit(name, pose_prior, pose_guide):
-    """Each entry, prior and pose guide: a finite log p(x) above the ELBO on average, and the traced
-    objective (jit=True, no warning) equal to the eager one on the same draws."""
+def test_log_marginal_and_compile(name, pose_prior, pose_guide):
+    """Each entry, prior and pose guide: a finite log p(x) above the ELBO on average, and the
+    objective compiles (compile=True, no warning): its captured graph, replayed op by op, equals
+    the eager objective on the same draws (inductor itself is tested in tests/inference/test_compile.py)."""
     pyro.set_rng_seed(0)
     x = digits(6)
     rank = 3 if pose_prior == "full-rank" else None
     m = zoo.create(name, data_shape=(1, 8, 8), pose_prior=pose_prior, pose_guide=pose_guide, pose_rank=rank, **SMALL).double()
     result = evaluation.log_marginal(m.model, m.guide, x, num_samples=200, seed=0)
     assert torch.isfinite(result.log_px).all() and result.log_px.mean() > result.elbo.mean()
-    eager, traced = m.objective(jit=False), m.objective(jit=True)
+    objective = m.objective(compile=True)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        traced(x)  # the first call is eager and decides to trace
-        torch.manual_seed(5)
-        loss_traced, _ = traced(x)
+        with torch.no_grad():
+            objective(x)  # the checked first call, eager: decides whether the pair compiles
+        assert objective._blocker is None
+        captured = compiled.Captured(objective, x)
     torch.manual_seed(5)
-    loss_eager, _ = eager(x)
-    assert traced._traced  # a trace was built and used
-    torch.testing.assert_close(loss_traced, loss_eager)
+    loss_captured, terms_captured = captured(x)
+    torch.manual_seed(5)
+    loss_eager, terms_eager = objective.loss_and_terms(x)
+    torch.testing.assert_close(loss_captured, loss_eager)
+    torch.testing.assert_close(terms_captured, terms_eager)
 
 
 @pytest.mark.parametrize("name", ENTRIES)

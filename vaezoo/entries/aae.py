@@ -113,7 +113,7 @@ def _critic(config: AAEConfig):
     return MLP(config.latent_dim, config.critic_hidden, 1, "relu")
 
 
-def _gan_objective(c, model, guide, jit):
+def _gan_objective(c, model, guide, compile):
     return AAE(model, guide, _critic(c), weight=c.weight, critic_steps=c.critic_steps, critic_lr=c.critic_lr)
 
 
@@ -127,7 +127,7 @@ def build_wae_gan(config: WAEGANConfig, data_shape):
     return _pair(config, data_shape)
 
 
-def _mmd_objective(c, model, guide, jit):
+def _mmd_objective(c, model, guide, compile):
     return WAEMMD(model, guide, weight=c.weight)
 
 
@@ -136,7 +136,7 @@ def build_wae_mmd(config: WAEConfig, data_shape):
     return _pair(config, data_shape)
 
 
-def _mask_objective(c, model, guide, jit):
+def _mask_objective(c, model, guide, compile):
     return MaskAAE(model, guide, _critic(c), model.mask, weight=c.weight, gp_weight=c.gp_weight, penalty=c.penalty,
                    penalty_doubling=c.penalty_doubling, penalty_max=c.penalty_max, critic_steps=c.critic_steps,
                    critic_lr=c.critic_lr)

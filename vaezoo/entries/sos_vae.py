@@ -95,12 +95,12 @@ def _heads(config: BetaVAEGaussianConfig, data_shape, rank: int):
     return encoder, decoder
 
 
-def _objective(config: BetaVAEGaussianConfig, model, guide, jit: bool):
+def _objective(config: BetaVAEGaussianConfig, model, guide, compile: bool):
     n = math.prod(model.decoder.data_shape)
     entropy = None if config.entropy_target is None else config.entropy_target * n
     return Constrained(model, guide, kl_target=config.kl_target, entropy_target=entropy,
                        damping=config.damping, multiplier_lr=config.multiplier_lr, analytic_kl=config.analytic_kl,
-                       jit=jit)
+                       compile=compile)
 
 
 @zoo.register("sos-vae", SOSVAEConfig,

@@ -3,13 +3,18 @@ particles and datapoints and reproducible from a seed whatever the chunk sizes."
 
 from __future__ import annotations
 
+import logging
 import time
+import warnings
+import weakref
 from contextlib import nullcontext
 from typing import Callable, Dict, Iterable, Optional, Tuple
 
 import pyro
 import pyro.distributions
 import torch
+from torch import nn
+from torch.fx.experimental.proxy_tensor import make_fx
 
 from vaezoo.errors import ConfigError, ShapeError, SiteError
 from vaezoo.evaluation.checks import ParamDtypeCheck, check_data, check_module_dtypes, is_int, positive_int
@@ -42,6 +47,7 @@ def log_marginal(
     particle_chunk: Optional[int] = None,
     data_chunk: Optional[int] = None,
     iwae_k: Iterable[int] = (),
+    compile: bool = False,
 ) -> LogMarginalResult:
     r"""Estimates log p(x) for every datapoint by importance sampling with the guide as proposal
     (Burda, Grosse and Salakhutdinov 2016, eq. 8):
@@ -79,6 +85,15 @@ def log_marginal(
             log-weights ``[K, data_chunk]`` kept for k-hat). By default about 2048 pairs per pass and
             at most 2^22 kept log-weights. They change neither the random numbers nor the results.
         iwae_k: values of k for which to estimate the IWAE-k bound (each 1 <= k <= K).
+        compile: runs the model's full passes (``particle_chunk`` x ``data_chunk`` pairs, after each
+            data chunk's first, checked pass) as one program compiled by ``torch.compile``, so that
+            the likelihood's elementwise work and the per-datapoint sums fuse into few kernels
+            instead of separate passes over the logits. Compiling costs seconds to tens of seconds
+            once per pass shape, kept with an ``nn.Module`` model for later calls (other models'
+            parameters are constants of the program, which then serves one call), so it pays for
+            large or repeated evaluations (``bench/log_marginal.py``). The guide's draws stay
+            eager, so the particles and the results are the eager ones up to floating-point
+            rounding. A pair that cannot be compiled runs eagerly with one warning.
 
     Raises (explicit checks before the pair's log-densities are used; any error raised inside the
     model or guide propagates unchanged):
@@ -87,13 +102,15 @@ def log_marginal(
         SupportError: an observed value outside its likelihood's support (naming it).
         SiteError: the guide lacks a latent site of the model, has one the model lacks, or an event
             shape differs.
-        ConfigError: ``num_samples``, a chunk size, ``iwae_k`` or ``seed`` out of range; a parameter
-            of the pair (of an nn.Module model or guide, or a param site) in another dtype than
-            ``x``; a plate subsampled with ``subsample_size``.
+        ConfigError: ``num_samples``, a chunk size, ``iwae_k``, ``seed`` or ``compile`` out of
+            range; a parameter of the pair (of an nn.Module model or guide, or a param site) in
+            another dtype than ``x``; a plate subsampled with ``subsample_size``.
     """
     start = time.perf_counter()
     num_samples = positive_int("num_samples", num_samples)
     iwae_k = _check_iwae_k(iwae_k, num_samples)
+    if not isinstance(compile, bool):
+        raise ConfigError(f"compile={compile!r}; expected True or False")
     x = check_data(x, dtype)
     n = x.shape[0]
     particle_chunk, data_chunk = _chunk_sizes(num_samples, n, particle_chunk, data_chunk)
@@ -101,6 +118,7 @@ def log_marginal(
     check_module_dtypes(x, model=model, guide=guide)
 
     validate = pyro.distributions.is_validation_enabled()
+    full_pass = None  # the compiled model pass for particle_chunk x data_chunk pairs
     parts = []
     with torch.no_grad(), rng_scope(x.device), _progress_bar(progress, n) as bar:
         seed_device(block_seed(seed, -1), x.device)  # the probe's draws, for reproducibility
@@ -109,6 +127,8 @@ def log_marginal(
         if leak is not None:
             warn_particle_leak(leak, particle_dim)
         vectorized = leak is None
+        if compile and vectorized:
+            full_pass = _CompiledPass(model, particle_chunk, particle_dim)
         for c0 in range(0, n, data_chunk):
             c1 = min(n, c0 + data_chunk)
             draws = _GuideDraws(guide, x, c0, c1, num_samples, particle_dim, vectorized, seed)
@@ -119,9 +139,15 @@ def log_marginal(
                 # as the model's arithmetic: once per datapoint is enough
                 with pyro.validation_enabled(validate and a == 0):
                     values, log_q = draws.take(a, b)
-                    log_p = _model_log_density(
-                        model, x[c0:c1], values, b - a, particle_dim if vectorized else None, c0 if a == 0 else None
-                    )
+                    # compiled: the full passes after a chunk's first (which checks the data)
+                    full = full_pass is not None and a > 0 and b - a == particle_chunk and c1 - c0 == data_chunk
+                    log_p = full_pass(x[c0:c1], values) if full else None
+                    if full and log_p is None:  # it could not compile (warned): eager from now on
+                        full_pass = None
+                    if log_p is None:
+                        log_p = _model_log_density(
+                            model, x[c0:c1], values, b - a, particle_dim if vectorized else None, c0 if a == 0 else None
+                        )
                     log_w[a:b] = log_p - log_q
             parts.append(summarize(log_w, iwae_k))
             bar.update(c1 - c0)
@@ -279,6 +305,79 @@ def _model_pass(model, x, values, num_particles: int, particle_dim: Optional[int
             )
         log_p = log_p + per_datapoint(site_log_prob(site).to(torch.float64), site, particle_dim)
     return log_p
+
+
+class _Replay(nn.Module):
+    """The replayed model pass as a module's forward, for ``torch.func.functional_call``: an
+    ``nn.Module`` model's parameters and buffers are then inputs of the captured graph, and the
+    compiled program serves later calls (after training steps) too."""
+
+    def __init__(self, model, num_particles: int, particle_dim: int):
+        super().__init__()
+        self.model, self.num_particles, self.particle_dim = model, num_particles, particle_dim
+
+    def forward(self, x, values):
+        return _model_pass(self.model, x, values, self.num_particles, self.particle_dim, None)
+
+
+# nn.Module model -> {shape key: (names, compiled program)}; dropped with the model
+_PROGRAMS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+class _CompiledPass:
+    """:func:`_model_pass` for one shape of (data, latent values) as one compiled program: the
+    replayed model captured into an aten graph (``make_fx``: Pyro's handlers run once, at capture)
+    and compiled by inductor, which fuses the likelihood's elementwise work and the reductions into
+    few kernels around the matrix products. An ``nn.Module`` model's parameters are inputs of the
+    program, which is kept with the model; any other model's (``pyro.param``, ``pyro.module`` in a
+    function) are constants of the graph, so its program serves this call only."""
+
+    def __init__(self, model, num_particles: int, particle_dim: int):
+        self.replay = _Replay(model, num_particles, particle_dim)
+        self.cache = _PROGRAMS.setdefault(model, {}) if isinstance(model, nn.Module) else {}
+        self.key = None
+
+    def _tensors(self):
+        return [t for _, t in self.replay.named_parameters()] + [t for _, t in self.replay.named_buffers()]
+
+    def __call__(self, x, values):
+        """``log_p  # [num_particles, N]``, or None (with a warning) if the pass cannot compile."""
+        # one layout for every call: a particle range across two guide blocks is a fresh tensor,
+        # other ranges are views, and a compiled program is specialized to its inputs' strides
+        values = {name: v.contiguous() for name, v in values.items()}
+        if self.key is None:
+            self.key = (self.replay.num_particles, self.replay.particle_dim, tuple(x.shape), x.dtype, x.device,
+                        getattr(self.replay.model, "training", None), tuple((n, tuple(v.shape), v.dtype) for n, v in values.items()))
+        program = self.cache.get(self.key)
+        if program is not None:
+            return program(self._tensors(), x, values)
+        start = time.perf_counter()
+        names = [n for n, _ in self.replay.named_parameters()] + [n for n, _ in self.replay.named_buffers()]
+
+        def run(tensors, x, values):
+            return torch.func.functional_call(self.replay, dict(zip(names, tensors)), (x, values))
+
+        try:
+            with pyro.validation_enabled(False):
+                graph = make_fx(run)(self._tensors(), x, values)
+            program = torch.compile(graph, fullgraph=True)
+            log_p = program(self._tensors(), x, values)
+        except Exception as e:  # the eager pass ran this model already: a failure of the compiler
+            first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+            warnings.warn(f"log_marginal(compile=True) runs eagerly: compiling failed ({type(e).__name__}: {first})", stacklevel=3)
+            return None
+        if not _holds_store_params(graph):  # else a constant a later call must not see
+            self.cache[self.key] = program
+        logging.getLogger(__name__).info("log_marginal: compiled the model pass for %d x %d pairs in %.1f s",
+                                         self.replay.num_particles, x.shape[0], time.perf_counter() - start)
+        return log_p
+
+
+def _holds_store_params(graph: torch.fx.GraphModule) -> bool:
+    """Whether a captured graph holds a parameter of Pyro's param store as a constant."""
+    store = {t.data_ptr() for _, t in pyro.get_param_store().named_parameters() if t.numel() > 0}
+    constants = [v for v in vars(graph).values() if isinstance(v, torch.Tensor)] + [v for _, v in graph.named_buffers()]
+    return any(v.numel() > 0 and v.data_ptr() in store for v in constants)
 
 
 def _check_iwae_k(iwae_k, num_samples: int) -> Tuple[int, ...]:

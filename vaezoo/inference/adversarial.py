@@ -50,11 +50,11 @@ class LatentMatching(Objective):
     and draws from the prior, per datapoint. The reconstruction is -log p(x | z) of the model's
     observed sites at the guide's codes; the codes are the guide's latent sites, flattened and
     concatenated ``[B, D]``; the prior draws come from an unconditioned run of the model (so any
-    prior, hierarchical or not, is drawn from its marginal). Not traced (``jit`` is off): the critic
+    prior, hierarchical or not, is drawn from its marginal). Never compiled (``compile`` is off): the critic
     steps are Python control flow."""
 
     def __init__(self, model: Callable, guide: Callable, weight: float = 1.0, check: bool = True):
-        super().__init__(model, guide, check, jit=False)
+        super().__init__(model, guide, check, compile=False)
         self.weight = float(weight)
 
     def _latents(self, run: traces.Run, x: torch.Tensor) -> torch.Tensor:

@@ -71,8 +71,8 @@ class Constrained(ELBO):
 
     def __init__(self, model: Callable, guide: Callable, kl_target: Optional[float] = None,
                  entropy_target: Optional[float] = None, damping: float = 10.0, multiplier_lr: float = 1.0,
-                 analytic_kl: bool = True, check: bool = True, jit: bool = False):
-        super().__init__(model, guide, analytic_kl=analytic_kl, check=check, jit=jit)
+                 analytic_kl: bool = True, check: bool = True, compile: bool = False):
+        super().__init__(model, guide, analytic_kl=analytic_kl, check=check, compile=compile)
         self.kl_target = _check_target("kl_target", kl_target)
         self.entropy_target = _check_target("entropy_target", entropy_target)
         if isinstance(damping, bool) or not isinstance(damping, (int, float)) or not (math.isfinite(damping) and damping > 0):
@@ -100,7 +100,7 @@ class Constrained(ELBO):
 
     def loss_and_terms(self, x: torch.Tensor) -> Tuple[torch.Tensor, Terms]:
         """``(-log_lik, {"log_lik", "kl", "entropy"})`` per datapoint, all differentiable (the
-        part that ``jit=True`` traces; the multipliers act outside the trace, in forward)."""
+        part that ``compile=True`` compiles; the multipliers act outside the program, in forward)."""
         model_run, guide_run = self._runs(x)
         model_sites, guide_sites = model_run.sites, guide_run.sites
         if self._analytic is None:

@@ -33,6 +33,7 @@ from torch.distributions import kl_divergence
 
 from vaezoo import particles, traces
 from vaezoo.errors import ConfigError, SiteError
+from vaezoo.inference import compiled
 
 Terms = Dict[str, torch.Tensor]
 
@@ -87,19 +88,6 @@ def _site_flags(model_run: traces.Run, guide_run: traces.Run) -> Tuple[bool, Tup
     return enumerated, score
 
 
-class _Eager(nn.Module):
-    """The objective's eager forward as a module of its own, for ``torch.jit.trace`` (which traces
-    a module's forward and shares its parameters with the traced copy)."""
-
-    def __init__(self, objective: "Objective"):
-        super().__init__()
-        self.model, self.guide = objective.model, objective.guide
-        self._objective = [objective]  # a list: not a submodule, no parameter cycle
-
-    def forward(self, x):
-        return self._objective[0].loss_and_terms(x)
-
-
 class Objective(nn.Module):
     """Base class: holds the model and the guide (as submodules when they are nn.Modules, so that
     ``objective.parameters()`` are theirs) and any state of the objective itself.
@@ -108,27 +96,37 @@ class Objective(nn.Module):
     (Pyro's validation), and that the guide's latent sites match the model's. Later calls skip these
     checks for speed.
 
-    ``jit=True`` compiles the objective after its first (checked, eager) call with
-    ``torch.jit.trace``, once per input shape, dtype and device, as Pyro's ``JitTrace_ELBO`` does:
-    later calls run the recorded tensor program without Pyro's Python-level effect handling. A
-    trace records tensor operations only: every Python value the pair computes with is frozen at
-    its first call. So the pair is traced only when nothing visible says otherwise; the first call
-    turns tracing off, with one warning naming the reason, for a pair with a site scaled or masked
-    (``poutine.scale``, KL annealing, ``poutine.mask``, a subsampled plate), a parameter that lives
-    in Pyro's param store rather than in the objective's modules, a guide site without ``rsample``,
-    or a site to enumerate. What a trace cannot see (a Python number read from a global inside the
-    pair) it cannot refuse: use ``jit=True`` for pairs whose structure and constants are static
-    (every zoo entry's are). Tracing that fails also falls back to eager execution with a warning.
+    ``compile=True`` runs the objective's step as one compiled program (see
+    :mod:`vaezoo.inference.compiled`): the eager computation of the pair, Pyro's effect handlers
+    and all, is captured once per input shape, dtype, device and train/eval mode into one aten
+    graph, which ``torch.compile`` (inductor) turns into fused kernels with their backward pass.
+    Compiling costs ~20 s per shape on a 2-core CPU (reported in :attr:`compile_seconds` and
+    logged) and pays back after some thousands of steps (``bench/svi_throughput.py``). Calls without gradients
+    (evaluation) and calls under an active Pyro handler run eagerly. The compiled program draws its
+    random numbers from torch's default generator, so the same seed gives the same compiled run,
+    but not the draws of an eager run (inductor generates them in its own kernels).
+
+    A capture records tensor operations only: every Python value the pair computes with is frozen
+    at its first call. So the pair is compiled only when nothing visible says otherwise; the first
+    call turns compiling off, with one warning naming the reason, for a pair with a site scaled or
+    masked (``poutine.scale``, KL annealing, ``poutine.mask``, a subsampled plate), a parameter
+    that lives in Pyro's param store rather than in the objective's modules, a guide site without
+    ``rsample``, a site to enumerate, or a term that is a Python number. What a capture cannot
+    see (a Python number read from a global inside the pair) it cannot refuse: use
+    ``compile=True`` for pairs whose structure and constants are static (every zoo entry's are).
+    A capture or compilation that fails also falls back to eager execution with one warning.
     """
 
-    def __init__(self, model: Callable, guide: Callable, check: bool = True, jit: bool = False):
+    def __init__(self, model: Callable, guide: Callable, check: bool = True, compile: bool = False):
         super().__init__()
         self.model = model
         self.guide = guide
         self._checked = not check
-        self.jit = bool(jit)
-        self._traced: Dict[tuple, torch.jit.ScriptModule] = {}
-        self._jit_ready = False  # set by the first call when the pair can be traced
+        # not ``self.compile``: that is nn.Module's own method
+        self.compile_enabled = bool(compile)
+        self.compile_seconds = 0.0  # spent capturing and compiling programs, in total
+        self._programs: Dict[tuple, compiled.Program] = {}
+        self._blocker: Optional[str] = None  # why the pair cannot be compiled, found by the first call
         self._structure: Optional[Tuple[bool, Tuple[str, ...]]] = None  # see _site_flags
         self._data_size: Optional[int] = None  # the data plate's size when it subsamples
 
@@ -147,7 +145,7 @@ class Objective(nn.Module):
             self._refuse(model_run, guide_run, structure)
             self._structure = structure
             self._data_size = _data_size(model_run.sites)
-            self._jit_ready = self._can_trace(model_run, guide_run)
+            self._blocker = self._compile_blocker(model_run, guide_run)
         return model_run, guide_run
 
     def _per_datapoint(self, x: torch.Tensor) -> int:
@@ -162,15 +160,23 @@ class Objective(nn.Module):
     def _check(self, model_run: traces.Run, guide_run: traces.Run) -> None:
         traces.check_sites(model_run.sites, guide_run.sites)
 
-    def _can_trace(self, model_run: traces.Run, guide_run: traces.Run) -> bool:
-        """Whether a trace of this pair would compute what eager calls compute; warns (once, when
-        ``jit=True`` was asked for) with the reason when it would not."""
-        reason = self._trace_blocker(model_run, guide_run)
-        if reason is not None and self.jit:
-            warnings.warn(f"{type(self).__name__}(jit=True) runs eagerly: {reason}", stacklevel=4)
-        return reason is None
+    def _inspect(self, x: torch.Tensor) -> None:
+        """The first call's checks and the pair's structure, without the loss: what decides whether
+        it compiles (IWAE adds its particle probe)."""
+        self._runs(x)
 
-    def _trace_blocker(self, model_run: traces.Run, guide_run: traces.Run) -> Optional[str]:
+    @property
+    def compiles(self) -> bool:
+        """Whether gradient steps run compiled programs, as far as the calls so far tell (a pair found
+        to block compiling, or a failed compilation, turns it off)."""
+        return self.compile_enabled and self._blocker is None
+
+    def _fall_back(self, reason: str) -> None:
+        """Turns compiling off with one warning naming the reason."""
+        warnings.warn(f"{type(self).__name__}(compile=True) runs eagerly: {reason}", stacklevel=4)
+        self.compile_enabled = False
+
+    def _compile_blocker(self, model_run: traces.Run, guide_run: traces.Run) -> Optional[str]:
         own = {id(p) for p in self.parameters()}
         for run in (model_run, guide_run):
             for name, site in run.params.items():
@@ -179,19 +185,19 @@ class Objective(nn.Module):
                 if id(value) not in own and not (callable(unconstrained) and id(unconstrained()) in own):
                     return (
                         f"param site {name!r} is in Pyro's param store, not a parameter of the objective's "
-                        "modules, and a trace would freeze its value (make the networks submodules of "
-                        "nn.Module model/guide, or use jit=False)"
+                        "modules, and a compiled program would freeze its value (make the networks submodules of "
+                        "nn.Module model/guide)"
                     )
             for name in _subsampled(run):
-                return f"plate {name!r} subsamples, and a trace would freeze its indices"
+                return f"plate {name!r} subsamples, and a compiled program would freeze its indices"
             for name, site in run.sites.items():
                 if not is_identically_one(site["scale"]):
                     return (
                         f"site {name!r} has scale {site['scale']} (poutine.scale, an annealing factor), "
-                        "which a trace would freeze; jit=False keeps it live"
+                        "which a compiled program would freeze"
                     )
                 if site["mask"] is not None:
-                    return f"site {name!r} is masked (poutine.mask), and a trace would freeze the mask"
+                    return f"site {name!r} is masked (poutine.mask), and a compiled program would freeze the mask"
         enumerated, score = self._structure
         if enumerated:
             return "sites are enumerated (TraceEnum_ELBO runs eagerly)"
@@ -204,32 +210,40 @@ class Objective(nn.Module):
         raise NotImplementedError
 
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, Terms]:
-        if not (self.jit and self._jit_ready) or torch.jit.is_tracing():
+        if not self.compile_enabled or not torch.is_grad_enabled() or pyro.poutine.runtime.am_i_wrapped():
             return self.loss_and_terms(x)
-        key = (tuple(x.shape), x.dtype, x.device, torch.is_grad_enabled())
-        traced = self._traced.get(key)
-        if traced is None:
-            # Tracing draws random numbers differently from eager execution (torch samples
-            # through other ops under a tracer): fork the RNG so that the step that builds a trace
-            # draws exactly what an eager (or traced) step would, and runs stay reproducible.
-            devices = [x.device] if x.device.type == "cuda" else []
-            try:
-                with warnings.catch_warnings(), torch.random.fork_rng(devices=devices):
-                    warnings.simplefilter("ignore")  # TracerWarnings about Python values
-                    traced = torch.jit.trace(_Eager(self), (x,), strict=False, check_trace=False)
-            except Exception as e:  # any failure to trace: keep training, eagerly
-                warnings.warn(f"{type(self).__name__}: torch.jit.trace failed ({type(e).__name__}: {e}); running eagerly")
-                self.jit = False
-                return self.loss_and_terms(x)
-            self._traced[key] = traced
-        # The plain interpreter runs exactly the recorded ops: the optimizing executor would
-        # rewrite the graph after a few profiling runs and change the floating-point results
-        # between the first steps after a resume and the same steps of an uninterrupted run.
-        with torch.jit.optimized_execution(False):
-            return traced(x)
+        if self._structure is None:
+            # the checked first call, in a forked random stream: a compiled run's draws are then
+            # the same whether its first step is the first of the run or of a resumption
+            with torch.random.fork_rng(devices=[x.device] if x.device.type == "cuda" else []):
+                self._inspect(x)
+        if self._blocker is not None:
+            self._fall_back(self._blocker)
+            return self.loss_and_terms(x)
+        key = (tuple(x.shape), x.dtype, x.device, self.training)
+        program = self._programs.get(key)
+        if program is not None:
+            return program(x)
+        state = compiled.rng_state(x.device)
+        try:
+            program = compiled.Program(self, x)
+            out = program(x)
+        except compiled.CompileBlocked as e:
+            compiled.set_rng_state(state, x.device)
+            self._fall_back(str(e))
+            return self.loss_and_terms(x)
+        except Exception as e:  # any failure to capture or compile: keep training, eagerly
+            compiled.set_rng_state(state, x.device)
+            self._fall_back(f"compiling failed ({type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''})")
+            return self.loss_and_terms(x)
+        self._programs[key] = program
+        self.compile_seconds += program.compile_seconds
+        compiled.log.info("%s: compiled the step for x %s %s on %s in %.1f s", type(self).__name__,
+                          list(x.shape), x.dtype, x.device, program.compile_seconds)
+        return out
 
     def _apply(self, fn, *args, **kwargs):
-        self._traced.clear()  # traces hold the old device/dtype as constants
+        self._programs.clear()  # programs hold the old device/dtype as constants
         return super()._apply(fn, *args, **kwargs)
 
 
@@ -252,8 +266,8 @@ class ELBO(Objective):
     ``elbo`` alone when sites are enumerated.
     """
 
-    def __init__(self, model: Callable, guide: Callable, analytic_kl: bool = True, check: bool = True, jit: bool = False):
-        super().__init__(model, guide, check, jit)
+    def __init__(self, model: Callable, guide: Callable, analytic_kl: bool = True, check: bool = True, compile: bool = False):
+        super().__init__(model, guide, check, compile)
         self.analytic_kl = analytic_kl
         self._has_kl: Dict[tuple, bool] = {}  # (guide type, model type) -> a KL is registered
         self._analytic: Optional[frozenset] = None  # sites with a closed-form KL, found by the first call
@@ -396,8 +410,8 @@ class IWAE(Objective):
     the others' (a per-particle baseline that needs no state), which takes K >= 2. A site marked
     for enumeration or a subsampled data plate is refused in one line (use :class:`ELBO`)."""
 
-    def __init__(self, model: Callable, guide: Callable, num_particles: int = 5, check: bool = True, jit: bool = False):
-        super().__init__(model, guide, check, jit)
+    def __init__(self, model: Callable, guide: Callable, num_particles: int = 5, check: bool = True, compile: bool = False):
+        super().__init__(model, guide, check, compile)
         if isinstance(num_particles, bool) or not isinstance(num_particles, int) or num_particles < 1:
             raise ConfigError(f"num_particles={num_particles!r}; expected an integer >= 1")
         self.num_particles = int(num_particles)
@@ -422,12 +436,15 @@ class IWAE(Objective):
                     "feeds minibatches), or train with ELBO"
                 )
 
+    def _inspect(self, x: torch.Tensor) -> None:
+        self._runs(x)  # checks the pair and decides whether it can be compiled
+        # None for a pair that moves a particle plate out of place: one particle per pass
+        self._particle_dim = particles.probe(self.model, self.guide, x)[0]
+        self._probed = True
+
     def loss_and_terms(self, x: torch.Tensor) -> Tuple[torch.Tensor, Terms]:
         if not self._probed:
-            self._runs(x)  # checks the pair and decides whether it can be traced
-            # None for a pair that moves a particle plate out of place: one particle per pass
-            self._particle_dim = particles.probe(self.model, self.guide, x)[0]
-            self._probed = True
+            self._inspect(x)
         K = self.num_particles
         if self._structure[1]:  # guide sites without rsample
             log_p, log_q, log_s = particles.log_weights(self.model, self.guide, x, K, self._particle_dim, check=False, score=True)

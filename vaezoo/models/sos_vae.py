@@ -25,8 +25,8 @@ class ObservationHeads(nn.Module):
     ``<= warmup_epochs`` the variance heads (factor and learned diagonal) receive no gradient and
     keep their initial values; the trunk and the mean head train. The Trainer announces every
     epoch; a decoder that was never told an epoch (Pyro's SVI, a hand-written loop) trains all its
-    heads. The switch is a buffer read by tensor operations, so a traced objective
-    (``jit=True``) follows it.
+    heads. The switch is a buffer read by tensor operations, so a compiled objective
+    (``compile=True``) follows it.
 
     Initialization: the mean head's bias is 0.5, the middle of the data's [0, 1] range, with
     PyTorch's default weights (the paper's code scales them down to N(0, 1e-5), which starves the

@@ -1,0 +1,257 @@
+"""The compiled path (``compile=True``): equal to the eager objective where the random numbers are
+taken out, reproducible from a seed, exactly resumable, and eager with one warning where it must be.
+
+Each inductor compilation costs seconds: the pairs are tiny, float64, and few shapes are compiled."""
+
+import json
+import warnings
+
+import pyro
+import pyro.distributions as dist
+import pytest
+import torch
+from pyro import poutine
+from torch import nn
+
+from vaezoo import zoo
+from vaezoo.inference import ELBO, IWAE, Trainer, compiled
+
+B = 8
+
+
+class FixedNoiseNormal(dist.Normal):
+    """A Normal whose reparameterized draw is ``loc + scale * eps`` with ``eps`` given (a buffer of
+    the guide, broadcast over particles): the draws leave the random stream, so the compiled and the
+    eager objective compute on the same draws."""
+
+    def __init__(self, loc, scale, eps, validate_args=None):
+        super().__init__(loc, scale, validate_args=validate_args)
+        self.eps = eps
+
+    def expand(self, batch_shape, _instance=None):
+        shape = torch.Size(batch_shape)
+        return FixedNoiseNormal(self.loc.expand(shape), self.scale.expand(shape), self.eps)
+
+    def rsample(self, sample_shape=torch.Size()):
+        return self.loc + self.scale * self.eps[: self.loc.shape[-2]]  # the probe runs fewer datapoints
+
+
+class Model(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.dec = nn.Sequential(nn.Linear(2, 8), nn.Tanh(), nn.Linear(8, 6))
+
+    def forward(self, x):
+        pyro.module("compile_test_dec", self.dec)  # a param site of the objective's own parameters
+        with pyro.plate("data", x.shape[0], dim=-1):
+            z = pyro.sample("z", dist.Normal(x.new_zeros(2), 1.0).to_event(1))
+            pyro.sample("x", dist.Bernoulli(logits=self.dec(z)).to_event(1), obs=x)
+
+
+class Guide(nn.Module):
+    def __init__(self, eps):
+        super().__init__()
+        self.enc = nn.Linear(6, 4)
+        self.register_buffer("eps", eps)
+
+    def forward(self, x):
+        with pyro.plate("data", x.shape[0], dim=-1):
+            loc, raw = self.enc(x).chunk(2, -1)
+            pyro.sample("z", FixedNoiseNormal(loc, nn.functional.softplus(raw) + 1e-3, self.eps).to_event(1))
+
+
+def _pair():
+    torch.manual_seed(0)
+    model, guide = Model().double(), Guide(torch.randn(B, 2, dtype=torch.float64))
+    x = torch.bernoulli(torch.full((B, 6), 0.4, dtype=torch.float64))
+    return model, guide.double(), x
+
+
+@pytest.mark.parametrize("kind", ["elbo", "iwae"])
+def test_compiled_loss_terms_and_gradients_equal_eager_on_the_same_draws(kind):
+    pyro.clear_param_store()
+    model, guide, x = _pair()
+    make = (lambda **kw: ELBO(model, guide, **kw)) if kind == "elbo" else (lambda **kw: IWAE(model, guide, num_particles=3, **kw))
+    fast, eager = make(compile=True), make()
+    params = list(fast.parameters())
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)  # no fallback
+        for _ in range(2):  # the call that compiles, and a call of the compiled program
+            loss, terms = fast(x)
+    assert fast.compiles and len(fast._programs) == 1 and fast.compile_seconds > 0
+    assert "CompiledFunction" in type(loss.grad_fn).__name__  # inductor's program, not the eager graph
+    ref_loss, ref_terms = eager(x)
+    torch.testing.assert_close(loss, ref_loss)
+    torch.testing.assert_close(terms, ref_terms)
+    assert all(not t.requires_grad for t in terms.values())
+    torch.testing.assert_close(torch.autograd.grad(loss, params), torch.autograd.grad(ref_loss, params))
+
+
+def _train(out=None, epochs=2, resume=False, compile=True):
+    """The zoo's vae, tiny, trained on 32 binary 4x4 images in batches of 16 (one compiled shape)."""
+    pyro.clear_param_store()
+    torch.manual_seed(0)
+    m = zoo.create("vae", data_shape=(1, 4, 4), hidden=(8,), latent_dim=2)
+    x = torch.bernoulli(torch.full((32, 1, 4, 4), 0.3, dtype=torch.float64))
+    trainer = Trainer(m.objective(compile=compile), epochs=epochs, batch_size=16, dtype="float64", device="cpu",
+                      seed=3, progress=False, out=out)
+    history = trainer.fit(x, resume=resume)
+    return trainer, history, [p.detach().clone() for p in trainer.params]
+
+
+@pytest.fixture(scope="module")
+def uninterrupted():
+    return _train()
+
+
+def test_the_same_seed_gives_the_same_compiled_run(uninterrupted):
+    trainer, history, params = uninterrupted
+    assert trainer.objective.compiles and trainer.optimizer.defaults["fused"]
+    assert history[0]["compile_seconds"] > 0 and "compile_seconds" not in history[1]
+    _, again, params_again = _train()
+    assert [r["train_loss"] for r in again] == [r["train_loss"] for r in history]
+    assert all(torch.equal(a, b) for a, b in zip(params_again, params))
+    _, _, eager = _train(compile=False)  # compiled and eager draw differently: documented
+    assert not all(torch.equal(a, b) for a, b in zip(eager, params))
+
+
+def test_an_interrupted_compiled_run_resumes_exactly(uninterrupted, tmp_path):
+    _, history, params = uninterrupted
+    _train(out=tmp_path, epochs=1)
+    trainer, resumed, resumed_params = _train(out=tmp_path, epochs=2, resume=True)
+    assert trainer.objective.compiles
+    assert [r["train_loss"] for r in resumed] == [r["train_loss"] for r in history]
+    assert all(torch.equal(a, b) for a, b in zip(resumed_params, params))
+
+
+class AnnealedModel(nn.Module):
+    """A model whose KL is scaled by a Python number (KL annealing): a compiled program would freeze it."""
+
+    def __init__(self, beta):
+        super().__init__()
+        self.dec, self.beta = nn.Linear(2, 3), beta
+
+    def forward(self, x):
+        with pyro.plate("data", x.shape[0], dim=-1):
+            with poutine.scale(scale=self.beta):
+                z = pyro.sample("z", dist.Normal(x.new_zeros(2), 1.0).to_event(1))
+            pyro.sample("x", dist.Normal(self.dec(z), 1.0).to_event(1), obs=x)
+
+
+class AnnealedGuide(nn.Module):
+    def __init__(self, beta):
+        super().__init__()
+        self.enc, self.beta = nn.Linear(3, 4), beta
+
+    def forward(self, x):
+        with pyro.plate("data", x.shape[0], dim=-1):
+            loc, raw = self.enc(x).chunk(2, -1)
+            with poutine.scale(scale=self.beta):
+                pyro.sample("z", dist.Normal(loc, nn.functional.softplus(raw)).to_event(1))
+
+
+def _train_annealed(compile):
+    torch.manual_seed(0)
+    model, guide = AnnealedModel(0.5).double(), AnnealedGuide(0.5).double()
+    x = torch.randn(24, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    trainer = Trainer(ELBO(model, guide, compile=compile), epochs=2, batch_size=8, dtype="float64",
+                      device="cpu", progress=False)
+    trainer.fit(x)
+    return trainer, [p.detach().clone() for p in trainer.params]
+
+
+def test_a_blocked_pair_warns_once_and_trains_eagerly():
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        trainer, params = _train_annealed(compile=True)
+    mine = [w for w in caught if "compile=True" in str(w.message)]
+    assert len(mine) == 1 and "site 'z' has scale 0.5" in str(mine[0].message)
+    assert "\n" not in str(mine[0].message)
+    assert not trainer.objective.compiles and not trainer.objective._programs
+    _, eager = _train_annealed(compile=False)
+    assert all(torch.equal(a, b) for a, b in zip(params, eager))  # the eager run, optimizer and all
+
+
+class PythonTerm(ELBO):
+    def loss_and_terms(self, x):
+        loss, terms = super().loss_and_terms(x)
+        return loss, dict(terms, beta=0.5)
+
+
+def test_a_python_term_or_a_failed_compilation_falls_back_with_the_eager_draws(monkeypatch):
+    pyro.clear_param_store()
+    model, guide, x = _pair()
+    objective = PythonTerm(model, guide, compile=True)
+    with pytest.warns(UserWarning, match="term 'beta' is a Python float"):
+        loss, terms = objective(x)
+    torch.testing.assert_close(loss, ELBO(model, guide)(x)[0])
+    assert terms["beta"] == 0.5 and not objective.compiles
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("no C++ compiler\nsecond line")
+
+    monkeypatch.setattr(compiled.torch, "compile", broken)
+    m = zoo.create("vae", data_shape=(1, 4, 4), hidden=(8,), latent_dim=2).double()  # draws from the stream
+    xm = torch.bernoulli(torch.full((B, 1, 4, 4), 0.3, dtype=torch.float64))
+    objective = m.objective(compile=True)
+    torch.manual_seed(7)
+    with pytest.warns(UserWarning, match=r"compiling failed \(RuntimeError: no C\+\+ compiler\)$"):
+        loss = objective(xm)[0]
+    after = torch.get_rng_state()
+    torch.manual_seed(7)
+    ref = m.objective()(xm)[0]
+    torch.testing.assert_close(loss, ref)  # the eager step's draws: building the program drew nothing
+    assert torch.equal(after, torch.get_rng_state()) and not objective.compiles
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_compiled_runs_on_cuda_are_reproducible():
+    pyro.clear_param_store()
+    model, guide, x = _pair()
+    model, guide, x = model.cuda(), guide.cuda(), x.cuda()
+    objective, eager = ELBO(model, guide, compile=True), ELBO(model, guide)
+    for _ in range(2):
+        loss, _ = objective(x)
+    assert objective.compiles
+    torch.testing.assert_close(loss, eager(x)[0])
+
+
+def test_log_marginal_compiled_equals_eager_and_keeps_its_program():
+    """The compiled model pass (full passes after each chunk's checked first pass) on the guide's
+    eager draws: the eager estimates to float64 rounding; the program is kept with the model."""
+    from vaezoo import evaluation
+    from vaezoo.evaluation import importance
+
+    torch.manual_seed(0)
+    m = zoo.create("vae", data_shape=(1, 4, 4), hidden=(8,), latent_dim=2).double().eval()
+    x = torch.bernoulli(torch.full((8, 1, 4, 4), 0.3, dtype=torch.float64))
+    kw = dict(num_samples=64, seed=0, particle_chunk=16, data_chunk=8)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        fast = evaluation.log_marginal(m.model, m.guide, x, compile=True, **kw)
+    ref = evaluation.log_marginal(m.model, m.guide, x, **kw)
+    torch.testing.assert_close(fast.log_px, ref.log_px)
+    torch.testing.assert_close(fast.elbo, ref.elbo)
+    assert len(importance._PROGRAMS[m.model]) == 1
+    with torch.no_grad():
+        for p in m.parameters():
+            p.mul_(1.1)  # a trained model: the kept program reads the parameters as they are now
+    again = evaluation.log_marginal(m.model, m.guide, x, compile=True, **kw)
+    torch.testing.assert_close(again.log_px, evaluation.log_marginal(m.model, m.guide, x, **kw).log_px)
+    assert len(importance._PROGRAMS[m.model]) == 1
+
+
+def test_vaezoo_train_compile_is_recorded_and_kept_on_resume(tmp_path, capsys):
+    from vaezoo import cli
+
+    run = tmp_path / "run"
+    tiny = ["--dataset", "digits", "--n-train", "64", "--batch-size", "32", "--eval-samples", "0", "--quiet",
+            "--device", "cpu", "--set", "hidden=8", "--set", "latent_dim=2"]
+    assert cli.main(["train", "--compile", "--epochs", "1", "--out", str(run)] + tiny) == 0
+    assert json.loads((run / "config.json").read_text())["train"]["compile"] is True
+    assert cli.main(["train", "--resume", "--epochs", "2", "--out", str(run), "--quiet", "--device", "cpu",
+                     "--eval-samples", "0"]) == 0
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    # the resumed process compiled its own program: the run went on compiled
+    assert [r["epoch"] for r in records] == [1, 2] and all(r["compile_seconds"] > 0 for r in records)
+    assert "compiling" in capsys.readouterr().err
