@@ -446,10 +446,11 @@ class IWAE(Objective):
         if not self._probed:
             self._inspect(x)
         K = self.num_particles
-        if self._structure[1]:  # guide sites without rsample
-            log_p, log_q, log_s = particles.log_weights(self.model, self.guide, x, K, self._particle_dim, check=False, score=True)
-        else:
-            (log_p, log_q), log_s = particles.log_weights(self.model, self.guide, x, K, self._particle_dim, check=False), None
+        with pyro.validation_enabled(False):  # the first call's runs validated the pair, as the ELBO's do
+            if self._structure[1]:  # guide sites without rsample
+                log_p, log_q, log_s = particles.log_weights(self.model, self.guide, x, K, self._particle_dim, check=False, score=True)
+            else:
+                (log_p, log_q), log_s = particles.log_weights(self.model, self.guide, x, K, self._particle_dim, check=False), None
         log_w = log_p - log_q  # [K, N]
         bound_n = log_w.logsumexp(0) - math.log(K)  # [N]
         bound = bound_n.mean()
