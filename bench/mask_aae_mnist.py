@@ -44,9 +44,14 @@ MODELS = ["mask-aae", "wae-mmd", "vae"]
 COMMON = dict(hidden=(256, 256), activation="relu", likelihood="normal", likelihood_scale=0.3)
 
 
-def create(name, m):
-    extra = {"binarize": "none"} if name == "vae" else {}
+def create(name, m, overrides=None):
+    extra = {"binarize": "none"} if name == "vae" else dict(overrides or {}) if name == "mask-aae" else {}
     return zoo.create(name, data_shape=(1, 28, 28), latent_dim=m, **COMMON, **extra)
+
+
+def run_name(name, m, seed, args):
+    tag = "".join(f"-{kv}" for kv in args.set) if name == "mask-aae" else ""
+    return f"{name}{tag}-m{m}-seed{seed}"
 
 
 @torch.no_grad()
@@ -67,12 +72,12 @@ def nac(z: torch.Tensor) -> float:
 
 
 def run_one(name, m, seed, args, train, test):
-    out = Path(args.out) / f"{name}-m{m}-seed{seed}"
+    out = Path(args.out) / run_name(name, m, seed, args)
     done = out / f"maae-{args.data}-e{args.epochs}.json"
     if done.exists():
         return json.loads(done.read_text())
     torch.manual_seed(seed)
-    model = create(name, m)
+    model = create(name, m, dict(kv.split("=", 1) for kv in args.set))
     trainer = Trainer(model.objective(), epochs=args.epochs, batch_size=100, lr=args.lr, seed=seed, out=out,
                       progress=False, metadata={"model": name, "latent_dim": m})
     start = time.perf_counter()
@@ -86,7 +91,7 @@ def run_one(name, m, seed, args, train, test):
     else:
         active = z.var(0) > 0.01
     row = {
-        "model": name, "m": m, "seed": seed, "epochs": args.epochs, "train_seconds": seconds,
+        "model": name, "set": args.set if name == "mask-aae" else [], "m": m, "seed": seed, "epochs": args.epochs, "train_seconds": seconds,
         "active": int(active.sum()),
         "nac": nac(z[:, active] if mask is not None else z),
         "fd": frechet_distance(model, test.data, seed=seed),
@@ -106,6 +111,7 @@ def main():
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--data", default="mnist", choices=["mnist", "mnist-small"])
     ap.add_argument("--out", default="runs/maae-mnist")
+    ap.add_argument("--set", nargs="*", default=[], help="mask-aae config overrides, key=value")
     ap.add_argument("--no-train", action="store_true", help="only report the cached runs")
     args = ap.parse_args()
     torch.set_num_threads(1)
@@ -116,7 +122,7 @@ def main():
         for m in args.sizes:
             for name in args.models:
                 if args.no_train:
-                    p = Path(args.out) / f"{name}-m{m}-seed{seed}" / f"maae-{args.data}-e{args.epochs}.json"
+                    p = Path(args.out) / run_name(name, m, seed, args) / f"maae-{args.data}-e{args.epochs}.json"
                     if p.exists():
                         rows.append(json.loads(p.read_text()))
                 else:

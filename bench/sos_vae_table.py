@@ -3,7 +3,9 @@ vaezoo's MNIST classifier, see ``vaezoo/evaluation/quality.py``) of the means an
 ``beta-vae-gaussian`` and ``sos-vae`` to the 2000 test images. Both models: conv nets, the same
 epochs, batch size, learning rate and seed, their configs' default targets. Prints one table.
 
-    OMP_NUM_THREADS=1 python bench/sos_vae_table.py [EPOCHS] [SEED]
+    OMP_NUM_THREADS=1 python bench/sos_vae_table.py [EPOCHS] [SEED] [DATA]
+
+DATA: ``mnist-small`` (the default: 10,000 / 2,000 images) or ``mnist`` (60,000 / 10,000).
 """
 
 import sys
@@ -16,11 +18,11 @@ from vaezoo.evaluation.quality import frechet_distance
 from vaezoo.inference import Trainer
 
 
-def main(epochs: int = 5, seed: int = 0) -> None:
+def main(epochs: int = 5, seed: int = 0, dataset: str = "mnist-small") -> None:
     torch.set_num_threads(1)
-    train = data.load("mnist-small", split="train")
-    test = data.load("mnist-small", split="test").data
-    print(f"mnist-small, {epochs} epochs, batch 64, Adam lr 1e-3, seed {seed}, float32, 1 thread")
+    train = data.load(dataset, split="train")
+    test = data.load(dataset, split="test").data
+    print(f"{dataset}, {epochs} epochs, batch 64, Adam lr 1e-3, seed {seed}, float32, 1 thread")
     print("| model | test ELBO | KL | entropy | FID means | FID samples | train s |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
     traces = {}
@@ -40,11 +42,11 @@ def main(epochs: int = 5, seed: int = 0) -> None:
         samples = frechet_distance(m, test, from_likelihood=True, seed=seed)
         print(f"| {name} | {last['test_elbo']:.1f} | {last['test_kl']:.1f} | {last['test_entropy']:.1f} | "
               f"{means:.2f} | {samples:.2f} | {seconds:.0f} |", flush=True)
-    real = data.load("mnist-small", split="train").data[:2000]
-    print(f"reference: 2000 training images against the test images: {frechet_distance(real, test):.2f}")
+    real = data.load(dataset, split="train").data[: len(test)]
+    print(f"reference: {len(test)} training images against the test images: {frechet_distance(real, test):.2f}")
     for name, lines in traces.items():
         print(f"{name} per epoch: " + "; ".join(lines))
 
 
 if __name__ == "__main__":
-    main(*(int(a) for a in sys.argv[1:3]))
+    main(*(int(a) for a in sys.argv[1:3]), *sys.argv[3:4])

@@ -77,15 +77,17 @@ class MaskAAEConfig(AAEConfig):
     code was found unstable): a WGAN-GP critic (``gp_weight`` 10) with Adam (``critic_lr`` 1e-3,
     betas 0.5, 0.9) and 5 ``critic_steps`` per step, rather than RMSProp; the pair and the mask
     trained together by the Trainer's one optimizer on reconstruction (the squared error / 2 sigma^2
-    of the other entries, sigma 0.3) + ``weight`` 100 x the critic's Wasserstein estimate (the mask
+    of the other entries, sigma 0.3) + ``weight`` 10 x the critic's Wasserstein estimate (the mask
     through both its masked inputs) + c_t sum |alpha (1 - alpha)|, with c_t from ``penalty`` 1
     doubling every ``penalty_doubling`` 100 steps up to ``penalty_max``; the mask moves
     ``mask_rate`` 20 times faster than the networks (the paper's separate mask learning rate). The
     paper's (1 - gap)^2 mask term and its loss-scaling "decay", which RMSProp cancels, are left
-    out. Measured with bench/mask_aae_synthetic.py (480 steps of 256): n = 4 is found (3 or 4 active
-    dimensions at m = 8 and 16), n = 8 is under-counted (4 to 6)."""
+    out. ``weight`` sets how many dimensions survive: on the synthetic benchmark (480 steps of 256,
+    bench/mask_aae_synthetic.py) weight 100 kept about 4 whatever the true n (4, 8 or 16), weight 1
+    kept nearly all, weight 10 found n (see bench/RESULTS.md); real data may want another (MNIST:
+    weight 1 kept 13 of 16 with better samples than weight 10's 5)."""
 
-    weight: float = 100.0
+    weight: float = 10.0
     critic_steps: int = 5
     critic_lr: float = 1e-3
     gp_weight: float = 10.0
