@@ -82,10 +82,10 @@ class MaskAAEConfig(AAEConfig):
     doubling every ``penalty_doubling`` 100 steps up to ``penalty_max``; the mask moves
     ``mask_rate`` 20 times faster than the networks (the paper's separate mask learning rate). The
     paper's (1 - gap)^2 mask term and its loss-scaling "decay", which RMSProp cancels, are left
-    out. ``weight`` sets how many dimensions survive: on the synthetic benchmark (480 steps of 256,
-    bench/mask_aae_synthetic.py) weight 100 kept about 4 whatever the true n (4, 8 or 16), weight 1
-    kept nearly all, weight 10 found n (see bench/RESULTS.md); real data may want another (MNIST:
-    weight 1 kept 13 of 16 with better samples than weight 10's 5)."""
+    out. ``weight`` sets how many dimensions survive, and no value found the true n on the synthetic
+    benchmark at 480 steps of 256 (bench/mask_aae_synthetic.py, bench/RESULTS.md): weight 100 kept
+    3 to 6 whatever n (4, 8 or 16), weight 10 keeps about 2/3 of m; weight 10 is the default for its
+    samples (Frechet distances 2-5x below weight 100's and wae-mmd's at m > n)."""
 
     weight: float = 10.0
     critic_steps: int = 5
