@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import errno
+import math
 import re
 import sys
 import time
@@ -22,7 +23,10 @@ from vaezoo.errors import ConfigError, DataError, RunError, SiteError, VaezooErr
 
 DEFAULT_MODEL = "vae"
 DEFAULT_DATASET = "mnist-small"
-DEFAULT_EPOCHS = 250  # the main job: about 1 min 45 s on 2 CPU cores (bench/RESULTS.md)
+DEFAULT_EPOCHS = 250  # the main job: about 2 min 30 s on 2 CPU cores, compiled (bench/RESULTS.md)
+#: ``train`` compiles a run of at least this many steps unless told (--compile / --no-compile): the
+#: compiled MLP step pays its ~20 s of compiling back after 5,000-8,000 steps (bench/RESULTS.md)
+COMPILE_AUTO_STEPS = 10_000
 EVAL_SAMPLES_AFTER_TRAIN = 500
 MAX_SAMPLES = 10_000  # one picture of more images is unreadable, and the batch may not fit in memory
 
@@ -133,6 +137,9 @@ def cmd_train(args) -> int:
     runs.check_new_run(run)
     cfg = {"model": model, "config": zoo.config_dict(config), "dataset": dataset, "data_dir": args.data_dir, "train": train_cfg}
     train, test = _load_data(cfg, args.data_dir, train_cfg.get("n_train"))
+    if "compile" not in given:  # long runs compile: ~20 s once, then steps ~1.3x faster (bench/RESULTS.md)
+        steps = train_cfg["epochs"] * math.ceil(len(train) / train_cfg["batch_size"])
+        train_cfg["compile"] = steps >= COMPILE_AUTO_STEPS
     torch.manual_seed(train_cfg["seed"])  # the initial weights follow the seed too
     m = zoo.create(model, data_shape=train.shape, **cfg["config"])
     _check_data(m, cfg, train, test)
@@ -396,8 +403,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
     t.add_argument("--dtype", default=None, choices=["float32", "float64"], help="default float32")
     t.add_argument("--seed", type=int, default=None, help="default 0")
-    t.add_argument("--compile", action="store_true", default=None,
-                   help="compiled training steps and log p(x) passes (torch.compile: ~20 s per batch shape on a CPU, then faster steps)")
+    t.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
+                   help="compiled training steps and log p(x) passes (torch.compile: ~20 s per batch shape on a CPU, "
+                        f"then faster steps); default: on for runs of at least {COMPILE_AUTO_STEPS:,} steps")
     t.add_argument("--out", default=None, help="run directory (default runs/<model>-<dataset>-<time>)")
     t.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
     t.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config field (repeatable)")

@@ -169,3 +169,33 @@ def test_vector_data_and_a_deterministic_encoder(tmp_path, capsys):
     assert not (run / "eval.json").exists()
     metrics = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])
     assert metrics["epoch"] == 1 and metrics["test_active_dims"] in range(0, 17)  # mask-aae's default 16 codes
+
+
+@pytest.mark.parametrize("flags, threshold, expected", [
+    ([], 10_000, False),  # 2 steps: too short to pay for compiling
+    ([], 2, True),  # as long as the threshold: compiled
+    (["--no-compile"], 2, False),
+    (["--compile"], 10_000, True),
+])
+def test_train_compiles_long_runs_unless_told(tmp_path, monkeypatch, flags, threshold, expected):
+    """Without --compile/--no-compile, train compiles a run of at least COMPILE_AUTO_STEPS steps
+    (epochs x batches), records the choice in config.json and keeps it on resume. The objective is
+    built eagerly here (the compiled path itself is tested in tests/inference/test_compile.py)."""
+    from vaezoo import zoo
+
+    asked = []
+    build = zoo.ZooModel.objective
+
+    def eager(self, compile=False):
+        asked.append(compile)
+        return build(self, compile=False)
+
+    monkeypatch.setattr(zoo.ZooModel, "objective", eager)
+    monkeypatch.setattr(cli, "COMPILE_AUTO_STEPS", threshold)
+    run = tmp_path / "run"
+    args = ["--epochs", "1", "--n-train", "256", "--eval-samples", "0", "--quiet", "--device", "cpu"]
+    assert cli.main(["train", "--out", str(run)] + args + flags) == 0
+    assert json.loads((run / "config.json").read_text())["train"]["compile"] is expected
+    assert asked == [expected]
+    assert cli.main(["train", "--out", str(run), "--resume", "--epochs", "2", "--eval-samples", "0", "--quiet", "--device", "cpu"]) == 0
+    assert asked[-1] is expected  # the resumed run trains with the recorded choice (the load before it is eager)
