@@ -76,6 +76,8 @@ def run_one(name, m, seed, args, train, test):
     done = out / f"maae-{args.data}-e{args.epochs}.json"
     if done.exists():
         return json.loads(done.read_text())
+    if args.no_train:  # only report what is cached
+        return None
     torch.manual_seed(seed)
     model = create(name, m, dict(kv.split("=", 1) for kv in args.set))
     trainer = Trainer(model.objective(), epochs=args.epochs, batch_size=100, lr=args.lr, seed=seed, out=out,
@@ -121,12 +123,9 @@ def main():
     for seed in args.seeds:
         for m in args.sizes:
             for name in args.models:
-                if args.no_train:
-                    p = Path(args.out) / run_name(name, m, seed, args) / f"maae-{args.data}-e{args.epochs}.json"
-                    if p.exists():
-                        rows.append(json.loads(p.read_text()))
-                else:
-                    rows.append(run_one(name, m, seed, args, train, test))
+                row = run_one(name, m, seed, args, train, test)
+                if row is not None:
+                    rows.append(row)
     print("\ncommand: " + " ".join(shlex.quote(a) for a in sys.argv))
     print("| m | model | seed | active dims | Frechet distance (classifier features) | NAC | train s |")
     print("| ---: | --- | ---: | ---: | ---: | ---: | ---: |")

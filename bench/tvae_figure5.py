@@ -73,6 +73,8 @@ def run_one(name, total, seed, args, train, test):
     done = out / result_name(args)
     if done.exists():
         return json.loads(done.read_text())
+    if args.no_train:  # only report what is cached
+        return None
     torch.manual_seed(seed)
     m = create(name, latent_dim, args.pose_prior)
     trainer = Trainer(m.objective(), epochs=args.epochs, batch_size=100, lr=args.lr, seed=seed, out=out,
@@ -158,12 +160,9 @@ def main():
             for name in args.models:
                 if total - POSE_DIMS[name] < 1:
                     continue
-                if args.no_train:
-                    p = Path(args.out) / run_name(name, total, seed, args) / result_name(args)
-                    if p.exists():
-                        rows.append(json.loads(p.read_text()))
-                else:
-                    rows.append(run_one(name, total, seed, args, train, test))
+                row = run_one(name, total, seed, args, train, test)
+                if row is not None:
+                    rows.append(row)
     print("\ncommand: " + " ".join(shlex.quote(a) for a in sys.argv))
     print("| model | dim z + dim u | dim z | recon error | KL(q‖prior) | test ELBO | log p(x) (IS) | gap log p(x) − ELBO | KL(q‖prior), same images | k-hat > 0.7 |")
     print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
