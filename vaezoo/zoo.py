@@ -230,8 +230,9 @@ class ZooModel(PyroModule):
         from ``bench/svi_throughput.py``: compiling costs ~20 s per batch shape on a 2-core CPU (an
         epoch with a smaller last batch has two) and makes a step of the Burda MLP 1.3-1.5x faster,
         so it pays back after 5,000-8,000 steps (12-17 MNIST epochs at batch 128); the conv nets
-        gain 0-8% (their steps are convolutions, which inductor leaves to oneDNN); tests, smoke
-        runs and the default job on a small dataset are faster eagerly."""
+        gain 0-8% (their steps are convolutions, which inductor leaves to oneDNN); tests and
+        smoke runs are faster eagerly. ``vaezoo train`` decides by the run's length instead (it
+        compiles runs of at least ``cli.COMPILE_AUTO_STEPS`` steps, the main job included)."""
         build = entry(self.name).objective
         if build is not None:
             return build(self.config, self.model, self.guide, compile)
