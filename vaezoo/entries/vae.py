@@ -15,6 +15,8 @@ BINARIZE = (None, "dynamic", "fixed")
 
 #: the largest latent size, layer width or particle count a config accepts
 MAX_WIDTH = 1 << 16
+#: the conv decoder's channels at H/4 and H/2, for configs without a ``decoder_channels`` field
+CONV_DECODER_CHANNELS = (64, 32)
 
 
 @dataclass
@@ -58,7 +60,7 @@ class VAEConfig(CommonConfig):
     net: str = "mlp"
     hidden: Tuple[int, ...] = (200, 200)
     activation: str = "tanh"
-    decoder_channels: Tuple[int, ...] = (64, 32)
+    decoder_channels: Tuple[int, ...] = CONV_DECODER_CHANNELS
 
     def validate(self):
         super().validate()
@@ -77,7 +79,7 @@ def validate_networks(config) -> None:
         raise ConfigError(f"hidden={config.hidden!r}; expected layer sizes from 1 to {MAX_WIDTH}")
     if config.activation not in ACTIVATIONS:
         raise ConfigError(f"activation={config.activation!r}; expected one of {', '.join(sorted(ACTIVATIONS))}")
-    channels = getattr(config, "decoder_channels", (64, 32))
+    channels = getattr(config, "decoder_channels", CONV_DECODER_CHANNELS)
     if len(channels) != 2 or any(not 1 <= c <= MAX_WIDTH for c in channels):
         raise ConfigError(f"decoder_channels={channels!r}; expected two channel counts from 1 to {MAX_WIDTH}")
 
@@ -98,7 +100,7 @@ def build_nets(config: VAEConfig, data_shape, encoder_out: int):
         decoder = MLPDecoder(config.latent_dim, tuple(reversed(config.hidden)), out_shape, config.activation)
     else:
         encoder = ConvEncoder(data_shape, encoder_out)
-        decoder = ConvDecoder(config.latent_dim, out_shape, channels=tuple(getattr(config, "decoder_channels", (64, 32))))
+        decoder = ConvDecoder(config.latent_dim, out_shape, channels=tuple(getattr(config, "decoder_channels", CONV_DECODER_CHANNELS)))
     return encoder, decoder, likelihood
 
 
