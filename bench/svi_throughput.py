@@ -6,15 +6,22 @@ guide and a Bernoulli decoder (``iwae`` trains its own bound then). Identical ne
 initial weights, identical loss (Bernoulli log-likelihood minus the closed-form Gaussian KL, batch
 mean), Adam(lr=1e-3), batch 128, dynamically binarized MNIST (training set). Runners:
 
-- ``vaezoo-compiled``: ``m.objective(compile=True)`` and fused Adam, as ``vaezoo train --compile``
-  runs it; its compile time (capture, forward and backward, inductor's caches off) is printed, and
-  the break-even number of steps against the eager objective;
+- ``vaezoo-compiled``: ``m.objective(compile=True)`` and Adam stepped as ``vaezoo train --compile``
+  (the ``Trainer``) steps them: forward, backward and the update as one compiled program
+  (``compiled.TrainingStep``); its compile time (capture and inductor, its caches off) is printed,
+  and the break-even number of steps against the eager objective;
+- ``vaezoo-loss-compiled``: the compiled objective alone (``loss, _ = objective(x)``,
+  ``loss.backward()``, fused ``Adam.step()``), as a user's own loop runs it;
 - ``vaezoo-eager``: ``m.objective()`` and torch's default (foreach) Adam, as ``vaezoo train``;
 - ``pure-torch``: the same networks and loss written by hand, default Adam: the reference;
 - ``pyro-svi``: Pyro's ``SVI`` + ``TraceMeanField_ELBO`` (the same closed-form KL) on a copy of the
   zoo pair (zoo pairs register their networks with Pyro);
 - ``numpyro-jit``: with the ``jax`` extra and the MLP, NumPyro's jit-compiled SVI on the same
   networks and weights.
+
+``--threads 1`` also pins the process to one CPU: XLA's CPU client does not keep to one thread
+when told to (NumPyro used 1.6 cores of CPU time a step here with ``intra_op_parallelism_threads=1``),
+so without the pin the comparison is one core against two.
 
 All are measured alternately, round after round, in one process; figures are ratios of median
 throughputs (images/s).
@@ -35,6 +42,7 @@ import torch
 import torch.nn.functional as F
 
 from vaezoo import data, inference, zoo
+from vaezoo.inference import compiled
 
 
 def mnist_train(device):
@@ -82,12 +90,23 @@ class Vaezoo:
     """A zoo pair through the generic objective path (the one every entry and a user's own
     model/guide pair goes through) and the optimizer ``vaezoo.inference.Trainer`` builds for it."""
 
-    def __init__(self, m, lr, compile):
+    def __init__(self, m, lr, compile, x=None):
         self.objective = m.objective(compile=compile)
         # the Trainer's choice: fused Adam for a compiled objective, torch's default otherwise
         self.opt = torch.optim.Adam(self.objective.parameters(), lr=lr, fused=True if compile else None)
+        self.program = None
+        if x is not None:  # the Trainer's step: one program, built after the checked first call
+            with torch.no_grad():
+                self.objective(x)
+            self.program = compiled.TrainingStep(self.objective, self.opt, None, x)
+
+    @property
+    def compile_seconds(self):
+        return self.program.compile_seconds if self.program is not None else self.objective.compile_seconds
 
     def step(self, x):
+        if self.program is not None:
+            return self.program(x)[0]
         loss, _ = self.objective(x)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -176,6 +195,8 @@ def main():
     args = ap.parse_args()
     if args.threads is not None:
         torch.set_num_threads(args.threads)
+        if args.threads == 1 and hasattr(os, "sched_setaffinity"):
+            os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
         # before jax is imported: XLA's CPU client reads it once
         os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + f" --xla_cpu_multi_thread_eigen={str(args.threads > 1).lower()}"
                                    f" intra_op_parallelism_threads={args.threads}").strip()
@@ -189,12 +210,14 @@ def main():
     ref = PureTorch(copy.deepcopy(m.guide.encoder), copy.deepcopy(m.model.decoder), lr=1e-3, min_scale=min_scale)
     # copies with the same weights (a deepcopy would share m's Pyro param-store names)
     copies = []
-    for _ in range(2):
+    for _ in range(3):
         c = zoo.create(args.model, net=args.net).to(device)
         c.load_state_dict(m.state_dict())
         copies.append(c)
-    compiled = Vaezoo(m, lr=1e-3, compile=True)
-    runners = {"vaezoo-compiled": compiled.step, "vaezoo-eager": Vaezoo(copies[0], lr=1e-3, compile=False).step,
+    compiled_ = Vaezoo(m, lr=1e-3, compile=True, x=next(batches(x, args.batch_size, 1, 0)))
+    loss_compiled = Vaezoo(copies[2], lr=1e-3, compile=True)
+    runners = {"vaezoo-compiled": compiled_.step, "vaezoo-loss-compiled": loss_compiled.step,
+               "vaezoo-eager": Vaezoo(copies[0], lr=1e-3, compile=False).step,
                "pure-torch": ref.step, "pyro-svi": pyro_svi_runner(copies[1], 1e-3)}
     sync = (lambda loss: torch.cuda.synchronize()) if device.type == "cuda" else (lambda loss: float(loss))
     syncs = {name: sync for name in runners}
@@ -207,7 +230,7 @@ def main():
     # warm-up: the first validated call, allocator, compilation
     for name, step in runners.items():
         measure(step, batches(x, args.batch_size, 20, 0), syncs[name])
-    compile_seconds = compiled.objective.compile_seconds
+    compile_seconds = compiled_.compile_seconds
     times = {name: [] for name in runners}
     for r in range(args.rounds):
         for name, step in runners.items():
@@ -215,14 +238,16 @@ def main():
             times[name].append(args.steps * args.batch_size / t)
     med = {name: statistics.median(ips) for name, ips in times.items()}
     ref_ips = med["pure-torch"]
-    print(f"model={args.model} net={args.net} device={device} torch={torch.__version__} threads={torch.get_num_threads()} "
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    print(f"model={args.model} net={args.net} device={device} torch={torch.__version__} threads={torch.get_num_threads()} cpus={cpus} "
           f"batch={args.batch_size} steps/round={args.steps} rounds={args.rounds}")
-    print(f"{'runner':<16} {'images/s (median)':>18} {'min':>10} {'max':>10} {'vs pure-torch':>14}")
+    print(f"{'runner':<20} {'images/s (median)':>18} {'min':>10} {'max':>10} {'vs pure-torch':>14}")
     for name, ips in times.items():
-        print(f"{name:<16} {med[name]:>18.0f} {min(ips):>10.0f} {max(ips):>10.0f} {med[name] / ref_ips:>14.3f}")
+        print(f"{name:<20} {med[name]:>18.0f} {min(ips):>10.0f} {max(ips):>10.0f} {med[name] / ref_ips:>14.3f}")
     step_saved = args.batch_size / med["vaezoo-eager"] - args.batch_size / med["vaezoo-compiled"]  # seconds
     even = f"{compile_seconds / step_saved:.0f} steps" if step_saved > 0 else "never (not faster)"
-    print(f"compile time: {compile_seconds:.1f} s; break-even against vaezoo-eager after {even}")
+    print(f"compile time: {compile_seconds:.1f} s (vaezoo-loss-compiled: {loss_compiled.compile_seconds:.1f} s); "
+          f"break-even against vaezoo-eager after {even}")
     if "numpyro-jit" in med:
         print(f"vaezoo-compiled / numpyro-jit: {med['vaezoo-compiled'] / med['numpyro-jit']:.3f}")
     print(f"vaezoo-compiled / vaezoo-eager: {med['vaezoo-compiled'] / med['vaezoo-eager']:.3f}")

@@ -124,6 +124,94 @@ def test_an_interrupted_compiled_run_resumes_exactly(uninterrupted, tmp_path):
     assert all(torch.equal(a, b) for a, b in zip(resumed_params, params))
 
 
+class UnusedGuide(Guide):
+    """The fixed-noise guide with a parameter that gets no gradient (Adam leaves it as it is)."""
+
+    def __init__(self, eps):
+        super().__init__(eps)
+        self.unused = nn.Parameter(torch.ones(3))
+
+
+@pytest.mark.parametrize("optimizer, options, clip_norm", [
+    (torch.optim.Adam, {}, None),
+    (torch.optim.Adam, {"weight_decay": 0.1, "amsgrad": True}, 0.5),
+    (torch.optim.AdamW, {"weight_decay": 0.1, "maximize": True}, None),
+])
+def test_the_one_program_step_is_torch_adams_step(optimizer, options, clip_norm):
+    """Forward, backward, clipping and the update as one program (compiled.TrainingStep), against
+    loss.backward(), clip_grad_norm_ and torch's own (eager, single-tensor) optimizer, on the same
+    draws: parameters and the optimizer's state after three steps, float64."""
+    pyro.clear_param_store()
+    torch.manual_seed(0)
+    eps = torch.randn(B, 2, dtype=torch.float64)
+    x = torch.bernoulli(torch.full((B, 6), 0.4, dtype=torch.float64))
+    pairs = []
+    for _ in range(2):
+        torch.manual_seed(1)
+        pairs.append((Model().double(), UnusedGuide(eps).double()))
+    fast, eager = ELBO(*pairs[0], compile=True), ELBO(*pairs[1])
+    fast_opt = optimizer(fast.parameters(), lr=0.05, fused=True, **options)
+    eager_opt = optimizer(eager.parameters(), lr=0.05, foreach=False, **options)
+    fast(x)  # the checked first call
+    step = compiled.TrainingStep(fast, fast_opt, clip_norm, x)
+    losses = []
+    for _ in range(3):
+        losses.append(step(x)[0])
+        loss, _ = eager(x)
+        eager_opt.zero_grad()
+        loss.backward()
+        if clip_norm is not None:
+            torch.nn.utils.clip_grad_norm_(eager.parameters(), clip_norm)
+        eager_opt.step()
+        torch.testing.assert_close(losses[-1], loss.detach())
+    assert len(set(float(v) for v in losses)) == 3  # the parameters moved
+    for p, q in zip(fast.parameters(), eager.parameters()):
+        torch.testing.assert_close(p, q)
+        assert p.grad is None
+    assert torch.equal(fast.guide.unused, torch.ones(3, dtype=torch.float64)) and not fast_opt.state[fast.guide.unused]
+    for p, q in zip(fast.parameters(), eager.parameters()):
+        for kind, value in eager_opt.state[q].items():
+            torch.testing.assert_close(fast_opt.state[p][kind], value.to(fast_opt.state[p][kind]), check_dtype=False)
+
+
+def test_the_trainer_runs_a_compiled_objective_as_one_program_equal_to_eager():
+    """The Trainer steps a compiled objective with the one-program step; on the fixed-noise pair
+    (no random draws) its run is the eager Trainer's run, to float64 rounding, clipping included."""
+    runs = []
+    for compile in (True, False):
+        pyro.clear_param_store()
+        model, guide, x = _pair()
+        x = torch.cat([x, 1 - x])
+        trainer = Trainer(ELBO(model, guide, compile=compile), epochs=2, batch_size=B, dtype="float64", device="cpu",
+                          progress=False, clip_norm=1.0, lr=0.05)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", UserWarning)  # no fallback
+            history = trainer.fit(x)
+        runs.append((trainer, history))
+    (fast, fast_history), (eager, eager_history) = runs
+    assert [type(s).__name__ for s in fast._steps.values()] == ["TrainingStep"] and not fast.objective._programs
+    assert fast_history[0]["compile_seconds"] > 0 and not eager._steps
+    for a, b in zip(fast_history, eager_history):
+        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-10)
+    for p, q in zip(fast.params, eager.params):
+        torch.testing.assert_close(p, q)
+
+
+def test_a_training_step_that_cannot_be_built_warns_once_and_runs_the_compiled_objective(monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("no C++ compiler\nsecond line")
+
+    monkeypatch.setattr(compiled.torch._inductor, "compile", broken)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        trainer, history, _ = _train()
+    mine = [str(w.message) for w in caught if "one compiled program" in str(w.message)]
+    assert mine == ["the training step does not run as one compiled program: compiling failed (RuntimeError: no C++ "
+                    "compiler); it runs as the compiled loss, its backward and the optimizer"]
+    assert trainer.objective.compiles and len(trainer.objective._programs) == 1  # the three-program step
+    assert history[0]["compile_seconds"] > 0
+
+
 class AnnealedModel(nn.Module):
     """A model whose KL is scaled by a Python number (KL annealing): a compiled program would freeze it."""
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 import time
 import warnings
-from typing import Callable, Dict, List, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 import pyro
 import torch
@@ -134,3 +134,139 @@ def set_rng_state(state, device: torch.device) -> None:
     torch.set_rng_state(state[0])
     if state[1] is not None:
         torch.cuda.set_rng_state(state[1], device)
+
+
+
+class TrainingStep:
+    """One whole Adam/AdamW step as one compiled program: the objective's loss (forward), its
+    gradient (``torch.autograd.grad`` inside the capture, so the backward ops are in the same
+    graph), the optional clipping of the gradient's norm (``clip_grad_norm_``'s computation) and the
+    update, written into the parameters and the optimizer's own state tensors in place.
+
+    Why one program: the three-program step (a :class:`Program` forward, its compiled backward
+    through ``loss.backward()``, then fused Adam) spends ~1.4 ms a step on the Burda MLP between its
+    programs (autograd's engine, AOTAutograd's wrappers, dynamo's guards, the optimizer's Python);
+    this one is a single call of inductor's code (bench/RESULTS.md). It is compiled by
+    ``torch._inductor.compile`` without dynamo: the program is keyed by its caller (input shape,
+    dtype, device, hyperparameters), so dynamo's guards would only re-check that key.
+
+    The optimizer stays the state's owner: its ``state_dict`` (checkpoints, resumption) holds the
+    tensors this program updates (created as a fused ``Adam`` creates them), read at every call. Its
+    hyperparameters are constants of the program (:meth:`key`). ``p.grad`` is never set. A parameter
+    that gets no gradient is not updated, as ``Adam`` skips a parameter whose ``grad`` is None.
+    """
+
+    def __init__(self, objective: nn.Module, optimizer: torch.optim.Optimizer, clip_norm: Optional[float], x: torch.Tensor):
+        start = time.perf_counter()
+        if not isinstance(optimizer, torch.optim.Adam) or len(optimizer.param_groups) != 1:
+            raise CompileBlocked(f"the optimizer ({type(optimizer).__name__}, {len(optimizer.param_groups)} parameter "
+                                 "groups) is not one group of Adam or AdamW")
+        self.optimizer = optimizer
+        group = optimizer.param_groups[0]
+        step = _Step(objective)
+        self.names = [n for n, _ in step.named_parameters()] + [n for n, _ in step.named_buffers()]
+        # the parameters and buffers, once: the objective's modules keep their tensors (``to`` and
+        # ``load_state_dict`` change them in place; the Trainer builds its programs after ``to``)
+        self.tensors = [p for _, p in step.named_parameters()] + [b for _, b in step.named_buffers()]
+        index = {id(t): i for i, t in enumerate(self.tensors)}
+        if any(id(p) not in index for p in group["params"]):
+            raise CompileBlocked("the optimizer holds tensors that are not parameters of the objective's modules")
+        # which parameters get a gradient is part of the pair's static structure: one eager probe
+        with torch.random.fork_rng(devices=[x.device] if x.device.type == "cuda" else []), pyro.validation_enabled(False):
+            grads = torch.autograd.grad(step(x)[0], group["params"], allow_unused=True)
+        self.params = [p for p, g in zip(group["params"], grads) if g is not None]
+        names, params_at = self.names, [index[id(p)] for p in self.params]
+        hyper = {k: group[k] for k in ("lr", "eps", "weight_decay", "amsgrad", "maximize")}
+        hyper["betas"] = tuple(group["betas"])
+        hyper["decoupled"] = bool(group.get("decoupled_weight_decay", isinstance(optimizer, torch.optim.AdamW)))
+        n_tensors = len(self.tensors)
+        spec = {}
+
+        def fn(*flat: torch.Tensor):
+            tensors, states, x = list(flat[:n_tensors]), flat[n_tensors:-1], flat[-1]
+            with torch.enable_grad():
+                loss, terms = torch.func.functional_call(step, dict(zip(names, tensors)), (x,))
+                params = [tensors[i] for i in params_at]
+                grads = torch.autograd.grad(loss, params)
+            if clip_norm is not None:
+                total = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
+                coef = torch.clamp(clip_norm / (total + 1e-6), max=1.0)
+                grads = [g * coef for g in grads]
+            k = len(states) // len(params_at)
+            with torch.no_grad():
+                for j, (p, g) in enumerate(zip(params, grads)):
+                    _adam(p, g, *states[j * k : (j + 1) * k], **hyper)
+            leaves, spec["terms"] = pytree.tree_flatten(terms)
+            return [loss.detach(), *[t.detach() for t in leaves]]
+
+        states = self._states()
+        # Capturing runs the step on real tensors: on copies (the parameters and the optimizer's
+        # state must not move) and in a forked random stream (building the program does not shift
+        # the run's draws). make_fx records below autograd: the backward's ops are in the graph.
+        copies = [t.detach().clone().requires_grad_(t.requires_grad) for t in self.tensors]
+        with torch.random.fork_rng(devices=[x.device] if x.device.type == "cuda" else []), pyro.validation_enabled(False):
+            self.graph = make_fx(fn)(*copies, *[t.clone() for t in states], x)
+        self.terms_spec = spec["terms"]
+        owned = self.tensors + states
+        _check_no_frozen_state(self.graph, owned, self.names + ["the optimizer's state"] * len(states))
+        self.capture_seconds = time.perf_counter() - start
+        with torch.no_grad(), warnings.catch_warnings():  # no_grad: the program is an inference graph
+            warnings.filterwarnings("ignore", category=FutureWarning, module=r"torch\._inductor")
+            self.fn = torch._inductor.compile(self.graph, [*self.tensors, *states, x])
+        self.compile_seconds = time.perf_counter() - start
+
+    @staticmethod
+    def key(optimizer: torch.optim.Optimizer, clip_norm: Optional[float]) -> tuple:
+        """What a program holds as constants besides the input's shape: a change needs another."""
+        group = optimizer.param_groups[0]
+        return type(optimizer), clip_norm, tuple((k, repr(v)) for k, v in sorted(group.items()) if k != "params")
+
+    def _states(self) -> List[torch.Tensor]:
+        """The optimizer's state tensors of the parameters it updates, as a flat list (``step``, ``exp_avg``,
+        ``exp_avg_sq`` and, with ``amsgrad``, ``max_exp_avg_sq`` per parameter), created as a fused
+        ``Adam`` creates them if the optimizer has not stepped yet. A loaded checkpoint replaces
+        them: they are read at every call."""
+        group = self.optimizer.param_groups[0]
+        kinds = ("step", "exp_avg", "exp_avg_sq") + (("max_exp_avg_sq",) if group["amsgrad"] else ())
+        flat = []
+        for p in self.params:
+            state = self.optimizer.state[p]
+            if not state:
+                state["step"] = torch.zeros((), dtype=torch.float32, device=p.device)
+                for kind in kinds[1:]:
+                    state[kind] = torch.zeros_like(p, memory_format=torch.preserve_format)
+            flat.extend(state[kind] for kind in kinds)
+        return flat
+
+    def __call__(self, x: torch.Tensor) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
+        with torch.no_grad():  # the gradient is inside the program: no autograd graph around it
+            out = self.fn(*self.tensors, *self._states(), x)
+        return out[0], pytree.tree_unflatten(list(out[1:]), self.terms_spec)
+
+
+def _adam(p, g, step, exp_avg, exp_avg_sq, max_exp_avg_sq=None, *, lr, betas, eps, weight_decay, amsgrad, maximize, decoupled):
+    """``torch.optim.Adam``'s update of one parameter (``AdamW``'s with ``decoupled``), in place.
+
+    Written out rather than traced from ``torch.optim.adam.adam``: in its capturable form (the step
+    count a tensor) inductor inlines the bias corrections into the elementwise loop, two ``pow``
+    per vector of every parameter (a third of the update's time on the Burda MLP). Here they are one
+    stacked tensor, computed once per parameter. Checked against ``torch.optim.Adam``/``AdamW`` in
+    tests/inference/test_compile.py."""
+    beta1, beta2 = betas
+    if maximize:
+        g = -g
+    step.add_(1)
+    if weight_decay != 0:
+        if decoupled:
+            p.mul_(1 - lr * weight_decay)
+        else:
+            g = g.add(p, alpha=weight_decay)
+    exp_avg.lerp_(g, 1 - beta1)
+    exp_avg_sq.mul_(beta2).addcmul_(g, g, value=1 - beta2)
+    t = step.to(p.dtype)
+    scalars = torch.stack([lr / (1 - beta1**t), (1 - beta2**t).sqrt()])  # step size, sqrt(bias correction 2)
+    second = exp_avg_sq
+    if amsgrad:
+        max_exp_avg_sq.copy_(torch.maximum(max_exp_avg_sq, exp_avg_sq))
+        second = max_exp_avg_sq
+    p.sub_(scalars[0] * exp_avg / (second.sqrt() / scalars[1] + eps))

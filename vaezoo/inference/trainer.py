@@ -30,6 +30,7 @@ from vaezoo import traces
 from vaezoo.errors import CheckpointError, ConfigError, NonFiniteLossError, RunError, ShapeError, SupportError
 from vaezoo.fileio import atomic_write_text
 from vaezoo.inference import checkpoint as ckpt
+from vaezoo.inference import compiled
 from vaezoo.inference import distributed
 from vaezoo.inference.objectives import Objective
 
@@ -351,6 +352,8 @@ class Trainer:
         self.epoch = 0  # epochs completed
         self._saved = False  # whether this trainer wrote the checkpoint in out
         self.history: List[Dict[str, Any]] = []
+        self._steps: Dict[tuple, Optional[compiled.TrainingStep]] = {}  # one-program steps, per input
+        self._step_seconds = 0.0  # spent compiling them
 
     # ----------------------------------------------------------------------------- set-up
     @property
@@ -573,10 +576,13 @@ class Trainer:
         if steps == 0:
             raise ConfigError(f"{n} training datapoints cannot be shared by {world} processes; expected at least {world}")
         lead = distributed.rank() == 0
+        # a compiled objective's whole step (forward, backward, Adam) as one program, where it can be
+        stepped = world == 1 and self._can_step_compiled()
+        self._steps = {}
         while self.epoch < self.epochs:
             epoch = self.epoch + 1
             start = time.perf_counter()
-            compiled_before = getattr(self.objective, "compile_seconds", 0.0)
+            compiled_before = self._compile_seconds()
             # modules that change with the epoch (a warm-up) are told it, as torch's samplers are
             for module in self.objective.modules():
                 set_epoch = getattr(module, "set_epoch", None)
@@ -592,15 +598,19 @@ class Trainer:
                 xb = x_train[mine]
                 if dynamic:
                     xb = torch.bernoulli(xb)
-                loss, _ = self.objective(xb)
-                if world > 1:  # averaged over processes, the gradient is the global batch's
-                    loss = loss * (mine.numel() * world / batch.numel())
-                self.optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                distributed.average_gradients(self.params)
-                if self.clip_norm is not None:
-                    torch.nn.utils.clip_grad_norm_(self.params, self.clip_norm)
-                self.optimizer.step()
+                program = self._training_step(xb) if stepped else None
+                if program is not None:
+                    loss, _ = program(xb)
+                else:
+                    loss, _ = self.objective(xb)
+                    if world > 1:  # averaged over processes, the gradient is the global batch's
+                        loss = loss * (mine.numel() * world / batch.numel())
+                    self.optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                    distributed.average_gradients(self.params)
+                    if self.clip_norm is not None:
+                        torch.nn.utils.clip_grad_norm_(self.params, self.clip_norm)
+                    self.optimizer.step()
                 running += loss.detach()
                 if (step + 1) % 50 == 0 or step + 1 == steps:
                     # one device sync per 50 steps; all processes see the same mean (and stop together)
@@ -616,7 +626,7 @@ class Trainer:
             if not self._parameters_finite():
                 self._stop_non_finite("the parameters", epoch, " (the loss was still finite: a NaN or infinite gradient)")
             record = {"epoch": epoch, "train_loss": mean, "seconds": time.perf_counter() - start}
-            compile_seconds = getattr(self.objective, "compile_seconds", 0.0) - compiled_before
+            compile_seconds = self._compile_seconds() - compiled_before
             if compile_seconds > 0:  # included in "seconds"
                 record["compile_seconds"] = compile_seconds
             if x_test is not None:
@@ -629,6 +639,48 @@ class Trainer:
             if self.on_epoch_end is not None and lead:
                 self.on_epoch_end(self, record)
         return self.history
+
+    def _can_step_compiled(self) -> bool:
+        """Whether steps may run as one compiled program (:class:`compiled.TrainingStep`): an
+        objective that compiles and whose ``forward`` is the loss alone (``Constrained``'s also
+        updates its multipliers), the Trainer's own Adam or AdamW, and one process (averaging the
+        gradients over processes happens between backward and the update)."""
+        return (
+            getattr(self.objective, "compiles", False)
+            and type(self.objective).forward is Objective.forward
+            and self.optimizer_spec in FUSED
+            and not self._store_params
+        )
+
+    def _training_step(self, x: torch.Tensor) -> Optional[compiled.TrainingStep]:
+        """The one-program step for ``x``'s shape, built at its first use (and its compile time added
+        to the objective's); None where it cannot be built, after one warning naming the reason
+        (the steps then run as the objective's compiled loss, backward and fused Adam)."""
+        if not (self.objective.compiles and torch.is_grad_enabled()):
+            return None
+        key = (tuple(x.shape), x.dtype, x.device, self.objective.training,
+               compiled.TrainingStep.key(self.optimizer, self.clip_norm))
+        if key in self._steps:
+            return self._steps[key]
+        try:
+            program = compiled.TrainingStep(self.objective, self.optimizer, self.clip_norm, x)
+        except Exception as e:  # CompileBlocked, or any failure to capture or compile
+            reason = str(e).strip().splitlines()[0] if str(e).strip() else ""
+            if not isinstance(e, compiled.CompileBlocked):
+                reason = f"compiling failed ({type(e).__name__}: {reason})"
+            warnings.warn(f"the training step does not run as one compiled program: {reason}; "
+                          "it runs as the compiled loss, its backward and the optimizer", stacklevel=3)
+            program = None
+        else:
+            self._step_seconds += program.compile_seconds
+            compiled.log.info("Trainer: compiled the training step for x %s %s on %s in %.1f s",
+                              list(x.shape), x.dtype, x.device, program.compile_seconds)
+        self._steps[key] = program
+        return program
+
+    def _compile_seconds(self) -> float:
+        """Time spent compiling so far: the objective's programs and the training steps'."""
+        return getattr(self.objective, "compile_seconds", 0.0) + self._step_seconds
 
     def _stop_non_finite(self, what: str, epoch: int, where: str):
         kept = (
