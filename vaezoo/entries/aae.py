@@ -80,7 +80,9 @@ class MaskAAEConfig(AAEConfig):
     of the other entries, sigma 0.3) + ``weight`` 10 x the critic's Wasserstein estimate (the mask
     through both its masked inputs) + c_t sum |alpha (1 - alpha)|, with c_t from ``penalty`` 1
     doubling every ``penalty_doubling`` 100 steps up to ``penalty_max``; the mask moves
-    ``mask_rate`` 20 times faster than the networks (the paper's separate mask learning rate). The
+    ``mask_rate`` 20 times faster than the networks (the paper's separate mask learning rate), from
+    the first step or after ``mask_warmup`` steps of the networks alone (the penalty's schedule
+    starts with it). The
     paper's (1 - gap)^2 mask term and its loss-scaling "decay", which RMSProp cancels, are left
     out. ``weight`` sets how many dimensions survive, and no value found the true n on the synthetic
     benchmark at 480 steps of 256 (bench/mask_aae_synthetic.py, bench/RESULTS.md): weight 100 kept
@@ -96,6 +98,7 @@ class MaskAAEConfig(AAEConfig):
     penalty_max: float = 100.0
     mask_init: float = 5.0
     mask_rate: float = 20.0
+    mask_warmup: int = 0
 
     def validate(self):
         super().validate()
@@ -104,6 +107,8 @@ class MaskAAEConfig(AAEConfig):
                 raise ConfigError(f"{name}={getattr(self, name)}; expected a number > 0")
         if self.penalty_doubling < 1:
             raise ConfigError(f"penalty_doubling={self.penalty_doubling}; expected an integer >= 1")
+        if self.mask_warmup < 0:
+            raise ConfigError(f"mask_warmup={self.mask_warmup}; expected an integer >= 0")
 
 
 def _pair(config: WAEConfig, data_shape, mask=None):
@@ -141,7 +146,7 @@ def build_wae_mmd(config: WAEConfig, data_shape):
 def _mask_objective(c, model, guide, compile):
     return MaskAAE(model, guide, _critic(c), model.mask, weight=c.weight, gp_weight=c.gp_weight, penalty=c.penalty,
                    penalty_doubling=c.penalty_doubling, penalty_max=c.penalty_max, critic_steps=c.critic_steps,
-                   critic_lr=c.critic_lr)
+                   critic_lr=c.critic_lr, mask_warmup=c.mask_warmup)
 
 
 @zoo.register("mask-aae", MaskAAEConfig, "MaskAAE: WGAN-GP critic on masked codes, a trainable mask finds the latent dimension", objective=_mask_objective)

@@ -209,24 +209,27 @@ class MaskAAE(_Critic):
     The middle term is the critic's Wasserstein estimate: the encoder lowers it through z_q (the
     WGAN generator loss), the mask through both sides, which is what closes dimensions the codes
     cannot fill. The last term (the paper's polarizing penalty) starts at ``penalty`` and doubles
-    every ``penalty_doubling`` training steps up to ``penalty_max``. The critic minimizes
+    every ``penalty_doubling`` training steps up to ``penalty_max``. For the first ``mask_warmup``
+    training steps the mask is held (alpha without a gradient) and the schedule waits. The critic minimizes
     E D(alpha z_q) - E D(alpha z_p) + ``gp_weight`` x the gradient penalty. Terms: ``wasserstein``,
     ``penalty`` (c_t), ``active_dims`` (mask values >= 0.1), every step."""
 
     def __init__(self, model, guide, critic: nn.Module, mask: nn.Module, weight: float = 100.0, gp_weight: float = 10.0,
                  penalty: float = 1.0, penalty_doubling: int = 100, penalty_max: float = 100.0, critic_steps: int = 5,
-                 critic_lr: float = 1e-3, **kwargs):
+                 critic_lr: float = 1e-3, mask_warmup: int = 0, **kwargs):
         super().__init__(model, guide, critic, weight, critic_steps=critic_steps, critic_lr=critic_lr, **kwargs)
         self._mask = [mask]  # the model's own module: its parameter is in the model's parameters()
         self.gp_weight, self.penalty0 = float(gp_weight), float(penalty)
         self.penalty_doubling, self.penalty_max = int(penalty_doubling), float(penalty_max)
+        self.mask_warmup = int(mask_warmup)
 
     @property
     def mask(self) -> nn.Module:
         return self._mask[0]
 
     def penalty(self) -> float:
-        return min(self.penalty0 * 2.0 ** (self.steps // self.penalty_doubling), self.penalty_max)
+        mask_steps = max(self.steps - self.mask_warmup, 0)  # the schedule starts with the mask's training
+        return min(self.penalty0 * 2.0 ** (mask_steps // self.penalty_doubling), self.penalty_max)
 
     def critic_loss(self, q, p):
         u = torch.rand(q.shape[0], 1, device=q.device, dtype=q.dtype)
@@ -243,6 +246,7 @@ class MaskAAE(_Critic):
         return gap, {"wasserstein": gap.detach(), "active_dims": self.mask.active().to(q.dtype).detach()}
 
     def loss_and_terms(self, x):
+        self.mask.frozen = self.steps < self.mask_warmup
         loss, terms = super().loss_and_terms(x)
         c = self.penalty()
         alpha = self.mask.alpha()

@@ -1,6 +1,10 @@
 """An objective's step as one compiled program: the eager Pyro computation captured into a single
-aten-level graph (``make_fx`` over a functional call) and compiled by inductor (``torch.compile``),
-which also builds the backward pass (AOTAutograd)."""
+aten-level graph (``make_fx`` over a functional call) and compiled by inductor.
+
+- :class:`Program`: the loss, compiled with ``torch.compile``, which also builds the backward pass
+  (AOTAutograd): what ``objective(x)`` runs with ``compile=True``.
+- :class:`TrainingStep`: the Trainer's whole step (loss, gradient, clipping, Adam/AdamW update) as
+  one program."""
 
 from __future__ import annotations
 

@@ -100,6 +100,8 @@ class Objective(nn.Module):
     :mod:`vaezoo.inference.compiled`): the eager computation of the pair, Pyro's effect handlers
     and all, is captured once per input shape, dtype, device and train/eval mode into one aten
     graph, which ``torch.compile`` (inductor) turns into fused kernels with their backward pass.
+    The :class:`~vaezoo.inference.Trainer` goes further where it can and compiles its whole step,
+    the optimizer's update included, as one program (:class:`compiled.TrainingStep`).
     Compiling costs ~20 s per shape on a 2-core CPU (reported in :attr:`compile_seconds` and
     logged) and pays back after some thousands of steps (``bench/svi_throughput.py``). Calls without gradients
     (evaluation) and calls under an active Pyro handler run eagerly. The compiled program draws its

@@ -292,7 +292,9 @@ class Trainer:
         objective: the loss module; its parameters, and any ``pyro.param``/``pyro.module``
             parameters the model and guide register, are optimized.
         optimizer: a name in :data:`OPTIMIZERS`, or a callable ``params -> torch.optim.Optimizer``.
-            For an objective that compiles (``compile=True``), Adam and AdamW run fused (one kernel).
+            For an objective that compiles (``compile=True``), a step with Adam or AdamW in one
+            process runs as one compiled program (forward, backward, clipping and the update:
+            :class:`~vaezoo.inference.compiled.TrainingStep`); elsewhere they run fused.
         lr: learning rate (finite, > 0); epochs: int >= 0; batch_size: int >= 1;
         seed: int in [0, 2^32); clip_norm: None, or the maximal gradient norm (finite, > 0).
         device: ``"auto"`` (CUDA when available), ``"cpu"`` or ``"cuda[:N]"``.

@@ -15,16 +15,34 @@ from vaezoo.traces import data_plate
 ACTIVE_THRESHOLD = 0.1
 
 
+class _AtLeastZero(torch.autograd.Function):
+    """max(m, 0) whose gradient is that of projected gradient descent on m >= 0 (the paper clips m
+    after each step): it passes wherever m > 0, and at a clipped m only in the direction that
+    opens it (a descent step along -grad raises m). ``clamp`` would send no gradient there, so a
+    dimension closed once, by early noise, could never reopen."""
+
+    @staticmethod
+    def forward(ctx, m):
+        ctx.save_for_backward(m)
+        return m.clamp(min=0)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (m,) = ctx.saved_tensors
+        return torch.where((m > 0) | (grad < 0), grad, torch.zeros_like(grad))
+
+
 class LatentMask(nn.Module):
     """MaskAAE's relaxed binary mask alpha = 1 - exp(-m), m >= 0 (``[latent_dim]``), m drawn from
     U(0, ``init_high``) by ``torch``'s global generator. m is clamped at 0 in the forward pass rather
-    than clipped after each step, because the Trainer's optimizer steps it: a closed dimension
-    (m <= 0) gets no gradient and stays closed."""
+    than clipped after each step, because the Trainer's optimizer steps it; the clamp's gradient is
+    projected gradient descent's, so a closed dimension (m <= 0) reopens when the loss asks it to."""
 
     def __init__(self, latent_dim: int, init_high: float = 5.0, rate: float = 1.0):
         super().__init__()
         self.rate = float(rate)
         self.raw = nn.Parameter(torch.rand(latent_dim) * init_high / self.rate)
+        self.frozen = False  # alpha without a gradient (MaskAAE's warm-up sets it)
 
     @property
     def m(self) -> torch.Tensor:
@@ -33,7 +51,8 @@ class LatentMask(nn.Module):
         return self.raw * self.rate
 
     def alpha(self) -> torch.Tensor:
-        return 1 - torch.exp(-self.m.clamp(min=0))
+        m = self.m.detach() if self.frozen else self.m
+        return 1 - torch.exp(-_AtLeastZero.apply(m))
 
     def active(self) -> torch.Tensor:
         """Number of active dimensions, as a tensor of the mask's dtype."""
