@@ -4,6 +4,7 @@ taken out, reproducible from a seed, exactly resumable, and eager with one warni
 Each inductor compilation costs seconds: the pairs are tiny, float64, and few shapes are compiled."""
 
 import json
+import types
 import warnings
 
 import pyro
@@ -132,23 +133,27 @@ class UnusedGuide(Guide):
         self.unused = nn.Parameter(torch.ones(3))
 
 
-@pytest.mark.parametrize("optimizer, options, clip_norm", [
-    (torch.optim.Adam, {}, None),
-    (torch.optim.Adam, {"weight_decay": 0.1, "amsgrad": True}, 0.5),
-    (torch.optim.AdamW, {"weight_decay": 0.1, "maximize": True}, None),
+CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+
+
+@pytest.mark.parametrize("optimizer, options, clip_norm, device", [
+    (torch.optim.Adam, {}, None, "cpu"),
+    (torch.optim.Adam, {"weight_decay": 0.1, "amsgrad": True}, 0.5, "cpu"),
+    (torch.optim.AdamW, {"weight_decay": 0.1, "maximize": True}, None, "cpu"),
+    pytest.param(torch.optim.Adam, {}, 0.5, "cuda", marks=CUDA),
 ])
-def test_the_one_program_step_is_torch_adams_step(optimizer, options, clip_norm):
+def test_the_one_program_step_is_torch_adams_step(optimizer, options, clip_norm, device):
     """Forward, backward, clipping and the update as one program (compiled.TrainingStep), against
     loss.backward(), clip_grad_norm_ and torch's own (eager, single-tensor) optimizer, on the same
     draws: parameters and the optimizer's state after three steps, float64."""
     pyro.clear_param_store()
     torch.manual_seed(0)
     eps = torch.randn(B, 2, dtype=torch.float64)
-    x = torch.bernoulli(torch.full((B, 6), 0.4, dtype=torch.float64))
+    x = torch.bernoulli(torch.full((B, 6), 0.4, dtype=torch.float64)).to(device)
     pairs = []
     for _ in range(2):
         torch.manual_seed(1)
-        pairs.append((Model().double(), UnusedGuide(eps).double()))
+        pairs.append((Model().double().to(device), UnusedGuide(eps).double().to(device)))
     fast, eager = ELBO(*pairs[0], compile=True), ELBO(*pairs[1])
     fast_opt = optimizer(fast.parameters(), lr=0.05, fused=True, **options)
     eager_opt = optimizer(eager.parameters(), lr=0.05, foreach=False, **options)
@@ -168,7 +173,7 @@ def test_the_one_program_step_is_torch_adams_step(optimizer, options, clip_norm)
     for p, q in zip(fast.parameters(), eager.parameters()):
         torch.testing.assert_close(p, q)
         assert p.grad is None
-    assert torch.equal(fast.guide.unused, torch.ones(3, dtype=torch.float64)) and not fast_opt.state[fast.guide.unused]
+    assert torch.equal(fast.guide.unused.cpu(), torch.ones(3, dtype=torch.float64)) and not fast_opt.state[fast.guide.unused]
     for p, q in zip(fast.parameters(), eager.parameters()):
         for kind, value in eager_opt.state[q].items():
             torch.testing.assert_close(fast_opt.state[p][kind], value.to(fast_opt.state[p][kind]), check_dtype=False)
@@ -176,12 +181,14 @@ def test_the_one_program_step_is_torch_adams_step(optimizer, options, clip_norm)
 
 def test_the_trainer_runs_a_compiled_objective_as_one_program_equal_to_eager():
     """The Trainer steps a compiled objective with the one-program step; on the fixed-noise pair
-    (no random draws) its run is the eager Trainer's run, to float64 rounding, clipping included."""
+    (no random draws) its run is the eager Trainer's run, to float64 rounding, clipping included.
+    The data are dynamically binarized (the program draws the batch's pixels) from probabilities
+    0 and 1, so both runs see the same binary batches."""
     runs = []
     for compile in (True, False):
         pyro.clear_param_store()
         model, guide, x = _pair()
-        x = torch.cat([x, 1 - x])
+        x = types.SimpleNamespace(data=torch.cat([x, 1 - x]), binarize="dynamic")
         trainer = Trainer(ELBO(model, guide, compile=compile), epochs=2, batch_size=B, dtype="float64", device="cpu",
                           progress=False, clip_norm=1.0, lr=0.05)
         with warnings.catch_warnings():
@@ -189,12 +196,32 @@ def test_the_trainer_runs_a_compiled_objective_as_one_program_equal_to_eager():
             history = trainer.fit(x)
         runs.append((trainer, history))
     (fast, fast_history), (eager, eager_history) = runs
-    assert [type(s).__name__ for s in fast._steps.values()] == ["TrainingStep"] and not fast.objective._programs
+    steps = list(fast._steps.values())
+    assert [type(s).__name__ for s in steps] == ["TrainingStep"] and steps[0].binarize and not fast.objective._programs
     assert fast_history[0]["compile_seconds"] > 0 and not eager._steps
     for a, b in zip(fast_history, eager_history):
         assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-10)
     for p, q in zip(fast.params, eager.params):
         torch.testing.assert_close(p, q)
+
+
+def test_the_one_program_step_binarizes_a_dynamic_batch_from_the_seed():
+    """binarize=True: the program draws Bernoulli(x) pixels itself, from torch's generator (lr 0:
+    the parameters stay, so losses differ only by the draws)."""
+    pyro.clear_param_store()
+    model, guide, _ = _pair()
+    objective = ELBO(model, guide, compile=True)
+    probs = torch.full((B, 6), 0.5, dtype=torch.float64)
+    objective(torch.bernoulli(probs))
+    step = compiled.TrainingStep(objective, torch.optim.Adam(objective.parameters(), lr=0.0, fused=True), None, probs,
+                                 binarize=True)
+    losses = []
+    for seed in (0, 1, 0):
+        torch.manual_seed(seed)
+        losses.append(step(probs)[0].item())
+    with pyro.validation_enabled(False):
+        unbinarized = ELBO(model, guide, check=False)(probs)[0].item()
+    assert losses[0] == losses[2] and losses[0] != losses[1] and unbinarized not in losses
 
 
 def test_a_training_step_that_cannot_be_built_warns_once_and_runs_the_compiled_objective(monkeypatch):
@@ -292,7 +319,7 @@ def test_a_python_term_or_a_failed_compilation_falls_back_with_the_eager_draws(m
     assert torch.equal(after, torch.get_rng_state()) and not objective.compiles
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@CUDA
 def test_compiled_runs_on_cuda_are_reproducible():
     pyro.clear_param_store()
     model, guide, x = _pair()

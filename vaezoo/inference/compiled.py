@@ -150,7 +150,9 @@ class TrainingStep:
     Why one program: the three-program step (a :class:`Program` forward, its compiled backward
     through ``loss.backward()``, then fused Adam) spends ~1.4 ms a step on the Burda MLP between its
     programs (autograd's engine, AOTAutograd's wrappers, dynamo's guards, the optimizer's Python);
-    this one is a single call of inductor's code (bench/RESULTS.md). It is compiled by
+    this one is a single call of inductor's code (bench/RESULTS.md). With ``binarize``, ``x`` holds
+    probabilities and the program draws the binary batch itself (the Trainer's dynamic
+    binarization; 1.3 ms a batch of 128 MNIST images as an eager ``torch.bernoulli``). It is compiled by
     ``torch._inductor.compile`` without dynamo: the program is keyed by its caller (input shape,
     dtype, device, hyperparameters), so dynamo's guards would only re-check that key.
 
@@ -160,12 +162,13 @@ class TrainingStep:
     that gets no gradient is not updated, as ``Adam`` skips a parameter whose ``grad`` is None.
     """
 
-    def __init__(self, objective: nn.Module, optimizer: torch.optim.Optimizer, clip_norm: Optional[float], x: torch.Tensor):
+    def __init__(self, objective: nn.Module, optimizer: torch.optim.Optimizer, clip_norm: Optional[float], x: torch.Tensor,
+                 binarize: bool = False):
         start = time.perf_counter()
         if not isinstance(optimizer, torch.optim.Adam) or len(optimizer.param_groups) != 1:
             raise CompileBlocked(f"the optimizer ({type(optimizer).__name__}, {len(optimizer.param_groups)} parameter "
                                  "groups) is not one group of Adam or AdamW")
-        self.optimizer = optimizer
+        self.optimizer, self.binarize = optimizer, bool(binarize)
         group = optimizer.param_groups[0]
         step = _Step(objective)
         self.names = [n for n, _ in step.named_parameters()] + [n for n, _ in step.named_buffers()]
@@ -177,7 +180,7 @@ class TrainingStep:
             raise CompileBlocked("the optimizer holds tensors that are not parameters of the objective's modules")
         # which parameters get a gradient is part of the pair's static structure: one eager probe
         with torch.random.fork_rng(devices=[x.device] if x.device.type == "cuda" else []), pyro.validation_enabled(False):
-            grads = torch.autograd.grad(step(x)[0], group["params"], allow_unused=True)
+            grads = torch.autograd.grad(step(torch.bernoulli(x) if binarize else x)[0], group["params"], allow_unused=True)
         self.params = [p for p, g in zip(group["params"], grads) if g is not None]
         names, params_at = self.names, [index[id(p)] for p in self.params]
         hyper = {k: group[k] for k in ("lr", "eps", "weight_decay", "amsgrad", "maximize")}
@@ -188,6 +191,8 @@ class TrainingStep:
 
         def fn(*flat: torch.Tensor):
             tensors, states, x = list(flat[:n_tensors]), flat[n_tensors:-1], flat[-1]
+            if binarize:  # in the program: inductor's generator, fused with the first layer's read
+                x = torch.bernoulli(x)
             with torch.enable_grad():
                 loss, terms = torch.func.functional_call(step, dict(zip(names, tensors)), (x,))
                 params = [tensors[i] for i in params_at]

@@ -598,12 +598,12 @@ class Trainer:
                 batch = order[step * self.batch_size : (step + 1) * self.batch_size]
                 mine = distributed.shard(batch)
                 xb = x_train[mine]
-                if dynamic:
-                    xb = torch.bernoulli(xb)
-                program = self._training_step(xb) if stepped else None
-                if program is not None:
+                program = self._training_step(xb, dynamic) if stepped else None
+                if program is not None:  # it binarizes a dynamic batch itself
                     loss, _ = program(xb)
                 else:
+                    if dynamic:
+                        xb = torch.bernoulli(xb)
                     loss, _ = self.objective(xb)
                     if world > 1:  # averaged over processes, the gradient is the global batch's
                         loss = loss * (mine.numel() * world / batch.numel())
@@ -654,18 +654,18 @@ class Trainer:
             and not self._store_params
         )
 
-    def _training_step(self, x: torch.Tensor) -> Optional[compiled.TrainingStep]:
+    def _training_step(self, x: torch.Tensor, binarize: bool) -> Optional[compiled.TrainingStep]:
         """The one-program step for ``x``'s shape, built at its first use (and its compile time added
         to the objective's); None where it cannot be built, after one warning naming the reason
         (the steps then run as the objective's compiled loss, backward and fused Adam)."""
         if not (self.objective.compiles and torch.is_grad_enabled()):
             return None
-        key = (tuple(x.shape), x.dtype, x.device, self.objective.training,
+        key = (tuple(x.shape), x.dtype, x.device, self.objective.training, binarize,
                compiled.TrainingStep.key(self.optimizer, self.clip_norm))
         if key in self._steps:
             return self._steps[key]
         try:
-            program = compiled.TrainingStep(self.objective, self.optimizer, self.clip_norm, x)
+            program = compiled.TrainingStep(self.objective, self.optimizer, self.clip_norm, x, binarize)
         except Exception as e:  # CompileBlocked, or any failure to capture or compile
             reason = str(e).strip().splitlines()[0] if str(e).strip() else ""
             if not isinstance(e, compiled.CompileBlocked):
