@@ -140,7 +140,6 @@ def set_rng_state(state, device: torch.device) -> None:
         torch.cuda.set_rng_state(state[1], device)
 
 
-
 class TrainingStep:
     """One whole Adam/AdamW step as one compiled program: the objective's loss (forward), its
     gradient (``torch.autograd.grad`` inside the capture, so the backward ops are in the same
@@ -150,11 +149,13 @@ class TrainingStep:
     Why one program: the three-program step (a :class:`Program` forward, its compiled backward
     through ``loss.backward()``, then fused Adam) spends ~1.4 ms a step on the Burda MLP between its
     programs (autograd's engine, AOTAutograd's wrappers, dynamo's guards, the optimizer's Python);
-    this one is a single call of inductor's code (bench/RESULTS.md). With ``binarize``, ``x`` holds
-    probabilities and the program draws the binary batch itself (the Trainer's dynamic
-    binarization; 1.3 ms a batch of 128 MNIST images as an eager ``torch.bernoulli``). It is compiled by
+    this one is a single call of inductor's code (bench/RESULTS.md). It is compiled by
     ``torch._inductor.compile`` without dynamo: the program is keyed by its caller (input shape,
     dtype, device, hyperparameters), so dynamo's guards would only re-check that key.
+
+    With ``binarize``, ``x`` holds probabilities and the program draws the binary batch itself (the
+    Trainer's dynamic binarization; an eager ``torch.bernoulli`` took 1.3 ms a batch of 128 MNIST
+    images here).
 
     The optimizer stays the state's owner: its ``state_dict`` (checkpoints, resumption) holds the
     tensors this program updates (created as a fused ``Adam`` creates them), read at every call. Its
@@ -182,6 +183,8 @@ class TrainingStep:
         with torch.random.fork_rng(devices=[x.device] if x.device.type == "cuda" else []), pyro.validation_enabled(False):
             grads = torch.autograd.grad(step(torch.bernoulli(x) if binarize else x)[0], group["params"], allow_unused=True)
         self.params = [p for p, g in zip(group["params"], grads) if g is not None]
+        if not self.params:
+            raise CompileBlocked("no parameter of the optimizer gets a gradient from the loss")
         names, params_at = self.names, [index[id(p)] for p in self.params]
         hyper = {k: group[k] for k in ("lr", "eps", "weight_decay", "amsgrad", "maximize")}
         hyper["betas"] = tuple(group["betas"])
@@ -258,7 +261,7 @@ def _adam(p, g, step, exp_avg, exp_avg_sq, max_exp_avg_sq=None, *, lr, betas, ep
 
     Written out rather than traced from ``torch.optim.adam.adam``: in its capturable form (the step
     count a tensor) inductor inlines the bias corrections into the elementwise loop, two ``pow``
-    per vector of every parameter (a third of the update's time on the Burda MLP). Here they are one
+    per vector of every parameter (about half the updates' time on the Burda MLP). Here they are one
     stacked tensor, computed once per parameter. Checked against ``torch.optim.Adam``/``AdamW`` in
     tests/inference/test_compile.py."""
     beta1, beta2 = betas
