@@ -5,6 +5,8 @@ capacity m, the active dimensions mask-aae finds, and the Frechet distance (comp
     OMP_NUM_THREADS=1 python bench/mask_aae_synthetic.py --true-dims 4 8 --factors 2 4 --seeds 0 1 2 \
         --epochs 30 [--train 4096] [--set weight=10 ...]
 
+The setting that finds n (bench/RESULTS.md): ``--epochs 60 --set weight=50 mask_warmup=480``.
+
 One thread; each (n, m, seed) trains both entries from the same seed on the same data. The table at
 the end is what bench/RESULTS.md would record.
 """
