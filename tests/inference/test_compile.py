@@ -89,11 +89,12 @@ def test_compiled_loss_terms_and_gradients_equal_eager_on_the_same_draws(kind):
 
 
 def _train(out=None, epochs=2, resume=False, compile=True):
-    """The zoo's vae, tiny, trained on 32 binary 4x4 images in batches of 16 (one compiled shape)."""
+    """The zoo's vae, tiny, trained on 32 4x4 images in batches of 16 (one compiled shape),
+    dynamically binarized (compiled, the program draws the pixels)."""
     pyro.clear_param_store()
     torch.manual_seed(0)
     m = zoo.create("vae", data_shape=(1, 4, 4), hidden=(8,), latent_dim=2)
-    x = torch.bernoulli(torch.full((32, 1, 4, 4), 0.3, dtype=torch.float64))
+    x = types.SimpleNamespace(data=torch.rand(32, 1, 4, 4, dtype=torch.float64), binarize="dynamic")
     trainer = Trainer(m.objective(compile=compile), epochs=epochs, batch_size=16, dtype="float64", device="cpu",
                       seed=3, progress=False, out=out)
     history = trainer.fit(x, resume=resume)
