@@ -13,6 +13,7 @@ import torch
 from torch.distributions import kl_divergence
 
 from vaezoo.distributions import AR1Normal, DiagonalMatrixNormal, MatrixNormal
+from vaezoo.errors import ShapeError
 
 DTYPE = torch.float64
 
@@ -340,3 +341,19 @@ def test_numpyro_matrix_normal_log_prob(case):
         reference = log_prob(*(t.numpy() for t in args))
         assert reference.dtype == np.float64
     assert np.allclose(np.asarray(reference), d.log_prob(x).numpy(), rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("diag, k", [(0, 6), (-1, 3), (0, 1), (-2, 1)])
+def test_vec_to_tril_is_torchs_in_values_and_gradients(diag, k):
+    from torch.distributions.utils import vec_to_tril_matrix
+
+    from vaezoo.distributions.tril import vec_to_tril
+
+    vec = torch.randn(2, 5, k, dtype=torch.float64, requires_grad=True)
+    ours, theirs = vec_to_tril(vec, diag), vec_to_tril_matrix(vec, diag)
+    assert torch.equal(ours, theirs)
+    weights = torch.randn_like(ours)
+    torch.testing.assert_close(torch.autograd.grad((ours * weights).sum(), vec)[0],
+                               torch.autograd.grad((theirs * weights).sum(), vec)[0])
+    with pytest.raises(ShapeError, match="not the lower triangle"):
+        vec_to_tril(vec[..., :-1] if k > 1 else torch.zeros(2, 2), diag)

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from pyro.nn import PyroModule
 from torch import nn
-from torch.distributions.utils import vec_to_tril_matrix
+from vaezoo.distributions.tril import vec_to_tril
 
 from vaezoo.distributions import DiagonalMatrixNormal, MatrixNormal
 from vaezoo.traces import data_plate
@@ -77,7 +77,7 @@ class MatrixNormalGuide(PyroModule):
         return F.softplus(raw) + self.min_scale
 
     def _tril(self, raw: torch.Tensor) -> torch.Tensor:  # raw [..., k(k+1)/2] -> [..., k, k]
-        tril = vec_to_tril_matrix(raw)
+        tril = vec_to_tril(raw)
         diagonal = tril.diagonal(dim1=-2, dim2=-1)
         return tril - torch.diag_embed(diagonal) + torch.diag_embed(self._positive(diagonal))
 

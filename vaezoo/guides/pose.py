@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from pyro.nn import PyroModule
 from torch import nn
-from torch.distributions.utils import vec_to_tril_matrix
+from vaezoo.distributions.tril import vec_to_tril
 
 from vaezoo.nets.transformers import SpatialTransformer
 from vaezoo.traces import data_plate
@@ -74,7 +74,7 @@ class PoseGuide(PyroModule):
         scale = F.softplus(h[..., d : 2 * d]) + self.min_scale
         if self.pose_kind == "diagonal":
             return dist.Normal(loc, scale).to_event(1)
-        tril = torch.diag_embed(scale) + vec_to_tril_matrix(h[..., 2 * d :], diag=-1)  # [B, d, d]
+        tril = torch.diag_embed(scale) + vec_to_tril(h[..., 2 * d :], diag=-1)  # [B, d, d]
         return dist.MultivariateNormal(loc, scale_tril=tril)
 
     def content_posterior(self, x: torch.Tensor) -> dist.TorchDistribution:
