@@ -23,7 +23,7 @@ from vaezoo.errors import ConfigError, DataError, RunError, SiteError, VaezooErr
 
 DEFAULT_MODEL = "vae"
 DEFAULT_DATASET = "mnist-small"
-DEFAULT_EPOCHS = 250  # the main job: about 2 min 30 s on 2 CPU cores, compiled (bench/RESULTS.md)
+DEFAULT_EPOCHS = 250  # the main job: about 2 min 10 s on 2 CPU cores, compiled (bench/RESULTS.md)
 #: ``train`` compiles a run of at least this many steps unless told (--compile / --no-compile): the
 #: compiled MLP step pays its ~20 s of compiling back after 5,000-8,000 steps (bench/RESULTS.md)
 COMPILE_AUTO_STEPS = 10_000
