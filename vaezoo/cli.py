@@ -231,7 +231,8 @@ def _train(args, run: Path, m, cfg, train, test, eval_samples: int, device, resu
         on_epoch_end=report_epoch,
     )
     history = trainer.fit(train, test, resume=resume)
-    if not lead:  # rank 0 evaluates and draws the pictures
+    if not lead:  # rank 0 evaluates and draws the pictures; the others wait to leave the group with it
+        distributed.barrier()
         return 0
     m.eval()
     test_x = test.data.to(trainer.device, trainer.dtype)
@@ -252,6 +253,9 @@ def _train(args, run: Path, m, cfg, train, test, eval_samples: int, device, resu
         print(f"  {run / name}")
     for path in list(pictures.values()) + written + [report_path]:
         print(f"  {path}")
+    # all processes leave the group together: a Gloo process torn down while its peer still holds
+    # the connections can abort (SIGABRT) instead of exiting
+    distributed.barrier()
     return 0
 
 

@@ -57,6 +57,7 @@ def _worker(rank, world, init_file, out):
         trainer = train(out)
         params = {k: v.clone() for k, v in trainer.objective.state_dict().items()}
         torch.save({"params": params, "history": trainer.history}, f"{out}/rank{rank}.pt")
+        torch.distributed.barrier()  # leave the group together (a Gloo peer torn down early can abort)
     finally:
         torch.distributed.destroy_process_group()
 
