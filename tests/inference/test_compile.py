@@ -127,11 +127,13 @@ def test_an_interrupted_compiled_run_resumes_exactly(uninterrupted, tmp_path):
 
 
 class UnusedGuide(Guide):
-    """The fixed-noise guide with a parameter that gets no gradient (Adam leaves it as it is)."""
+    """The fixed-noise guide with a parameter that gets no gradient (Adam leaves it as it is) and a
+    batch norm (its running statistics are buffers the step updates in place)."""
 
     def __init__(self, eps):
         super().__init__(eps)
         self.unused = nn.Parameter(torch.ones(3))
+        self.enc = nn.Sequential(nn.Linear(6, 8), nn.BatchNorm1d(8), nn.Linear(8, 4))
 
 
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
@@ -158,8 +160,11 @@ def test_the_one_program_step_is_torch_adams_step(optimizer, options, clip_norm,
     fast, eager = ELBO(*pairs[0], compile=True), ELBO(*pairs[1])
     fast_opt = optimizer(fast.parameters(), lr=0.05, fused=True, **options)
     eager_opt = optimizer(eager.parameters(), lr=0.05, foreach=False, **options)
-    fast(x)  # the checked first call
+    with torch.no_grad():  # the checked first call (it updates the batch norm's statistics too)
+        fast(x), eager(x)
+    buffers = [b.clone() for b in fast.buffers()]
     step = compiled.TrainingStep(fast, fast_opt, clip_norm, x)
+    assert all(torch.equal(a, b) for a, b in zip(buffers, fast.buffers()))  # building it moved nothing
     losses = []
     for _ in range(3):
         losses.append(step(x)[0])
@@ -174,6 +179,9 @@ def test_the_one_program_step_is_torch_adams_step(optimizer, options, clip_norm,
     for p, q in zip(fast.parameters(), eager.parameters()):
         torch.testing.assert_close(p, q)
         assert p.grad is None
+    for a, b in zip(fast.buffers(), eager.buffers()):  # the batch norm's statistics, 4 updates each
+        torch.testing.assert_close(a, b)
+    assert fast.guide.enc[1].num_batches_tracked.item() == 4
     assert torch.equal(fast.guide.unused.cpu(), torch.ones(3, dtype=torch.float64)) and not fast_opt.state[fast.guide.unused]
     for p, q in zip(fast.parameters(), eager.parameters()):
         for kind, value in eager_opt.state[q].items():

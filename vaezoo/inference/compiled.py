@@ -62,13 +62,15 @@ class Captured:
                     raise CompileBlocked(f"term {name!r} is a Python {type(value).__name__}, which a compiled program would freeze")
             return [loss, *leaves]
 
-        # Capturing runs the pair once on real tensors: fork the random stream so that building the
-        # program does not shift the run's draws (a resumed run then draws what an uninterrupted
-        # one draws). make_fx records below autograd, the forward ops only.
+        # Capturing runs the pair once on real tensors: on copies of the parameters and buffers (a
+        # batch norm's statistics must not take an extra step), in a forked random stream so that
+        # building the program does not shift the run's draws (a resumed run then draws what an
+        # uninterrupted one draws). make_fx records below autograd, the forward ops only.
         # Validation is off as after the objective's first call, which made the checks: its
         # data-dependent branches (support checks) cannot be captured.
+        copies = [t.detach().clone().requires_grad_(t.requires_grad) for t in tensors]
         with torch.random.fork_rng(devices=[x.device] if x.device.type == "cuda" else []), pyro.validation_enabled(False):
-            self.graph = make_fx(fn)(tensors, x)
+            self.graph = make_fx(fn)(copies, x)
         self.terms_spec = spec["terms"]
         _check_no_frozen_state(self.graph, tensors, self.names)
         self.capture_seconds = time.perf_counter() - start
@@ -179,9 +181,14 @@ class TrainingStep:
         index = {id(t): i for i, t in enumerate(self.tensors)}
         if any(id(p) not in index for p in group["params"]):
             raise CompileBlocked("the optimizer holds tensors that are not parameters of the objective's modules")
+        # Capturing runs the step on real tensors: on copies (the parameters, buffers such as a
+        # batch norm's statistics, and the optimizer's state must not move) and in a forked random
+        # stream (building the program does not shift the run's draws).
+        copies = [t.detach().clone().requires_grad_(t.requires_grad) for t in self.tensors]
         # which parameters get a gradient is part of the pair's static structure: one eager probe
         with torch.random.fork_rng(devices=[x.device] if x.device.type == "cuda" else []), pyro.validation_enabled(False):
-            grads = torch.autograd.grad(step(torch.bernoulli(x) if binarize else x)[0], group["params"], allow_unused=True)
+            probe = torch.func.functional_call(step, dict(zip(self.names, copies)), (torch.bernoulli(x) if binarize else x,))
+            grads = torch.autograd.grad(probe[0], [copies[index[id(p)]] for p in group["params"]], allow_unused=True)
         self.params = [p for p, g in zip(group["params"], grads) if g is not None]
         if not self.params:
             raise CompileBlocked("no parameter of the optimizer gets a gradient from the loss")
@@ -212,10 +219,8 @@ class TrainingStep:
             return [loss.detach(), *[t.detach() for t in leaves]]
 
         states = self._states()
-        # Capturing runs the step on real tensors: on copies (the parameters and the optimizer's
-        # state must not move) and in a forked random stream (building the program does not shift
-        # the run's draws). make_fx records below autograd: the backward's ops are in the graph.
-        copies = [t.detach().clone().requires_grad_(t.requires_grad) for t in self.tensors]
+        copies = [t.detach().clone().requires_grad_(t.requires_grad) for t in self.tensors]  # fresh: the probe moved them
+        # make_fx records below autograd: the backward's ops are in the graph
         with torch.random.fork_rng(devices=[x.device] if x.device.type == "cuda" else []), pyro.validation_enabled(False):
             self.graph = make_fx(fn)(*copies, *[t.clone() for t in states], x)
         self.terms_spec = spec["terms"]
