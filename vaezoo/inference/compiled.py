@@ -36,6 +36,18 @@ class _Step(nn.Module):
         return self.objective.loss_and_terms(x)
 
 
+def _inputs(step: nn.Module) -> Tuple[List[str], List[torch.Tensor]]:
+    """A program's inputs: the names and tensors of ``step``'s parameters, then of its buffers."""
+    named = list(step.named_parameters()) + list(step.named_buffers())
+    return [n for n, _ in named], [t for _, t in named]
+
+
+def _copies(tensors: List[torch.Tensor]) -> List[torch.Tensor]:
+    """Detached copies to capture on: capturing runs the pair on real tensors, and neither a
+    parameter nor a buffer (a batch norm's statistics) may take an extra step."""
+    return [t.detach().clone().requires_grad_(t.requires_grad) for t in tensors]
+
+
 class CompileBlocked(Exception):
     """The captured program would not compute what eager calls compute (the message says why)."""
 
@@ -50,8 +62,7 @@ class Captured:
         start = time.perf_counter()
         step = _Step(objective)
         self.step = [step]  # a list: not a submodule of the objective that holds this program
-        self.names = [n for n, _ in step.named_parameters()] + [n for n, _ in step.named_buffers()]
-        tensors = self.tensors()
+        self.names, tensors = _inputs(step)
         spec = {}
 
         def fn(tensors: List[torch.Tensor], x: torch.Tensor):
@@ -62,23 +73,20 @@ class Captured:
                     raise CompileBlocked(f"term {name!r} is a Python {type(value).__name__}, which a compiled program would freeze")
             return [loss, *leaves]
 
-        # Capturing runs the pair once on real tensors: on copies of the parameters and buffers (a
-        # batch norm's statistics must not take an extra step), in a forked random stream so that
-        # building the program does not shift the run's draws (a resumed run then draws what an
-        # uninterrupted one draws). make_fx records below autograd, the forward ops only.
+        # Capturing runs the pair once, on copies, in a forked random stream so that building the
+        # program does not shift the run's draws (a resumed run then draws what an uninterrupted
+        # one draws). make_fx records below autograd, the forward ops only.
         # Validation is off as after the objective's first call, which made the checks: its
         # data-dependent branches (support checks) cannot be captured.
-        copies = [t.detach().clone().requires_grad_(t.requires_grad) for t in tensors]
         with torch.random.fork_rng(devices=[x.device] if x.device.type == "cuda" else []), pyro.validation_enabled(False):
-            self.graph = make_fx(fn)(copies, x)
+            self.graph = make_fx(fn)(_copies(tensors), x)
         self.terms_spec = spec["terms"]
         _check_no_frozen_state(self.graph, tensors, self.names)
         self.capture_seconds = time.perf_counter() - start
 
     def tensors(self) -> List[torch.Tensor]:
         """The objective's parameters and buffers as they are now, in the graph's input order."""
-        step = self.step[0]
-        return [p for _, p in step.named_parameters()] + [b for _, b in step.named_buffers()]
+        return _inputs(self.step[0])[1]
 
     def _run(self, fn: Callable, x: torch.Tensor) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
         out = fn(self.tensors(), x)
@@ -174,17 +182,15 @@ class TrainingStep:
         self.optimizer, self.binarize = optimizer, bool(binarize)
         group = optimizer.param_groups[0]
         step = _Step(objective)
-        self.names = [n for n, _ in step.named_parameters()] + [n for n, _ in step.named_buffers()]
         # the parameters and buffers, once: the objective's modules keep their tensors (``to`` and
         # ``load_state_dict`` change them in place; the Trainer builds its programs after ``to``)
-        self.tensors = [p for _, p in step.named_parameters()] + [b for _, b in step.named_buffers()]
+        self.names, self.tensors = _inputs(step)
         index = {id(t): i for i, t in enumerate(self.tensors)}
         if any(id(p) not in index for p in group["params"]):
             raise CompileBlocked("the optimizer holds tensors that are not parameters of the objective's modules")
-        # Capturing runs the step on real tensors: on copies (the parameters, buffers such as a
-        # batch norm's statistics, and the optimizer's state must not move) and in a forked random
-        # stream (building the program does not shift the run's draws).
-        copies = [t.detach().clone().requires_grad_(t.requires_grad) for t in self.tensors]
+        # The probe and the capture run on copies (of the optimizer's state too) and in a forked
+        # random stream: building the program moves nothing and does not shift the run's draws.
+        copies = _copies(self.tensors)
         # which parameters get a gradient is part of the pair's static structure: one eager probe
         with torch.random.fork_rng(devices=[x.device] if x.device.type == "cuda" else []), pyro.validation_enabled(False):
             probe = torch.func.functional_call(step, dict(zip(self.names, copies)), (torch.bernoulli(x) if binarize else x,))
@@ -219,8 +225,8 @@ class TrainingStep:
             return [loss.detach(), *[t.detach() for t in leaves]]
 
         states = self._states()
-        copies = [t.detach().clone().requires_grad_(t.requires_grad) for t in self.tensors]  # fresh: the probe moved them
-        # make_fx records below autograd: the backward's ops are in the graph
+        # make_fx records below autograd: the backward's ops are in the graph (the graph does not
+        # depend on the values, so the copies the probe ran on serve)
         with torch.random.fork_rng(devices=[x.device] if x.device.type == "cuda" else []), pyro.validation_enabled(False):
             self.graph = make_fx(fn)(*copies, *[t.clone() for t in states], x)
         self.terms_spec = spec["terms"]

@@ -590,6 +590,9 @@ class Trainer:
                 set_epoch = getattr(module, "set_epoch", None)
                 if callable(set_epoch):
                     set_epoch(epoch)
+            # the optimizer's hyperparameters, constants of a one-program step: read once an epoch
+            # (an on_epoch_end callback may have changed them)
+            hyper = compiled.TrainingStep.key(self.optimizer, self.clip_norm) if stepped else None
             order = torch.randperm(n, generator=torch.Generator().manual_seed(self.seed * 1_000_003 + epoch))
             order = order.to(self.device)
             running = torch.zeros((), device=self.device, dtype=self.dtype)
@@ -598,7 +601,7 @@ class Trainer:
                 batch = order[step * self.batch_size : (step + 1) * self.batch_size]
                 mine = distributed.shard(batch)
                 xb = x_train[mine]
-                program = self._training_step(xb, dynamic) if stepped else None
+                program = self._training_step(xb, dynamic, hyper) if stepped else None
                 if program is not None:  # it binarizes a dynamic batch itself
                     loss, _ = program(xb)
                 else:
@@ -654,14 +657,14 @@ class Trainer:
             and not self._store_params
         )
 
-    def _training_step(self, x: torch.Tensor, binarize: bool) -> Optional[compiled.TrainingStep]:
-        """The one-program step for ``x``'s shape, built at its first use (and its compile time added
-        to the objective's); None where it cannot be built, after one warning naming the reason
-        (the steps then run as the objective's compiled loss, backward and fused Adam)."""
+    def _training_step(self, x: torch.Tensor, binarize: bool, hyper: tuple) -> Optional[compiled.TrainingStep]:
+        """The one-program step for ``x``'s shape and the optimizer's hyperparameters ``hyper``
+        (:meth:`compiled.TrainingStep.key`), built at its first use (its compile time counted in
+        :meth:`_compile_seconds`); None where it cannot be built, after one warning naming the
+        reason (the steps then run as the objective's compiled loss, backward and fused Adam)."""
         if not (self.objective.compiles and torch.is_grad_enabled()):
             return None
-        key = (tuple(x.shape), x.dtype, x.device, self.objective.training, binarize,
-               compiled.TrainingStep.key(self.optimizer, self.clip_norm))
+        key = (tuple(x.shape), x.dtype, x.device, self.objective.training, binarize, hyper)
         if key in self._steps:
             return self._steps[key]
         try:
