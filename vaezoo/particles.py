@@ -341,3 +341,7 @@ def _dist_name(fn) -> str:
     while isinstance(fn, torch.distributions.Independent):
         fn = fn.base_dist
     return type(fn).__name__
+
+
+#: the distribution inside ``Independent``, ``MaskedDistribution`` and ``ExpandedDistribution``
+base_distribution = _base

@@ -14,13 +14,14 @@ import pyro
 import pyro.distributions
 import torch
 from torch import nn
-from torch.fx.experimental.proxy_tensor import make_fx
 
+from vaezoo.capture import CompileBlocked, capture
 from vaezoo.errors import ConfigError, ShapeError, SiteError
 from vaezoo.evaluation.checks import ParamDtypeCheck, check_data, check_module_dtypes, is_int, positive_int
 from vaezoo.evaluation.result import LogMarginalResult
 from vaezoo.evaluation.seeding import block_seed, resolve_seed, rng_scope, seed_device
 from vaezoo.evaluation.weights import summarize
+from vaezoo.guards import Guard
 from vaezoo.particles import check_no_subsampling, check_observed, probe_pair, warn_particle_leak
 from vaezoo.traces import DATA_PLATE, per_datapoint, record, site_log_prob
 
@@ -348,10 +349,14 @@ class _CompiledPass:
         if self.key is None:
             self.key = (self.replay.num_particles, self.replay.particle_dim, tuple(x.shape), x.dtype, x.device,
                         getattr(self.replay.model, "training", None), tuple((n, tuple(v.shape), v.dtype) for n, v in values.items()))
-        program = self.cache.get(self.key)
-        if program is not None:
-            return program(self._tensors(), x, values)
+        cached = self.cache.get(self.key)
+        if cached is not None:
+            program, guard = cached
+            if guard.changed() is None:
+                return program(self._tensors(), x, values)
+            del self.cache[self.key]  # the model computes with another Python value now: capture anew
         start = time.perf_counter()
+        guard = Guard(self.replay.model)
         names = [n for n, _ in self.replay.named_parameters()] + [n for n, _ in self.replay.named_buffers()]
 
         def run(tensors, x, values):
@@ -359,15 +364,18 @@ class _CompiledPass:
 
         try:
             with pyro.validation_enabled(False):
-                graph = make_fx(run)(self._tensors(), x, values)
+                graph = capture(run, self._tensors(), x, values)
             program = torch.compile(graph, fullgraph=True)
             log_p = program(self._tensors(), x, values)
+        except CompileBlocked as e:  # a value read from the data into Python: right for one chunk only
+            warnings.warn(f"log_marginal(compile=True) runs eagerly: {e}", stacklevel=3)
+            return None
         except Exception as e:  # the eager pass ran this model already: a failure of the compiler
             first = str(e).strip().splitlines()[0] if str(e).strip() else ""
             warnings.warn(f"log_marginal(compile=True) runs eagerly: compiling failed ({type(e).__name__}: {first})", stacklevel=3)
             return None
         if not _holds_store_params(graph):  # else a constant a later call must not see
-            self.cache[self.key] = program
+            self.cache[self.key] = (program, guard)
         logging.getLogger(__name__).info("log_marginal: compiled the model pass for %d x %d pairs in %.1f s",
                                          self.replay.num_particles, x.shape[0], time.perf_counter() - start)
         return log_p

@@ -16,8 +16,9 @@ from typing import Callable, Dict, List, Optional, Tuple
 import pyro
 import torch
 from torch import nn
-from torch.fx.experimental.proxy_tensor import make_fx
 from torch.utils import _pytree as pytree
+
+from vaezoo import capture as capture_module
 
 log = logging.getLogger(__name__)
 
@@ -48,8 +49,10 @@ def _copies(tensors: List[torch.Tensor]) -> List[torch.Tensor]:
     return [t.detach().clone().requires_grad_(t.requires_grad) for t in tensors]
 
 
-class CompileBlocked(Exception):
-    """The captured program would not compute what eager calls compute (the message says why)."""
+# the capture of a pair's tensor operations and the guard of its Python values are shared with the
+# estimators' compiled pass (vaezoo.evaluation.importance), below both
+CompileBlocked = capture_module.CompileBlocked
+capture = capture_module.capture
 
 
 class Captured:
@@ -79,7 +82,7 @@ class Captured:
         # Validation is off as after the objective's first call, which made the checks: its
         # data-dependent branches (support checks) cannot be captured.
         with torch.random.fork_rng(devices=[x.device] if x.device.type == "cuda" else []), pyro.validation_enabled(False):
-            self.graph = make_fx(fn)(_copies(tensors), x)
+            self.graph = capture(fn, _copies(tensors), x)
         self.terms_spec = spec["terms"]
         _check_no_frozen_state(self.graph, tensors, self.names)
         self.capture_seconds = time.perf_counter() - start
@@ -228,7 +231,7 @@ class TrainingStep:
         # make_fx records below autograd: the backward's ops are in the graph (the graph does not
         # depend on the values, so the copies the probe ran on serve)
         with torch.random.fork_rng(devices=[x.device] if x.device.type == "cuda" else []), pyro.validation_enabled(False):
-            self.graph = make_fx(fn)(*copies, *[t.clone() for t in states], x)
+            self.graph = capture(fn, *copies, *[t.clone() for t in states], x)
         self.terms_spec = spec["terms"]
         owned = self.tensors + states
         _check_no_frozen_state(self.graph, owned, self.names + ["the optimizer's state"] * len(states))

@@ -24,6 +24,7 @@ import warnings
 from typing import Callable, Dict, Mapping, Optional, Tuple
 
 import pyro
+import pyro.distributions as dist
 import torch
 from pyro.distributions.util import is_identically_one, scale_and_mask
 from pyro.infer import TraceEnum_ELBO
@@ -31,7 +32,7 @@ from pyro.infer.util import MultiFrameTensor
 from torch import nn
 from torch.distributions import kl_divergence
 
-from vaezoo import particles, traces
+from vaezoo import guards, particles, traces
 from vaezoo.errors import ConfigError, SiteError
 from vaezoo.inference import compiled
 
@@ -131,6 +132,7 @@ class Objective(nn.Module):
         self._blocker: Optional[str] = None  # why the pair cannot be compiled, found by the first call
         self._structure: Optional[Tuple[bool, Tuple[str, ...]]] = None  # see _site_flags
         self._data_size: Optional[int] = None  # the data plate's size when it subsamples
+        self._guard: Optional[guards.Guard] = None  # the Python values the programs were captured with
 
     # ----------------------------------------------------------------------------- runs
     def _runs(self, x: torch.Tensor) -> Tuple[traces.Run, traces.Run]:
@@ -178,6 +180,40 @@ class Objective(nn.Module):
         warnings.warn(f"{type(self).__name__}(compile=True) runs eagerly: {reason}", stacklevel=4)
         self.compile_enabled = False
 
+    def guards_hold(self) -> bool:
+        """Whether the Python values the pair can compute with (:class:`vaezoo.guards.Guard`: the
+        attributes of its modules and of the objects they hold, their ``training`` flags, the
+        globals and closure variables its code names) are those the compiled programs were captured
+        with. The first call takes the snapshot; a later call that finds a change turns compiling
+        off, with one warning naming the value, and returns False: from then on the pair runs
+        eagerly, so no step computes with a stale value."""
+        if not self.compile_enabled:
+            return False
+        if self._guard is None:
+            self._guard = guards.Guard(self.model, self.guide)
+            return True
+        change = self._guard.changed()
+        if change is None:
+            return True
+        self._programs.clear()
+        self._fall_back(
+            f"{change} since the pair was captured, and a compiled program would keep computing with the old "
+            "value (to compile with a value that changes, such as a KL weight, hold it in a tensor: a buffer "
+            "of a module, which is an input of the program)"
+        )
+        return False
+
+    def _inspect_untouched(self, x: torch.Tensor) -> None:
+        """:meth:`_inspect`, leaving the modules' buffers (a batch norm's running statistics) as they
+        were: the inspection's runs of the pair are not steps of training."""
+        saved = [(b, b.detach().clone()) for b in self.buffers()]
+        try:
+            self._inspect(x)
+        finally:
+            with torch.no_grad():
+                for b, value in saved:
+                    b.copy_(value)
+
     def _compile_blocker(self, model_run: traces.Run, guide_run: traces.Run) -> Optional[str]:
         own = {id(p) for p in self.parameters()}
         for run in (model_run, guide_run):
@@ -218,9 +254,11 @@ class Objective(nn.Module):
             # the checked first call, in a forked random stream: a compiled run's draws are then
             # the same whether its first step is the first of the run or of a resumption
             with torch.random.fork_rng(devices=[x.device] if x.device.type == "cuda" else []):
-                self._inspect(x)
+                self._inspect_untouched(x)
         if self._blocker is not None:
             self._fall_back(self._blocker)
+            return self.loss_and_terms(x)
+        if not self.guards_hold():
             return self.loss_and_terms(x)
         key = (tuple(x.shape), x.dtype, x.device, self.training)
         program = self._programs.get(key)
@@ -300,6 +338,10 @@ class ELBO(Objective):
             p, g = model_sites[name], guide_sites.get(name)
             if g is None or not g["fn"].has_rsample:
                 continue
+            if isinstance(particles.base_distribution(g["fn"]), dist.Delta):
+                # Pyro's KL(Delta || p) is -log p(v): it drops a Delta's log_density (the density an
+                # AutoGuide's draw carries), and the sampled term log q - log p is exact anyway
+                continue
             if not set(model_order[:i]) <= guide_before[name]:
                 continue
             if not (_same(p["scale"], g["scale"]) and _same(p["mask"], g["mask"])):
@@ -307,6 +349,15 @@ class ELBO(Objective):
             if self._kl_registered(g["fn"], p["fn"]):
                 out.add(name)
         return frozenset(out)
+
+    def _analytic_now(self, model_sites, guide_sites) -> frozenset:
+        """The closed-form sites of this call: those found by the first call whose model and guide
+        sites still have the same scale and mask (a KL weight read anew by every call of the pair
+        changes the model site's scale alone, and the closed form is then no longer the term)."""
+        return frozenset(
+            n for n in self._analytic
+            if _same(model_sites[n]["scale"], guide_sites[n]["scale"]) and _same(model_sites[n]["mask"], guide_sites[n]["mask"])
+        )
 
     def loss_and_terms(self, x: torch.Tensor) -> Tuple[torch.Tensor, Terms]:
         if self._enum is not None:
@@ -323,7 +374,7 @@ class ELBO(Objective):
         n = self._per_datapoint(x)
         if score:
             return self._score_function_loss(model_sites, guide_sites, n)
-        analytic = self._analytic
+        analytic = self._analytic_now(model_sites, guide_sites)
         log_liks, kls = [], []
         for name, site in model_sites.items():
             if site["is_observed"]:
@@ -345,7 +396,7 @@ class ELBO(Objective):
     def _score_function_loss(self, model_sites, guide_sites, n: int) -> Tuple[torch.Tensor, Terms]:
         """The ELBO with score-function terms for the guide's non-reparameterized sites: its value,
         and a surrogate whose gradient is the estimator of the class docstring."""
-        analytic = self._analytic
+        analytic = self._analytic_now(model_sites, guide_sites)
         log_r = MultiFrameTensor()  # sampled log p - log q, by plate stack, for the score terms
         log_lik = value = surrogate = 0.0  # sums of scalar tensors
         for name, site in model_sites.items():
@@ -446,7 +497,7 @@ class IWAE(Objective):
 
     def loss_and_terms(self, x: torch.Tensor) -> Tuple[torch.Tensor, Terms]:
         if not self._probed:
-            self._inspect(x)
+            self._inspect_untouched(x)
         K = self.num_particles
         with pyro.validation_enabled(False):  # the first call's runs validated the pair, as the ELBO's do
             if self._structure[1]:  # guide sites without rsample

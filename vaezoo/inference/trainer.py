@@ -662,8 +662,8 @@ class Trainer:
         (:meth:`compiled.TrainingStep.key`), built at its first use (its compile time counted in
         :meth:`_compile_seconds`); None where it cannot be built, after one warning naming the
         reason (the steps then run as the objective's compiled loss, backward and fused Adam)."""
-        if not (self.objective.compiles and torch.is_grad_enabled()):
-            return None
+        if not (self.objective.compiles and torch.is_grad_enabled() and self.objective.guards_hold()):
+            return None  # (a changed Python value turns the objective's compiling off, with a warning)
         key = (tuple(x.shape), x.dtype, x.device, self.objective.training, binarize, hyper)
         if key in self._steps:
             return self._steps[key]
