@@ -1,10 +1,21 @@
 """vaezoo: structured variational autoencoders as Pyro model/guide pairs, trained by SVI and
 scored by per-datapoint estimators of log p(x)."""
 
+import importlib
+
 __version__ = "0.1.0"
 
 from vaezoo import errors  # noqa: F401,E402
 
-# The package imports the zoo's entries (as timm's models/__init__.py does), so that they are
-# registered whichever vaezoo module is imported first; vaezoo.zoo itself imports no entry.
-from vaezoo import entries  # noqa: F401,E402
+#: the subpackages ``vaezoo.NAME`` reaches without an import of its own (PEP 562): importing the
+#: package loads none of them, so ``import vaezoo.distributions`` does not load the Trainer or the
+#: compiler; the zoo's entries register themselves when the registry is first read
+#: (:func:`vaezoo.zoo.names`, :func:`vaezoo.zoo.create`)
+_SUBMODULES = {"cli", "data", "distributions", "entries", "evaluation", "fileio", "guards", "guides", "inference",
+               "models", "nets", "particles", "runlock", "runs", "traces", "zoo", "capture"}
+
+
+def __getattr__(name):
+    if name in _SUBMODULES:
+        return importlib.import_module(f"vaezoo.{name}")
+    raise AttributeError(f"module 'vaezoo' has no attribute {name!r}")

@@ -47,6 +47,15 @@ def _is_scalar_value(v: Any) -> bool:
     return False
 
 
+def _copy(v: Any) -> Any:
+    """A copy of a container of scalars that later mutation of the original cannot change."""
+    if isinstance(v, list):
+        return [_copy(e) for e in v]
+    if isinstance(v, dict):
+        return {k: _copy(e) for k, e in v.items()}
+    return v
+
+
 def _freeze(v: Any) -> Any:
     """A snapshot of a scalar value that later mutation of a list or dict cannot change."""
     if isinstance(v, list):
@@ -72,47 +81,64 @@ def _library(obj: Any) -> bool:
     return module.split(".")[0] in LIBRARIES or module == "vaezoo.guards"
 
 
+class _Cell:
+    """A closure cell read like a mapping (``get``), as the guard reads ``__dict__``s and globals."""
+
+    __slots__ = ("cell",)
+
+    def __init__(self, cell):
+        self.cell = cell
+
+    def get(self, key, default):
+        try:
+            return self.cell.cell_contents
+        except ValueError:  # emptied
+            return default
+
+
 class Guard:
     """The Python values reachable from ``roots`` (model, guide, ...) as they were when made;
-    :meth:`changed` names the first that differs now."""
+    :meth:`changed` names the first that differs now. ``names`` label the roots in messages."""
 
-    def __init__(self, *roots: Any):
-        self._reads: List[Tuple[str, Callable[[], Any]]] = []
+    def __init__(self, *roots: Any, names: Tuple[str, ...] = ("model", "guide")):
+        # each read: (label, mapping, key, snapshot, container); the mapping is an object's __dict__,
+        # a function's globals or a closure cell, so a check is a dict lookup and an identity test
+        self._reads: List[Tuple[str, Any, Any, Any, bool]] = []
         self._seen = set()
         for i, root in enumerate(roots):
-            self._visit(root, f"root{i}" if not hasattr(root, "__name__") else root.__name__, DEPTH)
+            self._visit(root, names[i] if i < len(names) else getattr(root, "__name__", f"root{i}"), DEPTH)
         self._seen = None
-        self._values = [self._read(get) for _, get in self._reads]
-        self._shown = [self._show(get) for _, get in self._reads]  # the snapshot as the user wrote it
 
     def __len__(self) -> int:
         return len(self._reads)
 
-    @staticmethod
-    def _read(get: Callable[[], Any]) -> Any:
-        try:
-            return _freeze(get())
-        except Exception:
-            return _MISSING
-
-    @staticmethod
-    def _show(get: Callable[[], Any]) -> str:
-        try:
-            return repr(get())
-        except Exception:
-            return "(missing)"
-
     def changed(self) -> Optional[str]:
         """None while every guarded value is as it was, else ``"WHAT changed from A to B"``."""
-        for (label, get), old, shown in zip(self._reads, self._values, self._shown):
-            if not _same(self._read(get), old):
-                return f"{label} changed from {shown} to {self._show(get)}"
+        # the fast path, on every compiled call: an unchanged attribute, global or cell holds the
+        # very object it held (a float re-read is the same object), so identity is the test
+        for i, (label, mapping, key, old, container) in enumerate(self._reads):
+            new = mapping.get(key, _MISSING)
+            if new is old and not container:
+                continue
+            if container:
+                if _same(_freeze(new), _freeze(old[1])):
+                    continue
+                old = old[1]
+            elif _same(new, old):  # an equal value in a new object: the same from now on
+                self._reads[i] = (label, mapping, key, new, False)
+                continue
+            show = lambda v: "(missing)" if v is _MISSING else repr(v)  # noqa: E731
+            return f"{label} changed from {show(old)} to {show(new)}"
         return None
 
-    # --- the walk
-    def _guard(self, label: str, get: Callable[[], Any]) -> None:
-        self._reads.append((label, get))
+    def _guard(self, label: str, mapping: Any, key: Any) -> None:
+        value = mapping.get(key, _MISSING)
+        if isinstance(value, (list, dict, tuple, frozenset)):  # compared by contents: a list changes in place
+            self._reads.append((label, mapping, key, ("snapshot", _copy(value)), True))
+        else:
+            self._reads.append((label, mapping, key, value, False))
 
+    # --- the walk
     def _visit(self, obj: Any, label: str, depth: int) -> None:
         if depth < 0 or obj is None or id(obj) in self._seen:
             return
@@ -129,10 +155,9 @@ class Guard:
             self._function(obj.__func__, label, depth)
         elif isinstance(obj, functools.partial):
             self._function(obj.func, label, depth)
-            for i, a in enumerate(obj.args):
-                self._value(a, f"{label}.args[{i}]", lambda a=a: a, depth - 1)
+            self._value(obj.args, f"{label}.args", {"args": obj.args}, "args", depth - 1)
             for k, a in obj.keywords.items():
-                self._value(a, f"{label}.keywords[{k!r}]", lambda a=a: a, depth - 1)
+                self._value(a, f"{label}.keywords[{k!r}]", obj.keywords, k, depth - 1)
         elif isinstance(obj, types.FunctionType):
             self._function(obj, label, depth)
         elif callable(obj) and not isinstance(obj, type) and not _library(type(obj)):
@@ -147,18 +172,19 @@ class Guard:
             items = list(vars(obj).items())
         except TypeError:
             return
+        d = vars(obj)
         for name, value in items:
-            if module and name in _MODULE_INTERNALS:
+            if module and (name in _MODULE_INTERNALS or name.startswith("_pyro_")):
                 continue
-            self._value(value, f"{label}.{name}", lambda o=obj, n=name: getattr(o, n), depth - 1)
+            self._value(value, f"{label}.{name}", d, name, depth - 1)
 
-    def _value(self, value: Any, label: str, get: Callable[[], Any], depth: int) -> None:
+    def _value(self, value: Any, label: str, mapping: Any, key: Any, depth: int) -> None:
         if _is_scalar_value(value):
-            self._guard(label, get)
+            self._guard(label, mapping, key)
         elif isinstance(value, torch.Tensor):
             # a tensor held outside parameters and buffers is a constant of the graph: replacing it
-            # (not changing it in place) would go unseen
-            self._guard(f"{label} (a tensor, by identity)", lambda get=get: id(get()))
+            # (not changing it in place) would go unseen, so it is guarded by identity
+            self._reads.append((f"{label} (a tensor)", mapping, key, value, False))
         elif isinstance(value, (nn.Module, types.FunctionType, types.MethodType, functools.partial)):
             self._visit(value, label, depth)
         elif isinstance(value, (type, types.ModuleType)) or _library(type(value)):
@@ -185,10 +211,10 @@ class Guard:
         g = fn.__globals__
         for name in sorted(names):
             if name in g:
-                self._value(g[name], f"global {name}", lambda g=g, n=name: g.get(n, _MISSING), depth - 1)
+                self._value(g[name], f"global {name}", g, name, depth - 1)
         for var, cell in zip(fn.__code__.co_freevars, fn.__closure__ or ()):
             try:
                 value = cell.cell_contents
             except ValueError:  # an empty cell
                 continue
-            self._value(value, f"{fn.__name__}'s closure variable {var}", lambda c=cell: c.cell_contents, depth - 1)
+            self._value(value, f"{fn.__name__}'s closure variable {var}", _Cell(cell), None, depth - 1)

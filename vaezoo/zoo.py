@@ -7,14 +7,16 @@ Adding an entry is one new file in ``vaezoo/entries/`` with one decorated builde
     def build(config: MyConfig, data_shape) -> tuple[PyroModule, PyroModule]:
         return model, guide
 
-``vaezoo/__init__.py`` imports ``vaezoo.entries`` (which imports every entry module); this module
-imports no entry, so the registry has no import cycle. The model and guide should be
+The registry imports ``vaezoo.entries`` (which imports every entry module) when it is first read,
+so that importing a lower layer (``vaezoo.distributions``) loads no entry, and this module imports
+no entry at import time, so the registry has no import cycle. The model and guide should be
 ``PyroModule``s (as ``VAEModel`` and the guides are), so that Pyro sees their networks.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import math
 import numbers
 import typing
@@ -65,12 +67,19 @@ def register(name: str, config: type, description: str, objective: Optional[Call
     return deco
 
 
+def _load_entries() -> None:
+    """Registers the zoo's own entries, once (an entry module imports this one to register)."""
+    importlib.import_module("vaezoo.entries")
+
+
 def names() -> list:
     """Every registered entry, sorted."""
+    _load_entries()
     return sorted(_REGISTRY)
 
 
 def entry(name: str) -> Entry:
+    _load_entries()
     if name not in _REGISTRY:
         raise UnknownNameError(f"unknown model {name!r}; expected one of: {', '.join(names())}")
     return _REGISTRY[name]

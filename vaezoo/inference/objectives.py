@@ -212,7 +212,8 @@ class Objective(nn.Module):
         finally:
             with torch.no_grad():
                 for b, value in saved:
-                    b.copy_(value)
+                    if not torch.equal(b, value):  # (a copy would bump the version autograd checks)
+                        b.copy_(value)
 
     def _compile_blocker(self, model_run: traces.Run, guide_run: traces.Run) -> Optional[str]:
         own = {id(p) for p in self.parameters()}
