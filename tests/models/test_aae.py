@@ -87,6 +87,7 @@ def test_log_marginal_refuses_a_delta_guide():
     assert "\n" not in str(info.value) and "'z'" in str(info.value)
 
 
+@pytest.mark.slow  # a convergence test: CI runs it apart (pytest -m slow)
 def test_mask_aae_closes_spurious_dimensions_on_synthetic_data():
     """True dimension n = 4, capacity m = 16: a short training run closes most of the 12 spurious
     dimensions. At weight 100 the critic term closes them within 200 small steps (at the default
@@ -106,6 +107,7 @@ def test_mask_aae_closes_spurious_dimensions_on_synthetic_data():
     assert 2 <= terms["active_dims"].item() <= 8
 
 
+@pytest.mark.slow  # a convergence test: CI runs it apart (pytest -m slow)
 def test_mask_aae_with_a_warm_up_finds_the_true_dimension_on_synthetic_data():
     """True dimension n = 4, capacity m = 8: with the synthetic benchmark's setting (the networks
     alone for the first half, then the mask at weight 50; bench/RESULTS.md) a short run keeps
