@@ -12,7 +12,17 @@ from vaezoo import errors  # noqa: F401,E402
 #: compiler; the zoo's entries register themselves when the registry is first read
 #: (:func:`vaezoo.zoo.names`, :func:`vaezoo.zoo.create`)
 _SUBMODULES = {"cli", "data", "distributions", "entries", "evaluation", "fileio", "guards", "guides", "inference",
-               "models", "nets", "particles", "runlock", "runs", "traces", "zoo", "capture"}
+               "models", "nets", "particles", "runlock", "runs", "traces", "zoo", "capture", "trained"}
+
+
+def load(run, device="cpu", dtype=None):
+    """A trained run directory in Python: model, guide, config, metrics, evaluations
+    (:func:`vaezoo.trained.load`)."""
+    import torch
+
+    from vaezoo.trained import load as _load
+
+    return _load(run, device, torch.float32 if dtype is None else dtype)
 
 
 def __getattr__(name):
