@@ -15,6 +15,7 @@ EXPECTED = [
     # the zoo; the param-store names are the model's own ("vae" in a fresh process, "vae#k" in this one)
     ["torch.Size([4, 20]) torch.Size([200, 20])", "log p(x)", "exact", "'{pyro_name}.guide.encoder$$$net.0.bias'"],
     ["samples torch.Size([3, 4, 1, 28, 28])", "edited torch.Size([4, 1, 28, 28])", "FID of samples"],  # SOS-VAE
+    ["epoch 3: test ELBO", "log p(x)"],  # a trained run in Python
 ]
 
 
