@@ -5,7 +5,8 @@ tensors so that a value read from a tensor into Python cannot become a silent co
 
 from __future__ import annotations
 
-from typing import Callable
+import contextlib
+from typing import Callable, Iterator
 
 import torch
 from torch.fx.experimental.proxy_tensor import make_fx
@@ -42,3 +43,23 @@ def capture(fn: Callable, *args) -> torch.fx.GraphModule:
                 "program would keep the value of the batch it was captured on"
             ) from e
         raise
+
+
+@contextlib.contextmanager
+def restoring(module: torch.nn.Module) -> Iterator[None]:
+    """Puts every parameter and buffer of ``module`` back in place after the block.
+
+    ``torch.func.functional_call`` swaps a module's tensors for the program's inputs and back, but a
+    submodule reached by two paths (a model and a guide sharing a layer, as the double transformer
+    VAE's pose map) is swapped twice and restored to the first swap's tensor: a capture's fake
+    tensor, or before captures ran on fake tensors, a detached copy that silently stopped training."""
+    saved = [(m, kind, dict(getattr(m, kind))) for m in module.modules(remove_duplicate=False)
+             for kind in ("_parameters", "_buffers")]
+    try:
+        yield
+    finally:
+        for m, kind, tensors in saved:
+            current = getattr(m, kind)
+            for name, t in tensors.items():
+                if current.get(name) is not t:
+                    current[name] = t

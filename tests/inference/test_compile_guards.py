@@ -254,3 +254,24 @@ def test_the_guard_reads_what_a_pair_can_reach_and_nothing_of_the_libraries():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         Guard(torch.nn.functional.linear, pyro.sample)  # library code: nothing to guard, no error
+
+
+def test_a_layer_shared_by_model_and_guide_keeps_its_parameters_through_a_capture(_no_inductor):
+    """The double transformer VAE's pose map is one nn.Linear in the model and the guide: building a
+    program (which swaps tensors through functional_call) must leave the trained parameters in it."""
+    from vaezoo import zoo
+    from vaezoo.inference import compiled
+
+    pyro.set_rng_seed(0)
+    m = zoo.create("dtvae-affine", data_shape=(1, 8, 8), pose_prior="full-rank", pose_rank=3).double()
+    objective = m.objective(compile=True)
+    x = torch.bernoulli(torch.rand(6, 1, 8, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(0)))
+    with torch.no_grad():
+        objective(x)
+    before = {name: p for name, p in objective.named_parameters(remove_duplicate=False)}
+    assert objective.model.pose_prior.pose_map is objective.guide.pose_map
+    compiled.Captured(objective, x)
+    opt = torch.optim.Adam(objective.parameters(), lr=1e-3)
+    compiled.TrainingStep(objective, opt, None, x)
+    after = {name: p for name, p in objective.named_parameters(remove_duplicate=False)}
+    assert before.keys() == after.keys() and all(after[n] is p for n, p in before.items())

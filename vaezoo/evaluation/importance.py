@@ -15,7 +15,7 @@ import pyro.distributions
 import torch
 from torch import nn
 
-from vaezoo.capture import CompileBlocked, capture
+from vaezoo.capture import CompileBlocked, capture, restoring
 from vaezoo.errors import ConfigError, ShapeError, SiteError
 from vaezoo.evaluation.checks import ParamDtypeCheck, check_data, check_module_dtypes, is_int, positive_int
 from vaezoo.evaluation.result import LogMarginalResult
@@ -363,7 +363,7 @@ class _CompiledPass:
             return torch.func.functional_call(self.replay, dict(zip(names, tensors)), (x, values))
 
         try:
-            with pyro.validation_enabled(False):
+            with pyro.validation_enabled(False), restoring(self.replay):
                 graph = capture(run, self._tensors(), x, values)
             program = torch.compile(graph, fullgraph=True)
             log_p = program(self._tensors(), x, values)

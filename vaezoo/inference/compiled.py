@@ -53,6 +53,7 @@ def _copies(tensors: List[torch.Tensor]) -> List[torch.Tensor]:
 # estimators' compiled pass (vaezoo.evaluation.importance), below both
 CompileBlocked = capture_module.CompileBlocked
 capture = capture_module.capture
+restoring = capture_module.restoring
 
 
 class Captured:
@@ -81,7 +82,8 @@ class Captured:
         # one draws). make_fx records below autograd, the forward ops only.
         # Validation is off as after the objective's first call, which made the checks: its
         # data-dependent branches (support checks) cannot be captured.
-        with torch.random.fork_rng(devices=[x.device] if x.device.type == "cuda" else []), pyro.validation_enabled(False):
+        with torch.random.fork_rng(devices=[x.device] if x.device.type == "cuda" else []), pyro.validation_enabled(False), \
+                restoring(step):
             self.graph = capture(fn, _copies(tensors), x)
         self.terms_spec = spec["terms"]
         _check_no_frozen_state(self.graph, tensors, self.names)
@@ -195,7 +197,8 @@ class TrainingStep:
         # random stream: building the program moves nothing and does not shift the run's draws.
         copies = _copies(self.tensors)
         # which parameters get a gradient is part of the pair's static structure: one eager probe
-        with torch.random.fork_rng(devices=[x.device] if x.device.type == "cuda" else []), pyro.validation_enabled(False):
+        with torch.random.fork_rng(devices=[x.device] if x.device.type == "cuda" else []), pyro.validation_enabled(False), \
+                restoring(step):
             probe = torch.func.functional_call(step, dict(zip(self.names, copies)), (torch.bernoulli(x) if binarize else x,))
             grads = torch.autograd.grad(probe[0], [copies[index[id(p)]] for p in group["params"]], allow_unused=True)
         self.params = [p for p, g in zip(group["params"], grads) if g is not None]
@@ -230,7 +233,8 @@ class TrainingStep:
         states = self._states()
         # make_fx records below autograd: the backward's ops are in the graph (the graph does not
         # depend on the values, so the copies the probe ran on serve)
-        with torch.random.fork_rng(devices=[x.device] if x.device.type == "cuda" else []), pyro.validation_enabled(False):
+        with torch.random.fork_rng(devices=[x.device] if x.device.type == "cuda" else []), pyro.validation_enabled(False), \
+                restoring(step):
             self.graph = capture(fn, *copies, *[t.clone() for t in states], x)
         self.terms_spec = spec["terms"]
         owned = self.tensors + states
