@@ -76,6 +76,21 @@ def record(
     return Run(poutine.trace(fn).get_trace(*args, **kwargs))
 
 
+def outside_data_plate(name: str) -> str:
+    """The refusal of a site outside the data plate (a global latent), one message for every
+    estimator and objective (the NumPyro estimator's too)."""
+    return (
+        f"site {name!r} is outside the {DATA_PLATE!r} plate; "
+        f"expected every site to live inside pyro.plate({DATA_PLATE!r}, B, dim=-1)"
+    )
+
+
+def is_deterministic(site: dict) -> bool:
+    """Whether a site is a ``pyro.deterministic`` record: an observed ``Delta`` masked out, with no
+    density (its log-density is 0) and, by default, the value's every dimension as event dims."""
+    return bool(site["infer"].get("_deterministic", False))
+
+
 def is_enumerated(site: dict) -> bool:
     """Whether a site asks to be summed out (``infer={"enumerate": ...}``, ``config_enumerate``)."""
     return site["infer"].get("enumerate") in ("parallel", "sequential") and site["fn"].has_enumerate_support
@@ -153,10 +168,7 @@ def per_datapoint(lp: torch.Tensor, site: dict, particle_dim: Optional[int]) -> 
         if frame.name == DATA_PLATE:
             data_dim = frame.dim
     if data_dim is None:
-        raise SiteError(
-            f"site {site['name']!r} is outside the {DATA_PLATE!r} plate; "
-            "expected every site to live inside pyro.plate('data', B, dim=-1)"
-        )
+        raise SiteError(outside_data_plate(site["name"]))
     if particle_dim is None:
         lp = lp[None]
         ndim = max(lp.dim(), 1 - data_dim)

@@ -21,8 +21,8 @@ from vaezoo.evaluation.checks import ParamDtypeCheck, check_data, check_module_d
 from vaezoo.evaluation.result import EstimatorResult, _num
 from vaezoo.evaluation.seeding import resolve_seed, rng_scope, seed_device
 from vaezoo.evaluation.weights import pareto_khat
-from vaezoo.particles import check_no_subsampling, check_observed, probe_pair
-from vaezoo.traces import DATA_PLATE, check_sites, per_datapoint, record, site_log_prob
+from vaezoo.particles import check_no_subsampling, check_observed, describe_leak, probe_pair
+from vaezoo.traces import DATA_PLATE, check_sites, is_deterministic, outside_data_plate, per_datapoint, record, site_log_prob
 
 __all__ = ["AISResult", "AnnealingOptions", "ais", "reverse_ais", "annealing_schedule"]
 
@@ -358,10 +358,7 @@ class _Latent:
             )
         data_dims = [f.dim for f in site["cond_indep_stack"] if f.name == DATA_PLATE]
         if not data_dims:
-            raise SiteError(
-                f"site {name!r} is outside the {DATA_PLATE!r} plate; "
-                "expected every site to live inside pyro.plate('data', B, dim=-1)"
-            )
+            raise SiteError(outside_data_plate(name))
         self.data_pos = self.batch_ndim + data_dims[0]
 
     def spread(self, t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -451,6 +448,8 @@ class _Annealer:
             guide_sites = record(self.guide, self.x, replay=z).sites if self.guide is not None else None
         log_p, log_prior = 0.0, 0.0
         for site in model_sites.values():
+            if is_deterministic(site):  # pyro.deterministic: no density
+                continue
             lp = per_datapoint(site_log_prob(site), site, pd)
             log_p = log_p + lp
             if not site["is_observed"]:
@@ -598,10 +597,9 @@ def _particle_dim(model: Callable, guide: Optional[Callable], x: torch.Tensor) -
     with ParamDtypeCheck(x.dtype):
         dim, _, leak = probe_pair(model, guide, x, annealing=True)
     if leak is not None:
-        name, what = leak
+        cause = "cannot run vectorized" if leak[0] is None else "moves the chains out of their plate"
         raise ShapeError(
-            f"site {name!r} {what} when the chains run under a plate at dim {dim}: the program moves the "
-            "chains out of their plate; expected "
+            f"{describe_leak(leak)} when the chains run under a plate at dim {dim}: the program {cause}; expected "
             "a pair that broadcasts over leading batch dimensions (log_marginal can run this pair one particle per pass)"
         )
     return dim

@@ -22,7 +22,7 @@ from vaezoo.evaluation.result import LogMarginalResult
 from vaezoo.evaluation.seeding import block_seed, resolve_seed, rng_scope, seed_device
 from vaezoo.evaluation.weights import summarize
 from vaezoo.particles import check_no_subsampling, check_observed, probe_pair, warn_particle_leak
-from vaezoo.traces import DATA_PLATE, per_datapoint, record, site_log_prob
+from vaezoo.traces import DATA_PLATE, is_deterministic, per_datapoint, record, site_log_prob
 
 # The guide draws particles in blocks of PARTICLE_BLOCK particles x DATA_BLOCK datapoints, each from
 # its own seed: the random numbers, hence the estimates, do not depend on the chunk sizes.
@@ -298,6 +298,8 @@ def _model_pass(model, x, values, num_particles: int, particle_dim: Optional[int
         check_observed(sites, first)
     log_p = torch.zeros(num_particles, x.shape[0], dtype=torch.float64, device=x.device)
     for name, site in sites.items():
+        if is_deterministic(site):  # pyro.deterministic: no density
+            continue
         if not site["is_observed"] and name not in values:
             raise SiteError(
                 f"the model sampled a latent site {name!r} that the guide did not; "
