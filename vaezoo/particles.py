@@ -17,8 +17,21 @@ from pyro import poutine
 from pyro.poutine.util import site_is_subsample
 from torch.distributions import constraints
 
-from vaezoo.errors import ConfigError, ShapeError, SiteError, SupportError
-from vaezoo.traces import DATA_PLATE, Run, check_sites, max_plate_nesting, per_datapoint, record, site_log_prob
+from vaezoo.errors import ConfigError, ShapeError, SiteError, SupportError, VaezooError
+from vaezoo.traces import (
+    DATA_PLATE,
+    Run,
+    check_enumerated,
+    check_sites,
+    enumerated_latents,
+    is_deterministic,
+    max_plate_nesting,
+    outside_data_plate,
+    per_datapoint,
+    record,
+    replay_trace,
+    site_log_prob,
+)
 
 
 def log_weights(
@@ -73,7 +86,7 @@ def _sum_log_densities(model_sites, guide_sites, particle_dim: Optional[int], ch
     leak = None
     for sites, is_model in ((model_sites, True), (guide_sites, False)):
         for site in sites.values():
-            if not is_model and site["is_observed"]:
+            if (not is_model and site["is_observed"]) or is_deterministic(site):  # no density
                 continue
             lp = site_log_prob(site)
             if check and leak is None:
@@ -116,7 +129,7 @@ def probe(model: Callable, guide: Callable, x: torch.Tensor):
     ``vectorize_particles`` finds with ``max_plate_nesting``, or ``None`` (with a warning) when the
     pair mixes a particle plate up with its own dimensions and must run one particle per pass; and
     whether the pair has param sites."""
-    dim, uses_params, leak = probe_pair(model, guide, x)
+    dim, uses_params, leak, _ = probe_pair(model, guide, x)
     if leak is not None:
         warn_particle_leak(leak, dim)
         dim = None
@@ -131,15 +144,18 @@ def guess_particle_dim(model: Callable, guide: Callable, x: torch.Tensor) -> Opt
 # --- particle layout and subsampling checks -------------------------------------------------------
 
 
-def misplaced_dim(site: dict, lp: torch.Tensor) -> Optional[int]:
+def misplaced_dim(site: dict, lp: torch.Tensor, enum_sizes: Optional[Mapping[int, set]] = None) -> Optional[int]:
     """The first batch dimension (negative) of a site's log-density ``lp`` whose size is neither 1
-    nor that of a plate at that dimension in the site's plate stack, or None. Stricter than Pyro's
+    nor that of a plate at that dimension in the site's plate stack (nor, under enumeration, that
+    of an enumerated site at that dimension: ``enum_sizes``), or None. Stricter than Pyro's
     ``check_site_shape`` (which allows any size where no plate is declared): a particle dimension
     moved out of its plate by the program (a transpose, a reshape with a batch size) lands on such
     a dimension, and :func:`per_datapoint` would sum it."""
-    sizes = {f.dim: f.size for f in site["cond_indep_stack"] if f.vectorized}
+    sizes = {f.dim: {f.size} for f in site["cond_indep_stack"] if f.vectorized}
+    for d, e in (enum_sizes or {}).items():
+        sizes[d] = sizes.get(d, set()) | e
     for d in range(-1, -lp.dim() - 1, -1):
-        if lp.shape[d] != 1 and sizes.get(d) != lp.shape[d]:
+        if lp.shape[d] != 1 and lp.shape[d] not in sizes.get(d, ()):
             return d
     return None
 
@@ -216,34 +232,110 @@ class _ImproperPriors(poutine.messenger.Messenger):
             msg["done"] = True
 
 
-def probe_pair(model: Callable, guide: Optional[Callable], x: torch.Tensor, annealing: bool = False):
+def probe_pair(
+    model: Callable, guide: Optional[Callable], x: torch.Tensor, annealing: bool = False, enumerate: bool = False
+):
     """Runs the pair plainly on (at most two datapoints of) ``x`` (the model alone when ``guide`` is
-    None), checks the sites and refuses subsampling, then runs it once under a particle plate.
-    Returns ``(particle_dim, uses_param_store, leak)`` with ``leak`` from :func:`particle_leak`."""
-    xs = x[:2]
+    None), checks the sites and refuses subsampling and sites outside the data plate, then runs it
+    once under a particle plate. Returns ``(particle_dim, uses_param_store, leak, enumerated)`` with
+    ``leak`` from :func:`particle_leak` and ``enumerated`` the model's sites to sum out
+    (:func:`~vaezoo.traces.enumerated_latents`; with ``enumerate=True`` only, for a caller that
+    sums them out, else they are refused as latents the guide lacks). The model then runs under
+    ``poutine.enum`` at ``particle_dim - 1``.
+
+    Nothing that fails while probing reaches the caller raw: a pair that fails on two datapoints (a
+    ``subsample_size`` above 2, a batch size of its own) is run plainly on the whole ``x`` instead,
+    where its subsampling is refused; one that fails there too is refused in one line where its
+    sites so far say why (a latent the guide lacks, a global latent), else its error propagates
+    unchanged, as it would under Pyro's own inference; one that fails under the particle plate
+    only is a ``leak`` (one particle per pass)."""
     with torch.no_grad():
-        if guide is None:
-            guide_run = Run(poutine.Trace())
-            with _ImproperPriors() as improper:  # the prior is the proposal: it must be one
-                model_run = record(model, xs)
-            if improper.names:
-                raise SiteError(
-                    f"model site {improper.names[0]!r} has a flat improper prior, which cannot be sampled as a "
-                    "proposal; expected a proper prior, or a guide"
-                )
-        else:
-            guide_run = record(guide, xs)
-            model_run = record(model, xs, replay=guide_run.replay_values())
-            check_sites(model_run.sites, guide_run.sites)
+        try:
+            xs, (guide_run, model_run, improper) = x[:2], _plain_runs(model, guide, x[:2], enumerate=enumerate)
+        except VaezooError:
+            raise
+        except Exception:  # fails on a slice: the whole data, where a subsampled plate shows as such
+            xs, (guide_run, model_run, improper) = x, _plain_runs(model, guide, x, enumerate, diagnose=True)
+        if improper:
+            raise SiteError(
+                f"model site {improper[0]!r} has a flat improper prior, which cannot be sampled as a "
+                "proposal; expected a proper prior, or a guide"
+            )
+        if guide is not None:
+            check_sites(model_run.sites, guide_run.sites, allow_enumerated=enumerate)
+        enumerated = enumerated_latents(model_run.sites, guide_run.sites) if enumerate else []
+        check_enumerated(model_run.sites, enumerated)
+        check_in_data_plate(model_run.sites, guide_run.sites)
         check_proposal(model_run.sites, guide_run.sites, annealing)
         check_no_subsampling(guide_run, model_run)
         check_observed(model_run.sites)
         dim = -(max(max_plate_nesting(model_run.sites, guide_run.sites), 1) + 1)
         sites = list(model_run.sites.values()) + list(guide_run.sites.values())
         sizes = {f.size for s in sites for f in s["cond_indep_stack"]}
+        sizes |= {int(model_run.sites[n]["fn"].enumerate_support(expand=False).shape[0]) for n in enumerated}
         event_shapes = {s["name"]: tuple(s["fn"].event_shape) for s in sites}
-        leak = particle_leak(model, guide, xs, dim, _probe_particles(sizes | {xs.shape[0]}), event_shapes)
-    return dim, bool(guide_run.params or model_run.params), leak
+        leak = particle_leak(
+            model, guide, xs, dim, _probe_particles(sizes | {xs.shape[0]}), event_shapes,
+            enumerate_at=dim - 1 if enumerated else None,
+        )
+    return dim, bool(guide_run.params or model_run.params), leak, enumerated
+
+
+def _plain_runs(model, guide, x, enumerate: bool = False, diagnose: bool = False):
+    """``(guide_run, model_run, improper)``: the guide's run (empty when ``guide`` is None) and the
+    model's replaying it (sampling from the prior when None, with the names of its flat improper
+    priors in ``improper``). With ``diagnose``, a failing run is refused in one line where the sites
+    it ran before failing show a cause (:func:`_refuse_partial`); otherwise its error propagates."""
+    if guide is None:
+        with _ImproperPriors() as improper:  # the prior is the proposal: it must be one
+            model_run = _record(model, x, None, diagnose, enumerate)
+        return Run(poutine.Trace()), model_run, improper.names
+    guide_run = _record(guide, x, None, diagnose, enumerate)
+    return guide_run, _record(model, x, guide_run, diagnose, enumerate), []
+
+
+def _record(fn, x, guide_run: Optional[Run], diagnose: bool, enumerate: bool = False) -> Run:
+    """:func:`record` of ``fn(x)``, replaying ``guide_run`` if given; with ``diagnose``, a failure is
+    first checked by :func:`_refuse_partial` against the sites run before it."""
+    replay = guide_run.replay_values() if guide_run is not None else None
+    if not diagnose:
+        return record(fn, x, replay=replay)
+    tracer = poutine.trace(poutine.replay(fn, trace=replay_trace(replay)) if replay is not None else fn)
+    try:
+        return Run(tracer.get_trace(x))
+    except VaezooError:
+        raise
+    except Exception as err:
+        _refuse_partial(Run(tracer.msngr.trace), guide_run, err, enumerate)
+        raise
+
+
+def _refuse_partial(partial: Run, guide_run: Optional[Run], err: Exception, enumerate: bool = False) -> None:
+    """Raises the one-line refusal that the sites of a failed run already earn, if any, chained to
+    its error ``err``: ``partial`` holds the sites run before the failure, of the guide or of the
+    model (replaying ``guide_run``, if a guide). Refused: a site outside the data plate (a global
+    latent, such as a decoder's ``PyroSample`` weight in a guide), and a latent of the model that
+    the guide lacks (such as a ``PyroSample`` weight of a decoder called inside the data plate,
+    which Pyro samples once per datapoint, so that the decoder fails on the stacked weights)."""
+    try:
+        check_in_data_plate(partial.sites, guide_run.sites if guide_run is not None else {})
+        if guide_run is not None:
+            # the guide's sites the model has not reached yet stand in for the model's rest
+            check_sites({**guide_run.sites, **partial.sites}, guide_run.sites, allow_enumerated=enumerate)
+    except VaezooError as refusal:
+        raise refusal from err
+
+
+def check_in_data_plate(*site_dicts: Mapping[str, dict]) -> None:
+    """Raises SiteError for the first sample site (deterministic records aside) outside the data
+    plate: a global latent, which couples the datapoints, so that no estimate per datapoint exists
+    (checked before any run under a particle plate, which such a site would break)."""
+    for sites in site_dicts:
+        for name, site in sites.items():
+            if is_deterministic(site):
+                continue
+            if not any(f.name == DATA_PLATE for f in site["cond_indep_stack"]):
+                raise SiteError(outside_data_plate(name))
 
 
 def particle_leak(
@@ -253,19 +345,37 @@ def particle_leak(
     particle_dim: int,
     num_particles: int,
     event_shapes: Optional[Mapping[str, tuple]] = None,
-) -> Optional[Tuple[str, str]]:
+    enumerate_at: Optional[int] = None,
+) -> Optional[Tuple[Optional[str], str]]:
     """Runs the guide under a particle plate at ``particle_dim`` and replays the model (or runs the
     model alone when ``guide`` is None). Returns None when the particles stayed on their plate
     (what Pyro's vectorized ELBOs check with ``check_site_shape``, more strictly), else ``(site,
     what)`` for the first site whose event shape differs from ``event_shapes`` (those of a run
     without particles: the particles went into the event), whose observed value no longer
     broadcasts against its distribution, or whose log-density has a dimension
-    :func:`misplaced_dim` finds."""
-    with torch.no_grad(), pyro.plate("particles", num_particles, dim=particle_dim):
-        guide_sites = record(guide, x).sites if guide is not None else {}
-        model_sites = record(model, x, replay={n: s["value"] for n, s in guide_sites.items()}).sites
+    :func:`misplaced_dim` finds; or ``(None, what)`` when the run under the plate raised an error
+    (a reshape with the batch size): the program cannot run vectorized. ``pyro.deterministic``
+    sites have no density and are not checked. ``enumerate_at``: the model runs under
+    ``poutine.enum`` there (see :func:`~vaezoo.traces.record`), as it will for its estimate."""
+    try:
+        with torch.no_grad(), pyro.plate("particles", num_particles, dim=particle_dim):
+            guide_sites = record(guide, x).sites if guide is not None else {}
+            replay = {n: s["value"] for n, s in guide_sites.items()}
+            model_sites = record(model, x, replay=replay, enumerate_at=enumerate_at).sites
+    except VaezooError:
+        raise
+    except Exception as err:
+        return None, f"raised {_first_line(err)}"
+    enum_sizes: dict = {}
+    for site in model_sites.values():
+        d = site["infer"].get("_enumerate_dim")
+        if d is not None:
+            value = site["value"]
+            enum_sizes.setdefault(d, set()).add(value.shape[value.dim() - site["fn"].event_dim + d])
     for sites in (guide_sites, model_sites):
         for name, site in sites.items():
+            if is_deterministic(site):
+                continue
             fn = site["fn"]
             event = tuple(fn.event_shape)
             if event_shapes is not None and event_shapes.get(name, event) != event:
@@ -276,21 +386,33 @@ def particle_leak(
                     f"{tuple(site['value'].shape)}"
                 )
             lp = site_log_prob(site)
-            d = misplaced_dim(site, lp)
+            d = misplaced_dim(site, lp, enum_sizes)
             if d is not None:
                 return name, _misplaced(d, lp.shape[d])
     return None
+
+
+def _first_line(err: Exception) -> str:
+    """``Type: first line of the message`` (Pyro appends a table of the trace's shapes below it)."""
+    lines = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {lines[0]}" if lines else type(err).__name__
+
+
+def describe_leak(leak: Tuple[Optional[str], str]) -> str:
+    """A leak from :func:`particle_leak` as the subject of a sentence."""
+    name, what = leak
+    return f"the pair {what}" if name is None else f"site {name!r} {what}"
 
 
 def _misplaced(d: int, size: int) -> str:
     return f"has a log-density dimension {d} of size {size} that no plate declares"
 
 
-def warn_particle_leak(leak: Tuple[str, str], particle_dim: Optional[int]) -> None:
-    name, what = leak
+def warn_particle_leak(leak: Tuple[Optional[str], str], particle_dim: Optional[int]) -> None:
+    cause = "cannot run vectorized" if leak[0] is None else "moves the particles out of their plate"
     warnings.warn(
-        f"site {name!r} {what} when particles are vectorized at dim {particle_dim}: the program moves the "
-        "particles out of their plate; running one particle per pass instead (exact, but slower)",
+        f"{describe_leak(leak)} when particles are vectorized at dim {particle_dim}: the program {cause}; "
+        "running one particle per pass instead (exact, but slower)",
         stacklevel=3,
     )
 

@@ -12,12 +12,14 @@ other) and imports only torch and pyro.
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Callable, Dict, Mapping, Optional, Union
+from typing import Callable, Dict, FrozenSet, List, Mapping, Optional, Tuple, Union
 
 import pyro
 import torch
 from pyro import poutine
 from pyro.distributions.util import scale_and_mask
+from pyro.ops import packed
+from pyro.ops.contract import contract_to_tensor
 from pyro.poutine.util import site_is_subsample
 
 from vaezoo.errors import ShapeError, SiteError
@@ -66,14 +68,122 @@ def replay_trace(values: Mapping[str, torch.Tensor]) -> poutine.Trace:
 
 
 def record(
-    fn: Callable, *args, replay: Optional[Union[poutine.Trace, Mapping[str, torch.Tensor]]] = None, **kwargs
+    fn: Callable,
+    *args,
+    replay: Optional[Union[poutine.Trace, Mapping[str, torch.Tensor]]] = None,
+    enumerate_at: Optional[int] = None,
+    **kwargs,
 ) -> Run:
     """Runs ``fn(*args, **kwargs)`` under ``poutine.trace`` and returns the :class:`Run`. ``replay``
     (a Trace, e.g. a guide's ``Run.trace``, or a mapping from site names to values) replays latent
-    sites and plate subsamples instead of sampling them, as ``poutine.replay`` does."""
+    sites and plate subsamples instead of sampling them, as ``poutine.replay`` does.
+    ``enumerate_at``: runs under ``poutine.enum(first_available_dim=enumerate_at)``, so that the
+    sites marked for enumeration and not replayed take their whole support (at dims left of
+    ``enumerate_at``; "sequential" ones too, in parallel: the sum is the same) for
+    :func:`sum_out_enumerated`."""
+    if enumerate_at is not None:
+        # inside the replay, as in TraceEnum_ELBO: enum sees every site (and notes the enumeration
+        # dims that its log-density may depend on), then the replay overrides the guide's sites
+        fn = poutine.enum(poutine.infer_config(fn, _parallel), first_available_dim=enumerate_at)
     if replay is not None:
         fn = poutine.replay(fn, trace=replay if isinstance(replay, poutine.Trace) else replay_trace(replay))
     return Run(poutine.trace(fn).get_trace(*args, **kwargs))
+
+
+def _parallel(site: dict) -> dict:
+    return {"enumerate": "parallel"} if site["infer"].get("enumerate") == "sequential" else {}
+
+
+def enumerated_latents(model_sites: Mapping[str, dict], guide_sites: Mapping[str, dict]) -> List[str]:
+    """The model's latent sites marked for enumeration that the guide does not draw: summed out of
+    log p(x, z) by :func:`sum_out_enumerated` (those the guide draws are replayed as any latent)."""
+    return [n for n, s in model_sites.items() if not s["is_observed"] and n not in guide_sites and is_enumerated(s)]
+
+
+def check_enumerated(model_sites: Mapping[str, dict], names) -> None:
+    """Raises SiteError for an enumerated site outside the data plate: summing it out couples the
+    datapoints, so that log p(x) has no estimate per datapoint."""
+    for name in names:
+        if not any(f.name == DATA_PLATE for f in model_sites[name]["cond_indep_stack"]):
+            raise SiteError(
+                f"model site {name!r} is marked for enumeration outside the {DATA_PLATE!r} plate, and summing it "
+                "out couples the datapoints (log p(x) has no estimate per datapoint); expected it inside "
+                f"pyro.plate({DATA_PLATE!r}, B, dim=-1), or drawn by the guide"
+            )
+
+
+def sum_out_enumerated(
+    run: Run, particle_dim: Optional[int], dtype: Optional[torch.dtype] = None, include: Optional[Callable] = None
+) -> Tuple[Optional[torch.Tensor], FrozenSet[str]]:
+    """``(log_p, names)``: the log-density of a run under ``poutine.enum`` (``record(...,
+    enumerate_at=...)``) contributed by its enumerated sites and the sites that depend on them,
+    with the enumerated values summed out, as ``TraceEnum_ELBO`` does: log sum_y p(x, y, z),
+    ``log_p  # [K, N]`` (``[1, N]`` with ``particle_dim=None``); ``names``: those sites, which the
+    caller leaves out of its own sum. ``(None, frozenset())`` for a run without enumerated sites.
+    ``include(site)`` restricts the sites (e.g. to the latent ones, for a prior's log-density);
+    ``dtype`` casts each site's log-density before the sum. No scale enters; masks do.
+
+    Built on Pyro's own machinery: the trace's symbols for plates and enumeration dims
+    (``Trace.symbolize_dims``), ``pyro.ops.packed`` and the plated sum-product
+    ``pyro.ops.contract.contract_to_tensor``, which sums the enumeration dims out at the right plate
+    and multiplies out every plate except the particle and data plates."""
+    enumerated = {n for n, s in run.sites.items() if s["infer"].get("_enumerate_dim") is not None}
+    if not enumerated:
+        return None, frozenset()
+    trace = run.trace
+    trace.symbolize_dims()
+    sum_dims = {run.sites[n]["infer"]["_enumerate_symbol"] for n in enumerated}
+    factors: "OrderedDict[frozenset, list]" = OrderedDict()
+    names, target, data_frame = set(), {}, None
+    for name, site in run.sites.items():
+        if is_deterministic(site) or (include is not None and not include(site)):
+            continue
+        lp = site_log_prob(site)
+        if dtype is not None:
+            lp = lp.to(dtype)
+        try:
+            term = packed.pack(lp, site["infer"]["_dim_to_symbol"])
+        except ValueError as err:  # a dimension neither a plate's nor an enumeration's
+            raise ShapeError(
+                f"site {name!r} has log_prob of shape {tuple(lp.shape)} under enumeration, with a dimension "
+                f"that is neither a plate's nor an enumerated site's ({str(err).splitlines()[0]}); expected "
+                "the program to keep enumerated values at the dims Pyro gives them"
+            ) from None
+        if name not in enumerated and sum_dims.isdisjoint(term._pyro_dims):
+            continue
+        names.add(name)
+        frames = [f for f in site["cond_indep_stack"] if f.vectorized]
+        factors.setdefault(frozenset(trace.plate_to_symbol[f.name] for f in frames), []).append(term)
+        for f in frames:
+            if (f.name == DATA_PLATE or f.dim == particle_dim) and f.size > 1:
+                target[trace.plate_to_symbol[f.name]] = f.size
+            if f.name == DATA_PLATE:
+                data_frame = f
+    if not factors:
+        return None, frozenset()
+    # a zero over the kept plates: the sum then spans them even where no factor does (a LogRing
+    # cannot broadcast to a plate it has no size for)
+    zero = next(iter(factors.values()))[0].new_zeros(tuple(target.values()))
+    zero._pyro_dims = "".join(target)
+    factors.setdefault(frozenset(target), []).append(zero)
+    log_p = packed.unpack(contract_to_tensor(factors, sum_dims, target_ordinal=frozenset(target)), trace.symbol_to_dim)
+    stack = [data_frame] if data_frame is not None else []
+    return per_datapoint(log_p, {"name": sorted(names)[0], "cond_indep_stack": stack}, particle_dim), frozenset(names)
+
+
+def outside_data_plate(name: str) -> str:
+    """The refusal of a site outside the data plate (a global latent), one message for every
+    estimator and objective (the NumPyro estimator's too)."""
+    return (
+        f"site {name!r} is outside the {DATA_PLATE!r} plate; "
+        f"expected every site to live inside pyro.plate({DATA_PLATE!r}, B, dim=-1)"
+    )
+
+
+def is_deterministic(site: dict) -> bool:
+    """Whether a site is a ``pyro.deterministic`` record: an observed ``Delta`` masked out, with no
+    density (its log-density is 0) and, by default, the value's every dimension as event dims."""
+    return bool(site["infer"].get("_deterministic", False))
 
 
 def is_enumerated(site: dict) -> bool:
@@ -106,7 +216,7 @@ def check_sites(model_sites: Mapping[str, dict], guide_sites: Mapping[str, dict]
             )
         hint = ""
         if is_enumerated(model_latents[name]):
-            hint = " (it is marked for enumeration: only the ELBO objective sums such sites out)"
+            hint = " (it is marked for enumeration: the ELBO objective, log_marginal and ais sum such sites out)"
         raise SiteError(
             f"the guide has no site {name!r}, a latent site of the model{hint}; "
             f"expected the guide's sites to be {sorted(model_latents)}"
@@ -153,10 +263,7 @@ def per_datapoint(lp: torch.Tensor, site: dict, particle_dim: Optional[int]) -> 
         if frame.name == DATA_PLATE:
             data_dim = frame.dim
     if data_dim is None:
-        raise SiteError(
-            f"site {site['name']!r} is outside the {DATA_PLATE!r} plate; "
-            "expected every site to live inside pyro.plate('data', B, dim=-1)"
-        )
+        raise SiteError(outside_data_plate(site["name"]))
     if particle_dim is None:
         lp = lp[None]
         ndim = max(lp.dim(), 1 - data_dim)

@@ -97,3 +97,34 @@ def test_bad_inputs(pair):
         numpyro_log_marginal(npair.model, npair.guide, x[:0], num_samples=5)
     with pytest.raises(ConfigError, match="iwae_k=6"):
         numpyro_log_marginal(npair.model, npair.guide, x, num_samples=5, iwae_k=(6,))
+
+
+def test_a_global_latent_is_refused_as_the_pyro_estimator_refuses_it():
+    # a bias shared by every datapoint, in the model and the guide: numpyro_log_marginal returned numbers
+    import pyro
+    import pyro.distributions as dist
+
+    def model(x):
+        b = numpyro.sample("b", ndist.Normal(0.0, 1.0))
+        with numpyro.plate("data", x.shape[0], dim=-1):
+            numpyro.sample("x", ndist.Normal(b, 1.0), obs=x)
+
+    def guide(x):
+        numpyro.sample("b", ndist.Normal(0.0, 0.5))
+
+    def pyro_model(x):
+        b = pyro.sample("b", dist.Normal(x.new_zeros(()), 1.0))
+        with pyro.plate("data", x.shape[0], dim=-1):
+            pyro.sample("x", dist.Normal(b, 1.0), obs=x)
+
+    def pyro_guide(x):
+        pyro.sample("b", dist.Normal(x.new_zeros(()), 0.5))
+
+    x = np.linspace(-1.0, 1.0, 4)
+    with pytest.raises(SiteError) as pyro_err:
+        log_marginal(pyro_model, pyro_guide, torch.from_numpy(x), num_samples=5, seed=0)
+    with pytest.raises(SiteError) as err:
+        numpyro_log_marginal(model, guide, x, num_samples=5, seed=0)
+    assert str(err.value) == str(pyro_err.value) == (
+        "site 'b' is outside the 'data' plate; expected every site to live inside pyro.plate('data', B, dim=-1)"
+    )

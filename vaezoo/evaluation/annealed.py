@@ -21,8 +21,19 @@ from vaezoo.evaluation.checks import ParamDtypeCheck, check_data, check_module_d
 from vaezoo.evaluation.result import EstimatorResult, _num
 from vaezoo.evaluation.seeding import resolve_seed, rng_scope, seed_device
 from vaezoo.evaluation.weights import pareto_khat
-from vaezoo.particles import check_no_subsampling, check_observed, probe_pair
-from vaezoo.traces import DATA_PLATE, check_sites, per_datapoint, record, site_log_prob
+from vaezoo.particles import check_no_subsampling, check_observed, describe_leak, probe_pair
+from vaezoo.traces import (
+    DATA_PLATE,
+    check_enumerated,
+    check_sites,
+    enumerated_latents,
+    is_deterministic,
+    outside_data_plate,
+    per_datapoint,
+    record,
+    site_log_prob,
+    sum_out_enumerated,
+)
 
 __all__ = ["AISResult", "AnnealingOptions", "ais", "reverse_ais", "annealing_schedule"]
 
@@ -201,9 +212,14 @@ def ais(
     step-size trajectory, fixed: their weights are exactly unbiased (measured 0.0000 ± 0.0016
     relative), at the cost of the pilot run. ``"none"`` keeps ``step_size`` throughout.
 
+    A discrete site that the model marks for enumeration and the guide does not draw is summed
+    out of both densities (:math:`\log p(x, z) = \log \sum_y p(x, y, z)`, and of the prior's
+    :math:`p(z)` when it is the proposal) as in :func:`~vaezoo.evaluation.log_marginal`; HMC moves
+    the continuous latents only.
+
     Args:
         model, guide: a pair keeping the vaezoo contract (all latent sites continuous, inside the
-            ``"data"`` plate); ``guide=None`` anneals from the prior. Their parameters are left
+            ``"data"`` plate, but for sites the model enumerates); ``guide=None`` anneals from the prior. Their parameters are left
             untouched (no gradient reaches them).
         x: data ``[N, ...]`` of a float dtype; every output lives on its device and dtype.
         options: :class:`AnnealingOptions`; ``steps`` and ``chains`` override its fields.
@@ -358,10 +374,7 @@ class _Latent:
             )
         data_dims = [f.dim for f in site["cond_indep_stack"] if f.name == DATA_PLATE]
         if not data_dims:
-            raise SiteError(
-                f"site {name!r} is outside the {DATA_PLATE!r} plate; "
-                "expected every site to live inside pyro.plate('data', B, dim=-1)"
-            )
+            raise SiteError(outside_data_plate(name))
         self.data_pos = self.batch_ndim + data_dims[0]
 
     def spread(self, t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -401,12 +414,20 @@ class _Annealer:
         check_no_subsampling(model_run)
         check_observed(model_run.sites)
         model_sites = model_run.sites
+        guide_sites: Mapping[str, dict] = {}
         if guide is not None:
             with self._plate():
                 guide_run = record(guide, x)
             check_no_subsampling(guide_run)
-            check_sites(model_sites, guide_run.sites)
-        self.latents: List[_Latent] = [_Latent(s, particle_dim) for s in model_sites.values() if not s["is_observed"]]
+            check_sites(model_sites, guide_run.sites, allow_enumerated=True)
+            guide_sites = guide_run.sites
+        # the model's enumerated sites (the guide lacks them) are summed out of both densities, not moved
+        enumerated = enumerated_latents(model_sites, guide_sites)
+        check_enumerated(model_sites, enumerated)
+        self.enumerate_at = particle_dim - 1 if enumerated else None
+        self.latents: List[_Latent] = [
+            _Latent(s, particle_dim) for n, s in model_sites.items() if not s["is_observed"] and n not in enumerated
+        ]
         if not self.latents:
             raise SiteError("the model has no latent sample site; expected at least one to anneal over")
         self.shapes = {lat.name: model_sites[lat.name]["value"].shape for lat in self.latents}
@@ -447,10 +468,18 @@ class _Annealer:
             if ladj is not None:
                 log_det = log_det + lat.reduce(ladj, pd)
         with self._plate():
-            model_sites = record(self.model, self.x, replay=z).sites
+            model_run = record(self.model, self.x, replay=z, enumerate_at=self.enumerate_at)
             guide_sites = record(self.guide, self.x, replay=z).sites if self.guide is not None else None
+        model_sites = model_run.sites
         log_p, log_prior = 0.0, 0.0
+        summed = ()
+        if self.enumerate_at is not None:  # log sum_y p(x, y, z), and the prior's log sum_y p(y, z)
+            log_p, summed = sum_out_enumerated(model_run, pd)
+            if guide_sites is None:
+                log_prior, _ = sum_out_enumerated(model_run, pd, include=lambda site: not site["is_observed"])
         for site in model_sites.values():
+            if is_deterministic(site) or site["name"] in summed:  # pyro.deterministic: no density
+                continue
             lp = per_datapoint(site_log_prob(site), site, pd)
             log_p = log_p + lp
             if not site["is_observed"]:
@@ -596,12 +625,11 @@ def _particle_dim(model: Callable, guide: Optional[Callable], x: torch.Tensor) -
     the pair keeps the chains on their plate (the chains cannot run one by one cheaply: refused)."""
     check_module_dtypes(x, model=model, guide=guide)
     with ParamDtypeCheck(x.dtype):
-        dim, _, leak = probe_pair(model, guide, x, annealing=True)
+        dim, _, leak, _ = probe_pair(model, guide, x, annealing=True, enumerate=True)
     if leak is not None:
-        name, what = leak
+        cause = "cannot run vectorized" if leak[0] is None else "moves the chains out of their plate"
         raise ShapeError(
-            f"site {name!r} {what} when the chains run under a plate at dim {dim}: the program moves the "
-            "chains out of their plate; expected "
+            f"{describe_leak(leak)} when the chains run under a plate at dim {dim}: the program {cause}; expected "
             "a pair that broadcasts over leading batch dimensions (log_marginal can run this pair one particle per pass)"
         )
     return dim

@@ -23,7 +23,7 @@ from vaezoo.evaluation.seeding import block_seed, resolve_seed, rng_scope, seed_
 from vaezoo.evaluation.weights import summarize
 from vaezoo.guards import Guard
 from vaezoo.particles import check_no_subsampling, check_observed, probe_pair, warn_particle_leak
-from vaezoo.traces import DATA_PLATE, per_datapoint, record, site_log_prob
+from vaezoo.traces import DATA_PLATE, is_deterministic, per_datapoint, record, site_log_prob, sum_out_enumerated
 
 # The guide draws particles in blocks of PARTICLE_BLOCK particles x DATA_BLOCK datapoints, each from
 # its own seed: the random numbers, hence the estimates, do not depend on the chunk sizes.
@@ -96,13 +96,22 @@ def log_marginal(
             eager, so the particles and the results are the eager ones up to floating-point
             rounding. A pair that cannot be compiled runs eagerly with one warning.
 
-    Raises (explicit checks before the pair's log-densities are used; any error raised inside the
-    model or guide propagates unchanged):
+    A discrete site that the model marks for enumeration (``config_enumerate``,
+    ``infer={"enumerate": ...}``) and the guide does not draw is summed out exactly, as
+    ``TraceEnum_ELBO`` does: the model is replayed under ``poutine.enum`` and log p(x, z) =
+    log sum_y p(x, y, z) per (particle, datapoint) (:func:`vaezoo.traces.sum_out_enumerated`).
+    ``pyro.deterministic`` sites carry no density.
+
+    Raises (explicit checks before the pair's log-densities are used; an error raised inside the
+    model or guide propagates unchanged, except while probing the pair: a failure under the
+    particle plate means one particle per pass, with a warning naming it, and a failure on a
+    slice of ``x`` a rerun on the whole ``x``, see :func:`vaezoo.particles.probe_pair`):
         ShapeError: ``x`` is not a tensor with a datapoint; an observed value does not end in its
             distribution's event shape.
         SupportError: an observed value outside its likelihood's support (naming it).
-        SiteError: the guide lacks a latent site of the model, has one the model lacks, or an event
-            shape differs.
+        SiteError: the guide lacks a latent site of the model (one the model enumerates aside), has
+            one the model lacks, or an event shape differs; a site outside the data plate (a global
+            latent); a site enumerated outside the data plate.
         ConfigError: ``num_samples``, a chunk size, ``iwae_k``, ``seed`` or ``compile`` out of
             range; a parameter of the pair (of an nn.Module model or guide, or a param site) in
             another dtype than ``x``; a plate subsampled with ``subsample_size``.
@@ -124,11 +133,14 @@ def log_marginal(
     with torch.no_grad(), rng_scope(x.device), _progress_bar(progress, n) as bar:
         seed_device(block_seed(seed, -1), x.device)  # the probe's draws, for reproducibility
         with ParamDtypeCheck(x.dtype):
-            particle_dim, _, leak = probe_pair(model, guide, x)
+            particle_dim, _, leak, enumerated = probe_pair(model, guide, x, enumerate=True)
         if leak is not None:
             warn_particle_leak(leak, particle_dim)
         vectorized = leak is None
-        if compile and vectorized:
+        enumerate_at = particle_dim - 1 if enumerated else None  # left of the particle plate, as Pyro's
+        if compile and enumerated:
+            warnings.warn(f"log_marginal(compile=True) runs eagerly: model site {enumerated[0]!r} is enumerated", stacklevel=2)
+        elif compile and vectorized:
             full_pass = _CompiledPass(model, particle_chunk, particle_dim)
         for c0 in range(0, n, data_chunk):
             c1 = min(n, c0 + data_chunk)
@@ -147,7 +159,8 @@ def log_marginal(
                         full_pass = None
                     if log_p is None:
                         log_p = _model_log_density(
-                            model, x[c0:c1], values, b - a, particle_dim if vectorized else None, c0 if a == 0 else None
+                            model, x[c0:c1], values, b - a, particle_dim if vectorized else None, c0 if a == 0 else None,
+                            enumerate_at,
                         )
                     log_w[a:b] = log_p - log_q
             parts.append(summarize(log_w, iwae_k))
@@ -276,29 +289,37 @@ def _guide_draws_one_by_one(guide, xb, num_particles: int):
     return values, axes, log_q
 
 
-def _model_log_density(model, x, values, num_particles: int, particle_dim: Optional[int], first=None):
+def _model_log_density(model, x, values, num_particles: int, particle_dim: Optional[int], first=None, enumerate_at=None):
     """``log p(x, z)  # [num_particles, N]`` in float64, the model replayed on the guide's ``values``
     in one pass under a particle plate at ``particle_dim``, or one particle per pass (``None``: the
     values then carry the particles on their leading axis). ``first`` (the index of ``x[0]`` in the
-    data) asks for the explicit checks of the observed data."""
+    data) asks for the explicit checks of the observed data. ``enumerate_at``: the model's
+    enumerated sites take their support at dims left of it and are summed out, log p(x, z) =
+    log sum_y p(x, y, z), as ``TraceEnum_ELBO`` does (:func:`vaezoo.traces.sum_out_enumerated`)."""
     if particle_dim is None:
         log_p = torch.cat(
-            [_model_pass(model, x, {n: v[k] for n, v in values.items()}, 1, None, first if k == 0 else None)
+            [_model_pass(model, x, {n: v[k] for n, v in values.items()}, 1, None, first if k == 0 else None, enumerate_at)
              for k in range(num_particles)]
         )
     else:
-        log_p = _model_pass(model, x, values, num_particles, particle_dim, first)
+        log_p = _model_pass(model, x, values, num_particles, particle_dim, first, enumerate_at)
     return log_p
 
 
-def _model_pass(model, x, values, num_particles: int, particle_dim: Optional[int], first):
+def _model_pass(model, x, values, num_particles: int, particle_dim: Optional[int], first, enumerate_at=None):
     plate = pyro.plate("particles", num_particles, dim=particle_dim) if particle_dim is not None else nullcontext()
     with plate:
-        sites = record(model, x, replay=values).sites
+        run = record(model, x, replay=values, enumerate_at=enumerate_at)
+    sites = run.sites
     if first is not None:
         check_observed(sites, first)
     log_p = torch.zeros(num_particles, x.shape[0], dtype=torch.float64, device=x.device)
+    summed, names = sum_out_enumerated(run, particle_dim, torch.float64) if enumerate_at is not None else (None, ())
+    if summed is not None:
+        log_p = log_p + summed
     for name, site in sites.items():
+        if is_deterministic(site) or name in names:  # pyro.deterministic: no density; summed out above
+            continue
         if not site["is_observed"] and name not in values:
             raise SiteError(
                 f"the model sampled a latent site {name!r} that the guide did not; "

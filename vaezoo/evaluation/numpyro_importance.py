@@ -17,6 +17,7 @@ from vaezoo.evaluation.importance import _check_iwae_k, _progress_bar
 from vaezoo.evaluation.result import LogMarginalResult
 from vaezoo.evaluation.seeding import resolve_seed
 from vaezoo.evaluation.weights import summarize
+from vaezoo.traces import DATA_PLATE, outside_data_plate
 
 PASS_SIZE = 4096  # default (particle, datapoint) pairs per jitted call
 WEIGHT_BUDGET = 1 << 22
@@ -59,7 +60,8 @@ def numpyro_log_marginal(
 
     Raises:
         ImportError: jax or numpyro is not installed (``pip install vaezoo[jax]``).
-        SiteError: the guide's latent sites or event shapes differ from the model's.
+        SiteError: the guide's latent sites or event shapes differ from the model's; a site outside
+            the data plate (a global latent), refused as :func:`~vaezoo.evaluation.log_marginal` does.
         ShapeError, ConfigError: ``x`` is not an array with a datapoint, or of a non-float dtype;
             an argument out of range. Errors raised inside the pair propagate unchanged.
     """
@@ -168,6 +170,9 @@ def _probe(jax, handlers, model, guide, x, rng_key):
         values = {name: s["value"] for name, s in guide_sites.items()}
         model_run = handlers.trace(handlers.substitute(handlers.seed(model, key), data=values)).get_trace(xb)
         seen["guide"], seen["model"] = _event_shapes(guide_sites), _event_shapes(_latents(model_run))
+        # the Pyro estimator's order: the model's sites, then the guide's
+        sample_sites = [s for s in model_run.values() if s["type"] == "sample"] + list(guide_sites.values())
+        seen["outside"] = [s["name"] for s in sample_sites if not any(f.name == DATA_PLATE for f in s["cond_indep_stack"])]
         sites = list(model_run.values()) + list(guide_sites.values())
         return [s["fn"].log_prob(s["value"]) for s in sites if s["type"] == "sample"]
 
@@ -191,6 +196,8 @@ def _probe(jax, handlers, model, guide, x, rng_key):
                 f"site {name!r} has event shape {guide_latents[name]} in the guide but {me} in the model; "
                 "expected them to agree (declare event dimensions with .to_event)"
             )
+    if seen["outside"]:  # a global latent: no estimate per datapoint, as the Pyro estimator refuses
+        raise SiteError(outside_data_plate(seen["outside"][0]))
 
 
 def _event_shapes(sites):
