@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from vaezoo.errors import CheckpointError, ConfigError
-from vaezoo.inference import ELBO, IWAE, Trainer, checkpoint, schedules
+from vaezoo.inference import ELBO, IWAE, Constrained, Trainer, checkpoint, schedules
 
 from test_compile import B, _pair
 
@@ -137,3 +137,5 @@ def test_schedule_arguments_are_checked():
         Trainer(ELBO(model, guide), warmup_epochs=-1)
     with pytest.raises(ConfigError, match="kl_warmup=3 needs an objective with a KL term to weight; IWAE has none"):
         Trainer(IWAE(model, guide), kl_warmup=3)
+    with pytest.raises(ConfigError, match="Constrained has none"):
+        Trainer(Constrained(model, guide, kl_target=1.0), kl_warmup=3)

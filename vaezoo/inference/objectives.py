@@ -266,7 +266,15 @@ class ELBO(Objective):
     ``TraceGraph_ELBO``'s ``use_decaying_avg_baseline``), kept in the objective's state (and so in
     checkpoints). Terms: ``elbo``, ``log_lik`` (observed sites), ``kl`` (latent sites), per datapoint;
     ``elbo`` alone when sites are enumerated.
+
+    ``estimator="stl"``: sticking the landing (:mod:`vaezoo.inference.estimators`), every KL term
+    sampled with ``log q`` at stop-gradient guide parameters; reparameterized guide sites only.
+    The buffer ``kl_weight`` (1 by default; the Trainer's ``kl_warmup`` sets it) weights the KL term
+    in the loss, not in the ``elbo`` term; a compiled program reads it as an input.
     """
+
+    #: whether the loss weights its KL term by ``kl_weight`` (a subclass with a loss of its own may not)
+    weights_kl = True
 
     def __init__(self, model: Callable, guide: Callable, analytic_kl: bool = True, check: bool = True, compile: bool = False,
                  estimator: str = "standard"):
@@ -432,7 +440,10 @@ class IWAE(Objective):
     VIMCO estimator (Mnih and Rezende 2016): particle k's score ``log q(h_k)`` is weighted by
     ``L - L_{-k}``, the bound minus the bound with particle k's log-weight replaced by the mean of
     the others' (a per-particle baseline that needs no state), which takes K >= 2. A site marked
-    for enumeration or a subsampled data plate is refused in one line (use :class:`ELBO`)."""
+    for enumeration or a subsampled data plate is refused in one line (use :class:`ELBO`).
+
+    ``estimator="dreg"``: doubly reparameterized gradients for the guide, the standard ones for the
+    model (:mod:`vaezoo.inference.estimators`); reparameterized guide sites only."""
 
     def __init__(self, model: Callable, guide: Callable, num_particles: int = 5, check: bool = True, compile: bool = False,
                  estimator: str = "standard"):

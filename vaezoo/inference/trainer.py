@@ -358,7 +358,7 @@ class Trainer:
         self.schedule = schedules.check_schedule(schedule)
         self.warmup_epochs = schedules.check_epochs("warmup_epochs", warmup_epochs)
         self.kl_warmup = schedules.check_epochs("kl_warmup", kl_warmup)
-        if self.kl_warmup and not isinstance(getattr(objective, "kl_weight", None), torch.Tensor):
+        if self.kl_warmup and not getattr(objective, "weights_kl", False):
             raise ConfigError(f"kl_warmup={self.kl_warmup} needs an objective with a KL term to weight; "
                               f"{type(objective).__name__} has none (expected ELBO)")
         self.scheduler: Optional[torch.optim.lr_scheduler.LRScheduler] = None
