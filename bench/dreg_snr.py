@@ -10,7 +10,7 @@ the model's (decoder). Rainforth et al. show that the standard estimator's guide
 O(1/sqrt(K)) while the model's rises as O(sqrt(K)); DReG's guide SNR does not fall. The model's
 gradient is the same estimator in both (the standard one), so its SNR differs only by the draws.
 
-    python bench/dreg_snr.py [--epochs 1] [--draws 100] [--ks 5,50] [--batch 16] [--seed 0]
+    python bench/dreg_snr.py [--epochs 3] [--draws 200] [--ks 5,50] [--batch 16] [--seed 0] [--threads 1]
 """
 
 import argparse
@@ -51,12 +51,14 @@ def snr(model_guide, x, k, estimator, draws, seed):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--epochs", type=int, default=1)
-    ap.add_argument("--draws", type=int, default=100)
+    ap.add_argument("--epochs", type=int, default=3)
+    ap.add_argument("--draws", type=int, default=200)
     ap.add_argument("--ks", default="5,50")
     ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (1: the figures of bench/RESULTS.md)")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
+    torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     m = zoo.create("iwae", data_shape=(1, 28, 28))
     start = time.perf_counter()
@@ -67,7 +69,7 @@ def main():
     x = data.load("mnist-small", split="test", binarize="fixed").data[: args.batch]
     m.train()
     print(f"iwae (Burda MLP) after {args.epochs} epoch(s) of mnist-small ({trained:.0f} s); {args.draws} draws of the "
-          f"gradient on {args.batch} test images; SNR = |mean| / std per parameter element")
+          f"gradient on {args.batch} test images; SNR = |mean| / std per parameter element", flush=True)
     print(f"{'K':>4}  {'estimator':<9}  {'guide median':>12}  {'guide mean':>10}  {'model median':>12}  {'model mean':>10}  {'s':>5}")
     for k in (int(v) for v in args.ks.split(",")):
         for estimator in ("standard", "dreg"):
@@ -75,6 +77,7 @@ def main():
             r = snr(m, x, k, estimator, args.draws, args.seed + 1)
             print(f"{k:>4}  {estimator:<9}  {r['guide', 'median']:>12.4f}  {r['guide', 'mean']:>10.4f}  "
                   f"{r['model', 'median']:>12.4f}  {r['model', 'mean']:>10.4f}  {time.perf_counter() - t:>5.0f}", flush=True)
+    print(f"CPU time {time.process_time():.0f} s")
 
 
 if __name__ == "__main__":
