@@ -144,6 +144,8 @@ def cmd_train(args) -> int:
     torch.manual_seed(train_cfg["seed"])  # the initial weights follow the seed too
     m = zoo.create(model, data_shape=train.shape, **cfg["config"])
     _check_data(m, cfg, train, test)
+    if train_cfg.get("kl_warmup") and not getattr(m.objective(), "weights_kl", False):
+        raise ConfigError(f"--kl-warmup needs an ELBO objective; {model!r} trains with {type(m.objective()).__name__}")
     # only now, with everything checked, built and loaded, does the run directory appear
     with _owning(run, "train", create=True):
         runs.check_new_run(run)  # again, as its owner: another process may have made a run here

@@ -44,8 +44,10 @@ def test_train_records_and_follows_the_schedule_and_resumes_it_exactly(tmp_path,
     (["--schedule", "step"], "--schedule 'step' is not a schedule; expected one of constant, burda, cosine"),
     (["--kl-warmup", "-1"], "--kl-warmup -1 is out of range; expected an integer >= 0"),
     (["--set", "estimator=dreg"], "estimator='dreg' with objective=elbo; expected one of standard, stl"),
+    (["--model", "iwae", "--kl-warmup", "2"], "--kl-warmup needs an ELBO objective; 'iwae' trains with IWAE"),
 ])
 def test_bad_schedule_flags_are_one_line_errors(tmp_path, capsys, flags, match):
     assert cli.main(["train", "--out", str(tmp_path / "run"), "--epochs", "1"] + flags + ["--quiet", "--device", "cpu"]) == 2
     err = capsys.readouterr().err.strip()
     assert match in err and "\n" not in err
+    assert not (tmp_path / "run").exists()  # refused before the run directory appears
