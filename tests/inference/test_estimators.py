@@ -287,3 +287,10 @@ def test_dreg_one_particle_per_pass_agrees_with_the_vectorized_pass():
         assert log_w.shape == (3, 10_000) and surrogate.item() == 0
         grads.append(torch.stack(torch.autograd.grad(-surrogate, [getattr(pair, k) for k in NAMES])) * 10_000)
     assert z_scores(grads[1], None, grads[0]).abs().max() < 4
+
+
+def test_dreg_on_a_batch_of_one():
+    pair = LinearGaussian(1, **FAR)
+    loss, _ = IWAE(pair.model, pair.guide, num_particles=4, estimator="dreg")(torch.full((1,), X))
+    grads = torch.autograd.grad(loss, [getattr(pair, k) for k in NAMES])
+    assert torch.isfinite(loss) and all(torch.isfinite(g).all() and g.abs().sum() > 0 for g in grads)

@@ -112,10 +112,11 @@ def _gate(value: torch.Tensor, site: dict, c: torch.Tensor, particle_dim: Option
     batch = value.dim() - event
     data_dim = next(f.dim for f in site["cond_indep_stack"] if f.name == traces.DATA_PLATE)
     shape = [1] * value.dim()
-    if value.shape[batch + data_dim] != 1:
-        shape[batch + data_dim] = c.shape[1]
-    else:  # a latent broadcast over the data plate: the datapoints' weights would mix
-        raise SiteError(f"latent site {site['name']!r} is not drawn per datapoint; estimator='dreg' expects every latent inside the data plate")
+    if batch + data_dim < 0 or value.shape[batch + data_dim] != c.shape[1]:
+        # a latent broadcast over the data plate: the datapoints' weights would mix
+        raise SiteError(f"latent site {site['name']!r} is not drawn per datapoint; estimator='dreg' expects every "
+                        "latent drawn inside the data plate")
+    shape[batch + data_dim] = c.shape[1]
     if particle_dim is not None:
         shape[batch + particle_dim] = c.shape[0]
         c = c.reshape(shape)
