@@ -25,7 +25,10 @@ param store):
   ``c = sg(w~)`` per particle and datapoint (the same value, with its gradient towards the guide
   scaled by w~), so that one backward pass of the surrogate ``sum_k sg(w~_k) log p(x, z_k) -
   sg(w~_k^2) log q_sg(z_k)`` gives both. The weights come from one more pass of the model without
-  gradients, on the same draws (a model must be deterministic given its latents: no dropout).
+  gradients, on the same draws.
+
+The extra passes replay the pair on its own draws, so the model and the guide must be
+deterministic given their latents (no dropout in training mode).
 
 Both refuse, in one line naming the site, what they cannot estimate: a guide site without
 ``rsample`` (score-function or discrete), a site marked for enumeration, a point-mass (``Delta``)
