@@ -32,7 +32,8 @@ MAX_SAMPLES = 10_000  # one picture of more images is unreadable, and the batch 
 
 # the train settings a run records, and the flag that sets each
 TRAIN_FLAGS = {"epochs": "--epochs", "batch_size": "--batch-size", "lr": "--lr", "seed": "--seed",
-               "clip_norm": "--clip-norm", "dtype": "--dtype", "n_train": "--n-train", "compile": "--compile"}
+               "clip_norm": "--clip-norm", "dtype": "--dtype", "n_train": "--n-train", "compile": "--compile",
+               "schedule": "--schedule", "warmup_epochs": "--warmup-epochs", "kl_warmup": "--kl-warmup"}
 
 
 def _overrides(pairs: List[str]) -> Dict[str, str]:
@@ -143,6 +144,8 @@ def cmd_train(args) -> int:
     torch.manual_seed(train_cfg["seed"])  # the initial weights follow the seed too
     m = zoo.create(model, data_shape=train.shape, **cfg["config"])
     _check_data(m, cfg, train, test)
+    if train_cfg.get("kl_warmup") and not getattr(m.objective(), "weights_kl", False):
+        raise ConfigError(f"--kl-warmup needs an ELBO objective; {model!r} trains with {type(m.objective()).__name__}")
     # only now, with everything checked, built and loaded, does the run directory appear
     with _owning(run, "train", create=True):
         runs.check_new_run(run)  # again, as its owner: another process may have made a run here
@@ -212,6 +215,8 @@ def _train(args, run: Path, m, cfg, train, test, eval_samples: int, device, resu
         line = f"epoch {record['epoch']:>3}/{trainer.epochs}  train loss {record['train_loss']:9.3f}"
         if "test_elbo" in record:
             line += f"  test ELBO {record['test_elbo']:9.3f}"
+        if "lr" in record:
+            line += f"  lr {record['lr']:.3g}"
         if "compile_seconds" in record:
             line += f"  (compiling {record['compile_seconds']:.1f} s)"
         print(line + f"  ({record['seconds']:.1f} s)", file=sys.stderr)
@@ -229,6 +234,9 @@ def _train(args, run: Path, m, cfg, train, test, eval_samples: int, device, resu
         progress=not args.quiet,
         metadata={"model": cfg["model"], "config": cfg["config"]},
         on_epoch_end=report_epoch,
+        schedule=train_cfg.get("schedule", "constant"),
+        warmup_epochs=train_cfg.get("warmup_epochs", 0),
+        kl_warmup=train_cfg.get("kl_warmup", 0),
     )
     history = trainer.fit(train, test, resume=resume)
     if not lead:  # rank 0 evaluates and draws the pictures; the others wait to leave the group with it
@@ -404,6 +412,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--batch-size", type=int, default=None, help=f"default {runs.TRAIN_DEFAULTS['batch_size']}")
     t.add_argument("--lr", type=float, default=None, help=f"default {runs.TRAIN_DEFAULTS['lr']}")
     t.add_argument("--clip-norm", type=float, default=None, help="clip the gradient norm (default: no clipping)")
+    t.add_argument("--schedule", default=None, help="learning-rate schedule: constant (default), burda or cosine")
+    t.add_argument("--warmup-epochs", type=int, default=None, help="epochs of linear learning-rate warm-up (default 0)")
+    t.add_argument("--kl-warmup", type=int, default=None, metavar="EPOCHS",
+                   help="epochs of a KL weight rising linearly from 0 to 1 (ELBO objectives; default 0)")
     t.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
     t.add_argument("--dtype", default=None, choices=["float32", "float64"], help="default float32")
     t.add_argument("--seed", type=int, default=None, help="default 0")

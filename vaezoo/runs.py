@@ -60,6 +60,14 @@ def _dtype(value, label):
     return value
 
 
+def _schedule(value, label):
+    from vaezoo.inference.schedules import SCHEDULES
+
+    if value not in SCHEDULES:
+        raise ConfigError(f"{label} {value!r} is not a schedule; expected one of {', '.join(SCHEDULES)}")
+    return value
+
+
 # the train settings a run records in config.json["train"], each with its check
 TRAIN_CHECKS = {
     "epochs": _int(1, what="an integer >= 1"),
@@ -70,8 +78,12 @@ TRAIN_CHECKS = {
     "dtype": _dtype,
     "n_train": _optional(_int(1, what="an integer >= 1")),
     "compile": _bool,
+    "schedule": _schedule,
+    "warmup_epochs": _int(0, what="an integer >= 0"),
+    "kl_warmup": _int(0, what="an integer >= 0"),
 }
-TRAIN_DEFAULTS = {"batch_size": 128, "lr": 1e-3, "seed": 0, "clip_norm": None, "dtype": "float32", "compile": False}
+TRAIN_DEFAULTS = {"batch_size": 128, "lr": 1e-3, "seed": 0, "clip_norm": None, "dtype": "float32", "compile": False,
+                  "schedule": "constant", "warmup_epochs": 0, "kl_warmup": 0}
 
 
 def check_train(train: Dict[str, Any], label=lambda key: key) -> Dict[str, Any]:

@@ -243,13 +243,19 @@ class ZooModel(PyroModule):
         smoke runs are faster eagerly. ``vaezoo train`` decides by the run's length instead (it
         compiles runs of at least ``cli.COMPILE_AUTO_STEPS`` steps, the main job included)."""
         build = entry(self.name).objective
+        estimator = getattr(self.config, "estimator", "standard")
         if build is not None:
+            if estimator != "standard":
+                raise ConfigError(f"{self.name!r} trains with its own objective, which takes no estimator={estimator!r}; "
+                                  "expected estimator=standard")
             return build(self.config, self.model, self.guide, compile)
         kind = getattr(self.config, "objective", "elbo")
         if kind == "elbo":
-            return ELBO(self.model, self.guide, analytic_kl=getattr(self.config, "analytic_kl", True), compile=compile)
+            return ELBO(self.model, self.guide, analytic_kl=getattr(self.config, "analytic_kl", True), compile=compile,
+                        estimator=estimator)
         if kind == "iwae":
-            return IWAE(self.model, self.guide, num_particles=getattr(self.config, "num_particles", 5), compile=compile)
+            return IWAE(self.model, self.guide, num_particles=getattr(self.config, "num_particles", 5), compile=compile,
+                        estimator=estimator)
         raise ConfigError(f"unknown objective {kind!r}; expected elbo or iwae")
 
     def _template(self, n: int) -> torch.Tensor:

@@ -7,6 +7,7 @@ from typing import Optional, Tuple
 from vaezoo import zoo
 from vaezoo.errors import ConfigError
 from vaezoo.guides import DiagonalNormalGuide
+from vaezoo.inference.estimators import ESTIMATORS
 from vaezoo.models import LIKELIHOODS, VAEModel, make_likelihood
 from vaezoo.nets import ACTIVATIONS, ConvDecoder, ConvEncoder, MLPDecoder, MLPEncoder
 
@@ -25,7 +26,9 @@ class CommonConfig:
     (``likelihood_scale``, learned if ``learn_scale``) or ``continuous-bernoulli``; ``binarize``:
     how the training data are binarized (``dynamic``, ``fixed`` or ``None``); ``objective``:
     ``elbo`` or ``iwae`` with ``num_particles``; ``analytic_kl``: closed-form KL terms in the ELBO
-    where they are exact."""
+    where they are exact; ``estimator``: the gradient estimator, ``standard``, ``stl`` (ELBO:
+    sticking the landing) or ``dreg`` (IWAE: doubly reparameterized), see
+    :mod:`vaezoo.inference.estimators`."""
 
     likelihood: str = "bernoulli"
     likelihood_scale: float = 0.1
@@ -34,6 +37,7 @@ class CommonConfig:
     objective: str = "elbo"
     num_particles: int = 1
     analytic_kl: bool = True
+    estimator: str = "standard"
 
     def validate(self):
         """Ranges and names (make_config has checked the types)."""
@@ -47,6 +51,9 @@ class CommonConfig:
             raise ConfigError(f"objective={self.objective!r}; expected elbo or iwae")
         if not 1 <= self.num_particles <= MAX_WIDTH:
             raise ConfigError(f"num_particles={self.num_particles}; expected an integer from 1 to {MAX_WIDTH}")
+        allowed = ESTIMATORS["ELBO" if self.objective == "elbo" else "IWAE"]
+        if self.estimator not in allowed:
+            raise ConfigError(f"estimator={self.estimator!r} with objective={self.objective}; expected one of {', '.join(allowed)}")
 
 
 @dataclass

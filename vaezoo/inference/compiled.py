@@ -174,7 +174,8 @@ class TrainingStep:
 
     The optimizer stays the state's owner: its ``state_dict`` (checkpoints, resumption) holds the
     tensors this program updates (created as a fused ``Adam`` creates them), read at every call. Its
-    hyperparameters are constants of the program (:meth:`key`). ``p.grad`` is never set. A parameter
+    learning rate is an input, read at every call (a schedule changes it without a new program); its
+    other hyperparameters are constants of the program (:meth:`key`). ``p.grad`` is never set. A parameter
     that gets no gradient is not updated, as ``Adam`` skips a parameter whose ``grad`` is None.
     """
 
@@ -205,14 +206,15 @@ class TrainingStep:
         if not self.params:
             raise CompileBlocked("no parameter of the optimizer gets a gradient from the loss")
         names, params_at = self.names, [index[id(p)] for p in self.params]
-        hyper = {k: group[k] for k in ("lr", "eps", "weight_decay", "amsgrad", "maximize")}
+        # the learning rate is an input (a schedule changes it without a new program), the rest constants
+        hyper = {k: group[k] for k in ("eps", "weight_decay", "amsgrad", "maximize")}
         hyper["betas"] = tuple(group["betas"])
         hyper["decoupled"] = bool(group.get("decoupled_weight_decay", isinstance(optimizer, torch.optim.AdamW)))
         n_tensors = len(self.tensors)
         spec = {}
 
         def fn(*flat: torch.Tensor):
-            tensors, states, x = list(flat[:n_tensors]), flat[n_tensors:-1], flat[-1]
+            tensors, states, lr, x = list(flat[:n_tensors]), flat[n_tensors:-2], flat[-2], flat[-1]
             if binarize:  # in the program: inductor's generator, fused with the first layer's read
                 x = torch.bernoulli(x)
             with torch.enable_grad():
@@ -226,7 +228,7 @@ class TrainingStep:
             k = len(states) // len(params_at)
             with torch.no_grad():
                 for j, (p, g) in enumerate(zip(params, grads)):
-                    _adam(p, g, *states[j * k : (j + 1) * k], **hyper)
+                    _adam(p, g, *states[j * k : (j + 1) * k], lr=lr, **hyper)
             leaves, spec["terms"] = pytree.tree_flatten(terms)
             return [loss.detach(), *[t.detach() for t in leaves]]
 
@@ -235,21 +237,30 @@ class TrainingStep:
         # depend on the values, so the copies the probe ran on serve)
         with torch.random.fork_rng(devices=[x.device] if x.device.type == "cuda" else []), pyro.validation_enabled(False), \
                 restoring(step):
-            self.graph = capture(fn, *copies, *[t.clone() for t in states], x)
+            self.graph = capture(fn, *copies, *[t.clone() for t in states], self._lr(), x)
         self.terms_spec = spec["terms"]
         owned = self.tensors + states
         _check_no_frozen_state(self.graph, owned, self.names + ["the optimizer's state"] * len(states))
         self.capture_seconds = time.perf_counter() - start
         with torch.no_grad(), warnings.catch_warnings():  # no_grad: the program is an inference graph
             warnings.filterwarnings("ignore", category=FutureWarning, module=r"torch\._inductor")
-            self.fn = torch._inductor.compile(self.graph, [*self.tensors, *states, x])
+            self.fn = torch._inductor.compile(self.graph, [*self.tensors, *states, self._lr(), x])
         self.compile_seconds = time.perf_counter() - start
 
     @staticmethod
     def key(optimizer: torch.optim.Optimizer, clip_norm: Optional[float]) -> tuple:
         """What a program holds as constants besides the input's shape: a change needs another."""
-        group = optimizer.param_groups[0]
-        return type(optimizer), clip_norm, tuple((k, repr(v)) for k, v in sorted(group.items()) if k != "params")
+        group = optimizer.param_groups[0]  # the learning rate is an input, not a constant: not in the key
+        return type(optimizer), clip_norm, tuple((k, repr(v)) for k, v in sorted(group.items()) if k not in ("params", "lr", "initial_lr"))
+
+    def _lr(self) -> torch.Tensor:
+        """The optimizer's learning rate now, as the program's input (a tensor kept until it changes)."""
+        lr = self.optimizer.param_groups[0]["lr"]
+        cached = getattr(self, "_lr_cache", None)
+        if cached is None or cached[0] != lr:
+            p = self.params[0]
+            cached = self._lr_cache = (lr, torch.tensor(float(lr), dtype=p.dtype, device=p.device))
+        return cached[1]
 
     def _states(self) -> List[torch.Tensor]:
         """The optimizer's state tensors of the parameters it updates, as a flat list (``step``, ``exp_avg``,
@@ -270,7 +281,7 @@ class TrainingStep:
 
     def __call__(self, x: torch.Tensor) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
         with torch.no_grad():  # the gradient is inside the program: no autograd graph around it
-            out = self.fn(*self.tensors, *self._states(), x)
+            out = self.fn(*self.tensors, *self._states(), self._lr(), x)
         return out[0], pytree.tree_unflatten(list(out[1:]), self.terms_spec)
 
 

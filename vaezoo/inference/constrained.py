@@ -69,6 +69,8 @@ class Constrained(ELBO):
     reparameterized sites (no enumeration, no score-function terms).
     """
 
+    weights_kl = False  # its own loss: the Trainer's kl_warmup is refused
+
     def __init__(self, model: Callable, guide: Callable, kl_target: Optional[float] = None,
                  entropy_target: Optional[float] = None, damping: float = 10.0, multiplier_lr: float = 1.0,
                  analytic_kl: bool = True, check: bool = True, compile: bool = False):

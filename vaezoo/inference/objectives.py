@@ -34,7 +34,7 @@ from torch.distributions import kl_divergence
 
 from vaezoo import guards, particles, traces
 from vaezoo.errors import ConfigError, SiteError
-from vaezoo.inference import compiled
+from vaezoo.inference import compiled, estimators
 
 Terms = Dict[str, torch.Tensor]
 
@@ -305,11 +305,25 @@ class ELBO(Objective):
     ``TraceGraph_ELBO``'s ``use_decaying_avg_baseline``), kept in the objective's state (and so in
     checkpoints). Terms: ``elbo``, ``log_lik`` (observed sites), ``kl`` (latent sites), per datapoint;
     ``elbo`` alone when sites are enumerated.
+
+    ``estimator="stl"``: sticking the landing (:mod:`vaezoo.inference.estimators`), every KL term
+    sampled with ``log q`` at stop-gradient guide parameters; reparameterized guide sites only.
+    The buffer ``kl_weight`` (1 by default; the Trainer's ``kl_warmup`` sets it) weights the KL term
+    in the loss, not in the ``elbo`` term; a compiled program reads it as an input.
     """
 
-    def __init__(self, model: Callable, guide: Callable, analytic_kl: bool = True, check: bool = True, compile: bool = False):
+    #: whether the loss weights its KL term by ``kl_weight`` (a subclass with a loss of its own may not)
+    weights_kl = True
+
+    def __init__(self, model: Callable, guide: Callable, analytic_kl: bool = True, check: bool = True, compile: bool = False,
+                 estimator: str = "standard"):
         super().__init__(model, guide, check, compile)
         self.analytic_kl = analytic_kl
+        self.estimator = estimators.check_estimator("ELBO", estimator)
+        # the weight of the KL term in the loss (KL warm-up: the Trainer's kl_warmup sets it): a
+        # buffer, so that a compiled program takes it as an input rather than freezing it; not
+        # persistent (checkpoints of ELBOs before it load, and a schedule sets it from the epoch)
+        self.register_buffer("kl_weight", torch.ones(()), persistent=False)
         self._has_kl: Dict[tuple, bool] = {}  # (guide type, model type) -> a KL is registered
         self._analytic: Optional[frozenset] = None  # sites with a closed-form KL, found by the first call
         self._baselines: Dict[str, float] = {}
@@ -317,6 +331,10 @@ class ELBO(Objective):
 
     def _check(self, model_run, guide_run):
         traces.check_sites(model_run.sites, guide_run.sites, allow_enumerated=True)
+
+    def _refuse(self, model_run, guide_run, structure):
+        if self.estimator != "standard":
+            estimators.refuse(self.estimator, model_run, guide_run)
 
     # closed-form KL: where it is exact
     def _kl_registered(self, q, p) -> bool:
@@ -370,12 +388,15 @@ class ELBO(Objective):
             self._enum = TraceEnum_ELBO(max_plate_nesting=max(depth, 1))
             return self._enumerated_loss(x)
         model_sites, guide_sites = model_run.sites, guide_run.sites
-        if self._analytic is None:
-            self._analytic = self._analytic_sites(model_sites, guide_sites) if self.analytic_kl else frozenset()
+        stl = self.estimator == "stl"
+        if self._analytic is None:  # sticking the landing takes every term sampled
+            self._analytic = self._analytic_sites(model_sites, guide_sites) if self.analytic_kl and not stl else frozenset()
         n = self._per_datapoint(x)
         if score:
             return self._score_function_loss(model_sites, guide_sites, n)
         analytic = self._analytic_now(model_sites, guide_sites)
+        # STL: log q at stop-gradient guide parameters (vaezoo.inference.estimators)
+        fixed = estimators.fixed_log_probs(self.guide, x, guide_run) if stl and torch.is_grad_enabled() else None
         log_liks, kls = [], []
         for name, site in model_sites.items():
             if site["is_observed"]:
@@ -385,18 +406,27 @@ class ELBO(Objective):
                 kls.append(_scaled_sum(kl_divergence(g["fn"], site["fn"]), g))
             else:
                 g = guide_sites[name]
-                kls.append(_scaled_sum(g["fn"].log_prob(g["value"]), g) - _scaled_sum(site["fn"].log_prob(site["value"]), site))
+                log_q = g["fn"].log_prob(g["value"]) if fixed is None else estimators.stop_gradient_log_q(g, fixed[name])
+                kls.append(_scaled_sum(log_q, g) - _scaled_sum(site["fn"].log_prob(site["value"]), site))
         log_lik, kl = _total(log_liks, x), _total(kls, x)
         elbo = (log_lik - kl) / n
-        return -elbo, {"elbo": elbo.detach(), "log_lik": log_lik.detach() / n, "kl": kl.detach() / n}
+        terms = {"elbo": elbo.detach(), "log_lik": log_lik.detach() / n, "kl": kl.detach() / n}
+        return -(log_lik - self.kl_weight * kl) / n, terms
+
+    def _unweighted(self, what: str) -> None:
+        """Refuses a KL weight other than 1 where the loss has no KL term apart (eager paths only)."""
+        if float(self.kl_weight) != 1.0:
+            raise ConfigError(f"a KL weight (KL warm-up) needs reparameterized guide sites; this pair has {what}")
 
     def _enumerated_loss(self, x):
+        self._unweighted("sites to enumerate")
         loss = self._enum.differentiable_loss(self.model, self.guide, x) / self._per_datapoint(x)
         return loss, {"elbo": -loss.detach()}
 
     def _score_function_loss(self, model_sites, guide_sites, n: int) -> Tuple[torch.Tensor, Terms]:
         """The ELBO with score-function terms for the guide's non-reparameterized sites: its value,
         and a surrogate whose gradient is the estimator of the class docstring."""
+        self._unweighted("guide sites without rsample")
         analytic = self._analytic_now(model_sites, guide_sites)
         log_r = MultiFrameTensor()  # sampled log p - log q, by plate stack, for the score terms
         log_lik = value = surrogate = 0.0  # sums of scalar tensors
@@ -462,10 +492,15 @@ class IWAE(Objective):
     VIMCO estimator (Mnih and Rezende 2016): particle k's score ``log q(h_k)`` is weighted by
     ``L - L_{-k}``, the bound minus the bound with particle k's log-weight replaced by the mean of
     the others' (a per-particle baseline that needs no state), which takes K >= 2. A site marked
-    for enumeration or a subsampled data plate is refused in one line (use :class:`ELBO`)."""
+    for enumeration or a subsampled data plate is refused in one line (use :class:`ELBO`).
 
-    def __init__(self, model: Callable, guide: Callable, num_particles: int = 5, check: bool = True, compile: bool = False):
+    ``estimator="dreg"``: doubly reparameterized gradients for the guide, the standard ones for the
+    model (:mod:`vaezoo.inference.estimators`); reparameterized guide sites only."""
+
+    def __init__(self, model: Callable, guide: Callable, num_particles: int = 5, check: bool = True, compile: bool = False,
+                 estimator: str = "standard"):
         super().__init__(model, guide, check, compile)
+        self.estimator = estimators.check_estimator("IWAE", estimator)
         if isinstance(num_particles, bool) or not isinstance(num_particles, int) or num_particles < 1:
             raise ConfigError(f"num_particles={num_particles!r}; expected an integer >= 1")
         self.num_particles = int(num_particles)
@@ -473,6 +508,8 @@ class IWAE(Objective):
         self._probed = False
 
     def _refuse(self, model_run, guide_run, structure):
+        if self.estimator != "standard":
+            estimators.refuse(self.estimator, model_run, guide_run)
         enumerated, score = structure
         if enumerated:
             name = next(n for run in (model_run, guide_run) for n, s in run.sites.items() if not s["is_observed"] and traces.is_enumerated(s))
@@ -500,6 +537,11 @@ class IWAE(Objective):
         if not self._probed:
             self._inspect_untouched(x)
         K = self.num_particles
+        if self.estimator == "dreg" and torch.is_grad_enabled():
+            with pyro.validation_enabled(False):
+                log_w, surrogate = estimators.dreg_surrogate(self.model, self.guide, x, K, self._particle_dim)
+            bound = estimators.iwae_bound(log_w.detach()).mean()
+            return -(bound + surrogate), {"iwae": bound, "elbo": log_w.detach().mean()}
         with pyro.validation_enabled(False):  # the first call's runs validated the pair, as the ELBO's do
             if self._structure[1]:  # guide sites without rsample
                 log_p, log_q, log_s = particles.log_weights(self.model, self.guide, x, K, self._particle_dim, check=False, score=True)

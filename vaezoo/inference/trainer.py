@@ -32,6 +32,7 @@ from vaezoo.fileio import atomic_write_text
 from vaezoo.inference import checkpoint as ckpt
 from vaezoo.inference import compiled
 from vaezoo.inference import distributed
+from vaezoo.inference import schedules
 from vaezoo.inference.objectives import Objective
 
 OPTIMIZERS = {
@@ -304,6 +305,10 @@ class Trainer:
         metadata: stored in the checkpoint (e.g. the zoo name and config) for checks on resume.
         on_epoch_end: called as ``on_epoch_end(trainer, record)`` after each checkpoint (by rank 0
             alone in a process group).
+        schedule: the learning rate's schedule over the epochs, ``constant``, ``burda`` or ``cosine``,
+            with ``warmup_epochs`` of linear warm-up; kl_warmup: epochs of a KL weight rising
+            linearly from 0 to 1 (an :class:`~vaezoo.inference.ELBO` objective). See
+            :mod:`vaezoo.inference.schedules`; the schedule's state is in the checkpoint.
     """
 
     def __init__(
@@ -322,6 +327,9 @@ class Trainer:
         progress: bool = True,
         metadata: Optional[Dict[str, Any]] = None,
         on_epoch_end: Optional[Callable] = None,
+        schedule: str = "constant",
+        warmup_epochs: int = 0,
+        kl_warmup: int = 0,
     ):
         if not isinstance(objective, torch.nn.Module):
             raise ConfigError(
@@ -347,6 +355,13 @@ class Trainer:
         self.progress = bool(progress)
         self.metadata = dict(metadata or {})
         self.on_epoch_end = on_epoch_end
+        self.schedule = schedules.check_schedule(schedule)
+        self.warmup_epochs = schedules.check_epochs("warmup_epochs", warmup_epochs)
+        self.kl_warmup = schedules.check_epochs("kl_warmup", kl_warmup)
+        if self.kl_warmup and not getattr(objective, "weights_kl", False):
+            raise ConfigError(f"kl_warmup={self.kl_warmup} needs an objective with a KL term to weight; "
+                              f"{type(objective).__name__} has none (expected ELBO)")
+        self.scheduler: Optional[torch.optim.lr_scheduler.LRScheduler] = None
         self.optimizer: Optional[torch.optim.Optimizer] = None
         self.params: List[torch.Tensor] = []
         self._store_params: Dict[str, torch.Tensor] = {}  # param-store entries the objective does not own
@@ -427,6 +442,8 @@ class Trainer:
             "rng": rng[0],
             "metadata": self.metadata,
         }
+        if self.scheduler is not None:
+            state["scheduler"] = self.scheduler.state_dict()
         if len(rng) > 1:
             state["rng_ranks"] = rng
         return state
@@ -450,6 +467,10 @@ class Trainer:
         try:
             self.objective.load_state_dict(state["objective"])
             self.optimizer.load_state_dict(state["optimizer"])
+            if self.scheduler is not None:
+                if "scheduler" not in state:
+                    raise KeyError("the checkpoint has no learning-rate schedule")
+                self.scheduler.load_state_dict(state["scheduler"])
             with torch.no_grad():
                 for name, target in self._store_params.items():
                     target.copy_(saved[name])  # older checkpoints' entries of owned names: in "objective"
@@ -562,6 +583,7 @@ class Trainer:
         probe = x_train[distributed.shard(torch.arange(min(self.batch_size, x_train.shape[0]), device=self.device))]
         self.optimizer = self._build_optimizer(self._parameters(torch.bernoulli(probe) if dynamic else probe))
         self.params = [p for g in self.optimizer.param_groups for p in g["params"]]
+        self.scheduler = schedules.make_scheduler(self.optimizer, self.schedule, self.epochs, self.warmup_epochs)
         distributed.broadcast_parameters(self.params)
         if resume:
             self.load_state_dict(ckpt.load(self.checkpoint_path, map_location=self.device), self.checkpoint_path)
@@ -597,7 +619,10 @@ class Trainer:
             order = order.to(self.device)
             running = torch.zeros((), device=self.device, dtype=self.dtype)
             bar = tqdm(total=steps, desc=f"epoch {epoch}/{self.epochs}", disable=not (self.progress and lead), leave=False)
+            lr = self.optimizer.param_groups[0]["lr"]
             for step in range(steps):
+                if self.kl_warmup:  # a buffer: compiled programs read it as an input
+                    self.objective.kl_weight.fill_(schedules.kl_weight((epoch - 1) * steps + step, steps, self.kl_warmup))
                 batch = order[step * self.batch_size : (step + 1) * self.batch_size]
                 mine = distributed.shard(batch)
                 xb = x_train[mine]
@@ -631,6 +656,12 @@ class Trainer:
             if not self._parameters_finite():
                 self._stop_non_finite("the parameters", epoch, " (the loss was still finite: a NaN or infinite gradient)")
             record = {"epoch": epoch, "train_loss": mean, "seconds": time.perf_counter() - start}
+            if self.scheduler is not None:
+                record["lr"] = lr
+                schedules.step(self.scheduler)  # the next epoch's rate, in the checkpoint below
+            if self.kl_warmup:
+                record["kl_weight"] = float(self.objective.kl_weight)
+                self.objective.kl_weight.fill_(1.0)  # the test loss: the unweighted bound
             compile_seconds = self._compile_seconds() - compiled_before
             if compile_seconds > 0:  # included in "seconds"
                 record["compile_seconds"] = compile_seconds
