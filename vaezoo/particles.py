@@ -261,11 +261,11 @@ def probe_pair(
                 f"model site {improper[0]!r} has a flat improper prior, which cannot be sampled as a "
                 "proposal; expected a proper prior, or a guide"
             )
-        if guide is not None:
-            check_sites(model_run.sites, guide_run.sites, allow_enumerated=enumerate)
         enumerated = enumerated_latents(model_run.sites, guide_run.sites) if enumerate else []
         check_enumerated(model_run.sites, enumerated)
         check_in_data_plate(model_run.sites, guide_run.sites)
+        if guide is not None:
+            check_sites(model_run.sites, guide_run.sites, allow_enumerated=enumerate)
         check_proposal(model_run.sites, guide_run.sites, annealing)
         check_no_subsampling(guide_run, model_run)
         check_observed(model_run.sites)

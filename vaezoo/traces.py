@@ -234,6 +234,16 @@ def check_sites(model_sites: Mapping[str, dict], guide_sites: Mapping[str, dict]
                 f"site {name!r} has event shape {ge} in the guide but {me} in the model; "
                 "expected them to agree (declare event dimensions with .to_event)"
             )
+        # as Pyro's check_model_guide_match, the batch shapes too (a site the model draws once per
+        # datapoint and the guide once for all would have its prior counted once per datapoint);
+        # only the model's dims: a replayed model site lacks those of plates entered around the
+        # replay (a particle plate), which the guide's has
+        mb, gb = tuple(model_latents[name]["fn"].batch_shape), tuple(gs["fn"].batch_shape)
+        if any(a != b for a, b in zip(reversed(mb), tuple(reversed(gb)) + (1,) * len(mb))):
+            raise SiteError(
+                f"site {name!r} has batch shape {gb} in the guide but {mb} in the model; expected them to "
+                "agree (the same plates around the site in both)"
+            )
 
 
 def max_plate_nesting(*site_dicts: Mapping[str, dict]) -> int:

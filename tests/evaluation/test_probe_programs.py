@@ -117,12 +117,16 @@ def _estimators():
     ]
 
 
-@pytest.mark.parametrize("run", _estimators(), ids=["log_marginal", "ais", "iwae"])
-def test_pyrosample_weights_are_a_global_latent_refused_in_one_line(x, run):
+GLOBAL = r"^site 'lin.weight' is outside the 'data' plate; expected"
+PER_DATAPOINT = r"^site 'lin.weight' has batch shape \(\) in the guide but \(3,\) in the model"  # the objective's check
+
+
+@pytest.mark.parametrize("run, message", zip(_estimators(), [GLOBAL, GLOBAL, PER_DATAPOINT]), ids=["log_marginal", "ais", "iwae"])
+def test_pyrosample_weights_are_a_global_latent_refused_in_one_line(x, run, message):
     # under the particle plate the guide's weights got a particle dimension and nn.Linear raised
     # RuntimeError: t() expects a tensor with <= 2 dimensions
     model = bayesian_model(BayesianDecoder())
-    with pytest.raises(SiteError, match=r"^site 'lin.weight' is outside the 'data' plate; expected") as err:
+    with pytest.raises(SiteError, match=message) as err:
         run(model, guide_with_weights, x)
     assert "\n" not in str(err.value)
 
@@ -193,3 +197,17 @@ def test_iwae_with_a_deterministic_site_stays_vectorized_with_the_same_numbers(x
     torch.manual_seed(4)
     flat, _ = IWAE(flat_model, guide, num_particles=4)(x)
     assert torch.allclose(loss, flat)
+
+
+def test_weights_drawn_per_datapoint_by_the_model_and_once_by_the_guide_are_refused_as_pyro_does(x):
+    # the ELBO returned a number with the weights' prior counted once per datapoint; Pyro's Trace_ELBO
+    # raises "Model and guide shapes disagree at site 'lin.weight'"
+    from pyro.infer import Trace_ELBO
+
+    from vaezoo.inference.objectives import ELBO
+
+    model = bayesian_model(BayesianDecoder())
+    with pytest.raises(ValueError, match="shapes disagree at site 'lin.weight'"):
+        Trace_ELBO().loss(model, guide_with_weights, x)
+    with pytest.raises(SiteError, match=r"^site 'lin.weight' has batch shape \(\) in the guide but \(3,\) in the model"):
+        ELBO(model, guide_with_weights)(x)
