@@ -10,7 +10,7 @@ from typing import Optional
 import torch
 
 from vaezoo import runlock, runs
-from vaezoo.errors import ConfigError, RunError
+from vaezoo.errors import ConfigError, RunError, from_os_error
 
 MAX_SAMPLES = 10_000  # one picture of more images is unreadable, and the batch may not fit in memory
 
@@ -60,4 +60,4 @@ def owning(run: Path, command: str, create: bool):
 
 
 def write_error(path: Path, e: OSError) -> RunError:
-    return RunError(f"cannot write {path} ({e.strerror or e}); expected a writable location")
+    return from_os_error(e, path)
