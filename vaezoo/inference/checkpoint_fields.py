@@ -58,6 +58,11 @@ def _tensor_kind(t: torch.Tensor) -> str:
     return "floating" if t.is_floating_point() else "boolean" if t.dtype == torch.bool else "integer"
 
 
+#: optimizer state entries shaped like their parameter (torch's Adam, AdamW, SGD, RMSprop, Adagrad, ...)
+PER_PARAMETER = {"exp_avg", "exp_avg_sq", "max_exp_avg_sq", "momentum_buffer", "square_avg", "grad_avg", "acc_delta",
+                 "sum", "exp_inf"}
+
+
 def _is_optimizer_state(value) -> bool:
     return isinstance(value, Mapping) and set(value) == {"state", "param_groups"}
 
@@ -100,9 +105,13 @@ def _optimizer(value, where: str, params: Optional[Sequence] = None, template: O
             at = f"{where}['state'][{key!r}][{name!r}]"
             if isinstance(v, torch.Tensor):
                 _finite_tensor(v, at)
-                if v.dim() > 0 and key in shapes and tuple(v.shape) != tuple(shapes[key]):
+                if name in PER_PARAMETER and key in shapes and tuple(v.shape) != tuple(shapes[key]):
                     raise _Misfit(f"{at} has shape {list(v.shape)}, its parameter {list(shapes[key])}")
-            elif v is not None:
+            elif isinstance(v, (list, tuple)):  # LBFGS-like histories
+                for i, t in enumerate(v):
+                    if isinstance(t, torch.Tensor):
+                        _finite_tensor(t, f"{at}[{i}]")
+            elif v is not None and not isinstance(v, bool):
                 _number(v, at)
 
 
@@ -191,7 +200,8 @@ def _history(value, expect: Dict) -> None:
         for key, v in record.items():
             if not isinstance(key, str):
                 raise _Bad(f"[{i}] has the key {key!r}, not a name")
-            _number(v, f"[{i}][{key!r}]", finite=False)
+            if not isinstance(v, (str, bool, type(None))):  # what a callback may add; metrics are numbers
+                _number(v, f"[{i}][{key!r}]", finite=False)
 
 
 def _rng_entry(value, where: str) -> None:
