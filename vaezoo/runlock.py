@@ -125,9 +125,10 @@ def describe(owner: dict, path: Optional[Path] = None) -> str:
     text = f"process {owner.get('pid')} on {owner.get('host')}"
     age = heartbeat_age(path) if path is not None else None
     if owner.get("host") != socket.gethostname() and age is not None:
-        rule = (f"taken over once {STALE_AFTER_S / 60:.0f} min pass without one" if "heartbeat" in owner
-                else "this lock has no heartbeat and is never taken over from another host")
-        text += f" (last heartbeat {age / 60:.1f} min ago; {rule})"
+        if "heartbeat" in owner:
+            text += f" (last heartbeat {age / 60:.1f} min ago; taken over once {STALE_AFTER_S / 60:.0f} min pass without one)"
+        else:
+            text += " (a lock without a heartbeat is never taken over from another host)"
     return text
 
 

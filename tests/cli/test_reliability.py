@@ -302,7 +302,7 @@ def test_a_lock_from_another_host_is_taken_over_only_without_a_heartbeat(run, ca
     old = time.time() - runlock.STALE_AFTER_S - 60
     _lock(run, pid=1, host="elsewhere.example")  # an owner that never beats: never judged by its age
     os.utime(run / runlock.LOCK, (old, old))
-    refused(["train", "--resume", "--out", str(run)] + RESUME, capsys, "has no heartbeat and is never taken over")
+    refused(["train", "--resume", "--out", str(run)] + RESUME, capsys, "a lock without a heartbeat is never taken over from another host")
     _lock(run, pid=1, host="elsewhere.example", heartbeat=30.0)  # the preempted job's, silent for 11 minutes
     os.utime(run / runlock.LOCK, (old, old))
     assert cli.main(["train", "--resume", "--out", str(run)] + RESUME) == 0

@@ -219,7 +219,7 @@ def _rng_entry(value, where: str) -> None:
         raise _Bad(f"{where}['torch'] holds {value['torch'].numel()} bytes, not {size}")
     with torch.random.fork_rng(devices=[]):
         try:
-            torch.set_rng_state(value["torch"])
+            torch.set_rng_state(value["torch"].cpu())
         except RuntimeError:
             raise _Bad(f"{where}['torch'] is not a valid generator state") from None
 
