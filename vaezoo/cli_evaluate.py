@@ -89,8 +89,8 @@ def cmd_evaluate(args) -> int:
         objective = m.objective()
         objective.load_state_dict(state["objective"])  # the trained critic of an adversarial entry too
         trainer = Trainer(objective, device=device, dtype=dtype, progress=False, seed=seed)
-        settings = [f"{x.shape[0]} {args.split} images", f"--samples {samples}"] + (["--fid"] if args.fid else [])
-        with resources.memory_guard(f"evaluating {cfg['model']}", settings, device):
+        asked = [f"{x.shape[0]} {args.split} images", f"--samples {samples}"] + (["--fid"] if args.fid else [])
+        with resources.memory_guard(f"evaluating {cfg['model']}", asked, device):
             with rng_scope(device):  # the ELBO's draws follow --seed too
                 seed_device(seed, device)
                 terms = trainer.evaluate(x)
@@ -111,8 +111,7 @@ def cmd_evaluate(args) -> int:
             elif density:
                 summary, text, result = {"num_samples": 0}, f"- ELBO: {terms['elbo']:.3f} nats (no importance sampling)", None
             else:
-                text = (f"- no density (a deterministic encoder): no ELBO, no log p(x); objective terms per datapoint: "
-                        f"{', '.join(f'{k} {v:.3f}' for k, v in sorted(terms.items()) if k != 'loss')}")
+                text = f"- no density (a deterministic encoder): no ELBO, no log p(x); objective terms per datapoint: {shown}"
                 summary, result = {"num_samples": 0}, None
             if args.fid:
                 from vaezoo.evaluation.quality import model_quality
