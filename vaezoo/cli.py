@@ -8,18 +8,21 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import errno
 import math
-import re
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Dict, List, Optional
 
 import torch
 
-from vaezoo import data, runlock, runs, zoo
-from vaezoo.errors import ConfigError, DataError, RunError, SiteError, VaezooError
+from vaezoo.inference.trainer import DTYPES
+from vaezoo import data, resources, runs, zoo
+from vaezoo.cli_common import MAX_SAMPLES, count as _count, device as _device, owning as _owning
+from vaezoo.cli_evaluate import cmd_evaluate, cmd_sample, log_px, write_evaluation
+from vaezoo.errors import ConfigError, SiteError, VaezooError, from_os_error
 
 DEFAULT_MODEL = "vae"
 DEFAULT_DATASET = "mnist-small"
@@ -28,7 +31,6 @@ DEFAULT_EPOCHS = 250  # the main job: about 2 min 10 s on 2 CPU cores, compiled 
 #: compiled MLP step pays its ~20 s of compiling back after 5,000-8,000 steps (bench/RESULTS.md)
 COMPILE_AUTO_STEPS = 10_000
 EVAL_SAMPLES_AFTER_TRAIN = 500
-MAX_SAMPLES = 10_000  # one picture of more images is unreadable, and the batch may not fit in memory
 
 # the train settings a run records, and the flag that sets each
 TRAIN_FLAGS = {"epochs": "--epochs", "batch_size": "--batch-size", "lr": "--lr", "seed": "--seed",
@@ -48,54 +50,6 @@ def _overrides(pairs: List[str]) -> Dict[str, str]:
 
 def _default_out(model: str, dataset: str) -> Path:
     return Path("runs") / f"{model}-{dataset}-{time.strftime('%Y%m%d-%H%M%S')}"
-
-
-def _count(value: Optional[int], flag: str, minimum: int, default: Optional[int] = None, maximum: Optional[int] = None):
-    """``value`` of an integer flag (``default`` if not given) checked against its range."""
-    if value is None:
-        return default
-    if value < minimum or (maximum is not None and value > maximum):
-        bound = f"an integer >= {minimum}" if maximum is None else f"an integer from {minimum} to {maximum}"
-        raise ConfigError(f"{flag} {value} is out of range; expected {bound}")
-    return value
-
-
-def _seed(value: int) -> int:
-    return runs.TRAIN_CHECKS["seed"](value, "--seed")
-
-
-def _device(text: Optional[str]) -> torch.device:
-    from vaezoo.inference import resolve_device
-
-    text = "auto" if text is None else text
-    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", text):
-        raise ConfigError(f"--device {text!r} is not supported; expected auto, cpu or cuda[:N]")
-    device = resolve_device(text)
-    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
-        raise ConfigError(f"--device {text} names a GPU that is not here; expected cuda:0 to cuda:{torch.cuda.device_count() - 1}")
-    return device
-
-
-@contextlib.contextmanager
-def _owning(run: Path, command: str, create: bool):
-    """Holds ``run``'s lock (rank 0 takes it for a process group) while the block runs."""
-    from vaezoo.inference import distributed
-
-    with contextlib.ExitStack() as stack:
-        error = None
-        if distributed.rank() == 0:
-            try:
-                stack.enter_context(runlock.RunLock(run, f"vaezoo {command}", create=create))
-            except RunError as e:
-                error = str(e)
-        error = distributed.gather_objects(error)[0]  # every process stops if rank 0 has no lock
-        if error is not None:
-            raise RunError(error)
-        yield
-
-
-def _write_error(path: Path, e: OSError) -> RunError:
-    return RunError(f"cannot write {path} ({e.strerror or e}); expected a writable location")
 
 
 # ----------------------------------------------------------------------------------- list
@@ -126,7 +80,9 @@ def cmd_train(args) -> int:
             raise ConfigError("--set cannot change the config of a run being resumed; omit --set")
         run = Path(args.out)
         with _owning(run, "train --resume", create=False):
-            return _train(args, run, *_resume(args, run, given), eval_samples, device, resume=True)
+            m, cfg, train, test = _resume(args, run, given)
+            with _memory(cfg, device):
+                return _train(args, run, m, cfg, train, test, eval_samples, device, resume=True)
     model = args.model or DEFAULT_MODEL
     dataset = args.dataset or DEFAULT_DATASET
     zoo.entry(model)  # an unknown name fails before any data is read
@@ -141,18 +97,36 @@ def cmd_train(args) -> int:
     if "compile" not in given:  # long runs compile: ~20 s once, then steps ~1.3x faster (bench/RESULTS.md)
         steps = train_cfg["epochs"] * math.ceil(len(train) / train_cfg["batch_size"])
         train_cfg["compile"] = steps >= COMPILE_AUTO_STEPS
+    # a model that cannot fit is refused before it is built (its parameters counted on no memory)
+    resources.check_fits(model, config, train.shape, train_cfg["batch_size"], DTYPES[train_cfg["dtype"]], device)
     torch.manual_seed(train_cfg["seed"])  # the initial weights follow the seed too
-    m = zoo.create(model, data_shape=train.shape, **cfg["config"])
+    with _memory(cfg, device):
+        m = zoo.create(model, data_shape=train.shape, **cfg["config"])
     _check_data(m, cfg, train, test)
     if train_cfg.get("kl_warmup") and not getattr(m.objective(), "weights_kl", False):
         raise ConfigError(f"--kl-warmup needs an ELBO objective; {model!r} trains with {type(m.objective()).__name__}")
     # only now, with everything checked, built and loaded, does the run directory appear
     with _owning(run, "train", create=True):
         runs.check_new_run(run)  # again, as its owner: another process may have made a run here
-        if distributed.rank() == 0:
-            runs.write_config(run, m, dataset, args.data_dir, train_cfg)
-        distributed.barrier()
-        return _train(args, run, m, runs.read_config(run), train, test, eval_samples, device, resume=False)
+        try:
+            if distributed.rank() == 0:
+                runs.write_config(run, m, dataset, args.data_dir, train_cfg)
+            distributed.barrier()
+            with _memory(cfg, device):
+                return _train(args, run, m, runs.read_config(run), train, test, eval_samples, device, resume=False)
+        except BaseException:
+            # a new run that failed before its first checkpoint leaves nothing behind (the lock,
+            # released next, removes the directory it made once it is empty)
+            if distributed.rank() == 0:
+                runs.discard_unstarted(run)
+            raise
+
+
+def _memory(cfg, device):
+    """Allocator failures while building, training or evaluating become one line naming the run's
+    settings (the batch size and the config fields set away from their defaults)."""
+    settings = [f"batch size {cfg['train']['batch_size']}"] + list(resources.changed_settings(cfg["model"], cfg["config"]))
+    return resources.memory_guard(f"training {cfg['model']}", settings, device)
 
 
 def _load_data(cfg, data_dir, n_train):
@@ -248,12 +222,12 @@ def _train(args, run: Path, m, cfg, train, test, eval_samples: int, device, resu
     written = []
     if eval_samples > 0:
         try:
-            summary, text, result = _evaluate(m, test_x, eval_samples, seed=train_cfg["seed"], quiet=args.quiet,
+            summary, text, result = log_px(m, test_x, eval_samples, seed=train_cfg["seed"], quiet=args.quiet,
                                               compile=train_cfg.get("compile", False))
         except SiteError as e:  # a pair no estimator can score (a deterministic encoder): the run stands
             print(f"log p(x) not estimated: {e}", file=sys.stderr)
         else:
-            written = _write_evaluation(run, runs.EVAL, "gaps.png", summary, text, result, split="test", epoch=trainer.epoch)
+            written = write_evaluation(run, runs.EVAL, "gaps.png", summary, text, result, split="test", epoch=trainer.epoch)
     report_path = runs.write_report(run, cfg, history)
     runs.remove_stale_parts(run)
     print(f"run directory: {run}")
@@ -264,135 +238,6 @@ def _train(args, run: Path, m, cfg, train, test, eval_samples: int, device, resu
     # all processes leave the group together: a Gloo process torn down while its peer still holds
     # the connections can abort (SIGABRT) instead of exiting
     distributed.barrier()
-    return 0
-
-
-# ----------------------------------------------------------------------------------- evaluate
-def _evaluate(m, x, samples: int, seed: int, quiet: bool, ais_steps: int = 0, compile: bool = False):
-    """Per-datapoint log p(x) by importance sampling (and AIS if asked): ``(summary for the JSON
-    file, markdown for report.md, the importance-sampling result)``."""
-    from vaezoo import evaluation
-    from vaezoo.evaluation import report
-
-    start = time.perf_counter()
-    result = evaluation.log_marginal(m.model, m.guide, x, num_samples=samples, seed=seed, progress=not quiet, compile=compile)
-    seconds = time.perf_counter() - start
-    summary = dict(result.to_dict(), seconds=seconds, num_data=int(x.shape[0]))
-    text = report.format_summary(result, seconds=seconds)
-    if ais_steps > 0:
-        start = time.perf_counter()
-        a = evaluation.ais(m.model, m.guide, x, steps=ais_steps, seed=seed, progress=not quiet)
-        summary["ais"] = dict(a.to_dict(), steps=ais_steps, seconds=time.perf_counter() - start)
-        text += "\n" + report.format_ais(a)
-    print(text)
-    return summary, text, result
-
-
-def _write_evaluation(run: Path, name: str, gaps: str, summary: Dict, text: str, result=None, **settings) -> List[Path]:
-    """Writes an evaluation's JSON file (with its markdown, which report.md collects) and, for an
-    importance-sampling ``result``, its histogram of gaps; returns the paths."""
-    from vaezoo.evaluation import report
-
-    paths = []
-    if result is not None:
-        paths.append(report.plot_gap_histogram(result, run / gaps))
-        text += f"\n\n![per-datapoint gaps]({gaps})"
-    paths.insert(0, report.write_json(run / name, dict(summary, **settings, report_md=text)))
-    return paths
-
-
-def _check_fid_flags(args) -> None:
-    """Refuses FID flags that cannot work before a run is loaded and evaluated for minutes."""
-    from vaezoo.evaluation.quality import INCEPTION_URL
-
-    if args.inception_weights is not None and not (args.fid and args.fid_features == "inception"):
-        raise ConfigError("--inception-weights without --fid --fid-features inception; expected both or neither")
-    if args.fid and args.fid_features == "inception":
-        if args.inception_weights is None:
-            raise ConfigError(f"--fid-features inception needs the Inception-v3 weights: download {INCEPTION_URL} "
-                              "and pass its path with --inception-weights PATH")
-        if not Path(args.inception_weights).expanduser().is_file():
-            raise DataError(f"--inception-weights {args.inception_weights}: no such file; expected the weights "
-                            f"file {INCEPTION_URL}")
-
-
-def cmd_evaluate(args) -> int:
-    from vaezoo.inference import Trainer, resolve_dtype
-
-    samples = _count(args.samples, "--samples", 0)
-    ais_steps = _count(args.ais, "--ais", 0)
-    n = _count(args.n, "--n", 1)
-    seed = _seed(args.seed)
-    device = _device(args.device)
-    dtype = resolve_dtype(args.dtype)
-    _check_fid_flags(args)
-    run = Path(args.run)
-    with _owning(run, "evaluate", create=False):  # it writes eval-*.json and report.md
-        m, cfg, state = runs.load_trained(run, device, dtype)
-        split = runs.load_split(cfg, args.split, args.data_dir)
-        x = split.data if n is None else split.data[:n]
-        x = x.to(device, dtype)
-        m.check_data(x)
-        trainer = Trainer(m.objective(), device=device, dtype=dtype, progress=False)
-        terms = trainer.evaluate(x)
-        print(f"{cfg['model']} on {cfg['dataset']} ({args.split}, {x.shape[0]} images): ELBO {terms['elbo']:.3f} nats")
-        settings = dict(split=args.split, num_data=int(x.shape[0]), epoch=state["epoch"], seed=seed, dtype=args.dtype,
-                        objective_elbo=terms["elbo"])
-        name = runs.eval_name(args.split, int(x.shape[0]), samples, seed, ais_steps)
-        if samples > 0:
-            summary, text, result = _evaluate(m, x, samples, seed, args.quiet, ais_steps)
-        else:
-            summary, text, result = {"num_samples": 0}, f"- ELBO: {terms['elbo']:.3f} nats (no importance sampling)", None
-        if args.fid:
-            from vaezoo.evaluation.quality import model_quality
-
-            fid = model_quality(m, x, seed=seed, features=args.fid_features, weights=args.inception_weights)
-            space = "Inception-v3" if args.fid_features == "inception" else "vaezoo's MNIST classifier"
-            line = (f"- Frechet distance to the {x.shape[0]} {args.split} images in the features of {space}: "
-                    f"means {fid['means']:.2f}, samples {fid['samples']:.2f}")
-            print(line)
-            summary, text = dict(summary, fid=dict(fid, features=args.fid_features)), text + "\n" + line
-        gaps = "gaps-" + name[len("eval-"):-len(".json")] + ".png"
-        for path in _write_evaluation(run, name, gaps, summary, text, result, **settings):
-            print(path)
-        runs.write_report(run, cfg, state["history"])
-    return 0
-
-
-# ----------------------------------------------------------------------------------- sample
-def cmd_sample(args) -> int:
-    from vaezoo.evaluation.figures import save_image_grid
-
-    n = _count(args.n, "--n", 1, maximum=MAX_SAMPLES)
-    seed = _seed(args.seed)
-    device = _device(args.device)
-    run = Path(args.run)
-    if args.out is not None:
-        out = Path(args.out)
-        if str(args.out).strip() == "" or out.is_dir():
-            raise RunError(f"--out {args.out!r} is a directory; expected the path of a PNG file")
-        runs.check_not_under_file(out, "--out", "the path of a PNG file")
-    else:
-        out = run / "samples.png"
-    into_run = run.resolve() in out.resolve().parents
-    with _owning(run, "sample", create=False) if into_run else contextlib.nullcontext():
-        m, cfg, _ = runs.load_trained(run, device)
-        torch.manual_seed(seed)
-        if args.edit:
-            from vaezoo.evaluation.observation import edit_from_png
-
-            images = edit_from_png(m, *args.edit, n=n, seed=seed)
-        elif args.from_likelihood:
-            from vaezoo.evaluation.quality import generate
-
-            images = generate(m, n, from_likelihood=True, seed=seed)
-        else:
-            images = m.sample(n)
-        try:
-            save_image_grid(images, out, nrow=min(n, 8))
-        except OSError as e:
-            raise _write_error(out, e) from None
-    print(out)
     return 0
 
 
@@ -473,6 +318,33 @@ class _Parser(argparse.ArgumentParser):
         raise _UsageError(f"{self.prog}: error: {message}; see {self.prog} --help")
 
 
+class Terminated(BaseException):
+    """Raised in the main thread when the process receives SIGTERM (a scheduler's preemption, or
+    ``kill``): it unwinds like Ctrl-C, so that the lock is released and the last checkpoint kept."""
+
+
+#: the signals a command handles like Ctrl-C, with the exit status the shell would report
+SIGNALS = {"SIGINT": 130, "SIGTERM": 143}
+
+
+@contextlib.contextmanager
+def _terminating():
+    """SIGTERM raises :class:`Terminated` while the command runs (the previous handler is put back
+    after it); SIGINT keeps Python's own handler, which raises ``KeyboardInterrupt``."""
+    if threading.current_thread() is not threading.main_thread():  # only the main thread may handle signals
+        yield
+        return
+
+    def handler(signum, frame):
+        raise Terminated(signum)
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or (argv[0] not in COMMANDS and argv[0] not in ("-h", "--help")):
@@ -484,20 +356,19 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 2
     command = args.command
     try:
-        return COMMANDS[command](args)
+        with _terminating():
+            return COMMANDS[command](args)
     except VaezooError as e:
         print(f"vaezoo {command}: error: {e}", file=sys.stderr)
         return 2
-    except OSError as e:
-        if e.errno not in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
-            raise
-        # every file of a run is written atomically: what is on disk is complete, old or new
-        print(f"vaezoo {command}: error: the disk is full ({e.filename or 'while writing the run'}); "
-              "each file of the run is kept whole, in its previous version; expected free space", file=sys.stderr)
+    except OSError as e:  # the operating system refused a path: one line naming it
+        print(f"vaezoo {command}: error: {from_os_error(e)}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(f"vaezoo {command}: interrupted; the last checkpoint is kept", file=sys.stderr)
-        return 130
+    except (KeyboardInterrupt, Terminated) as e:
+        name = "SIGTERM" if isinstance(e, Terminated) else "SIGINT"
+        kept = "the last checkpoint is kept" if command == "train" else "every file is whole, as before or complete"
+        print(f"vaezoo {command}: interrupted; {kept} ({name}; the lock is released)", file=sys.stderr)
+        return SIGNALS[name]
     finally:
         import torch.distributed as dist
 

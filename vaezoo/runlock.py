@@ -1,5 +1,12 @@
-"""One owner per run directory: a lock file naming the owning process (pid and host), created
-atomically, released on exit, and taken over when its owner on this host is dead."""
+"""One owner per run directory: a lock file naming the owning process (pid, its start time, host
+and boot), created atomically, kept fresh by a heartbeat, released on exit, and taken over when its
+owner cannot be alive.
+
+The rule for taking over a lock (:func:`_stale`): on this host, when its process is dead, when its
+pid now names another process (a different start time in ``/proc/<pid>/stat``) or when the machine
+has rebooted since (another boot id); from another host (a preempted job restarted elsewhere), when
+its heartbeat is older than :data:`STALE_AFTER_S`: its owner touches the lock every
+:data:`HEARTBEAT_S` seconds while it lives, so a lock left that long is no live process's."""
 
 from __future__ import annotations
 
@@ -7,6 +14,7 @@ import contextlib
 import json
 import os
 import socket
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -17,6 +25,36 @@ from vaezoo.errors import RunError
 LOCK = ".vaezoo.lock"
 # a lock file is written just after it is created: an empty one younger than this is being written
 _WRITING_GRACE_S = 10.0
+#: how often an owner touches its lock file while it lives
+HEARTBEAT_S = 30.0
+#: a lock of another host whose heartbeat is older than this is taken over (20 missed beats: room
+#: for a slow shared file system and for clocks a few minutes apart)
+STALE_AFTER_S = 600.0
+
+
+def _start_time(pid: int) -> Optional[int]:
+    """The start time of process ``pid`` (clock ticks after boot, ``/proc/<pid>/stat`` field 22), or
+    None where it cannot be read (no such process, no /proc)."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+        return int(text.rsplit(")", 1)[1].split()[19])  # after the command name, field 3 is index 0
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _boot_id() -> Optional[str]:
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return None
+
+
+def heartbeat_age(path: Path) -> Optional[float]:
+    """Seconds since the lock file was last touched, None if it is gone."""
+    try:
+        return time.time() - path.stat().st_mtime
+    except FileNotFoundError:
+        return None
 
 
 def _alive(pid: int) -> bool:
@@ -40,7 +78,7 @@ def read_owner(run) -> Optional[dict]:
         return {}
     try:
         owner = json.loads(text)
-    except json.JSONDecodeError:
+    except (json.JSONDecodeError, RecursionError):
         return {}
     if not isinstance(owner, dict):
         return {}
@@ -50,14 +88,20 @@ def read_owner(run) -> Optional[dict]:
 
 
 def _stale(path: Path, owner: dict) -> bool:
-    """Whether a lock is known to be abandoned: its owner is a dead process of this host, or the
-    file stayed empty or unreadable well past the moment it was created."""
+    """Whether a lock is known to be abandoned (the rule of this module's docstring), or the file
+    stayed empty or unreadable well past the moment it was created."""
     if not owner:
-        try:
-            return time.time() - path.stat().st_mtime > _WRITING_GRACE_S
-        except FileNotFoundError:
-            return False
-    return owner["host"] == socket.gethostname() and not _alive(owner["pid"])
+        age = heartbeat_age(path)
+        return age is not None and age > _WRITING_GRACE_S
+    if owner["host"] != socket.gethostname():
+        age = heartbeat_age(path)  # only an owner that beats (this version) is judged by its heartbeat
+        return "heartbeat" in owner and age is not None and age > STALE_AFTER_S
+    if owner.get("boot") and _boot_id() and owner["boot"] != _boot_id():
+        return True  # the machine rebooted: every process of the lock's time is gone
+    if not _alive(owner["pid"]):
+        return True
+    started = owner.get("start")
+    return isinstance(started, int) and _start_time(owner["pid"]) not in (None, started)  # the pid was reused
 
 
 @contextlib.contextmanager
@@ -75,10 +119,17 @@ def _serialized(directory: Path):
         os.close(fd)  # releases the flock
 
 
-def describe(owner: dict) -> str:
+def describe(owner: dict, path: Optional[Path] = None) -> str:
     if not owner:
         return "another process (its lock file is being written or unreadable)"
-    return f"process {owner.get('pid')} on {owner.get('host')}"
+    text = f"process {owner.get('pid')} on {owner.get('host')}"
+    age = heartbeat_age(path) if path is not None else None
+    if owner.get("host") != socket.gethostname() and age is not None:
+        if "heartbeat" in owner:
+            text += f" (last heartbeat {age / 60:.1f} min ago; taken over once {STALE_AFTER_S / 60:.0f} min pass without one)"
+        else:
+            text += " (a lock without a heartbeat is never taken over from another host)"
+    return text
 
 
 class RunLock:
@@ -86,8 +137,9 @@ class RunLock:
 
     ``acquire`` makes ``run`` (and its parents) if missing and ``create``, then creates
     ``run/.vaezoo.lock`` with ``O_CREAT | O_EXCL``: of two processes exactly one succeeds, the
-    other gets a :class:`RunError` naming the owner. A lock left by a dead process of this host is
-    taken over. ``release`` (on leaving the block, also on errors and Ctrl-C)
+    other gets a :class:`RunError` naming the owner. A lock whose owner cannot be alive (see the
+    module's docstring) is taken over. While held, a thread touches the lock every
+    :data:`HEARTBEAT_S` seconds. ``release`` (on leaving the block, also on errors and Ctrl-C)
     removes the lock if it is still ours, and the directories ``acquire`` made if they are empty.
     """
 
@@ -120,7 +172,8 @@ class RunLock:
         except FileExistsError:
             return False
         owner = {"pid": os.getpid(), "host": socket.gethostname(), "command": self.command,
-                 "since": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "token": self.token}
+                 "since": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "token": self.token,
+                 "start": _start_time(os.getpid()), "boot": _boot_id(), "heartbeat": HEARTBEAT_S}
         try:
             with os.fdopen(fd, "w") as f:
                 f.write(json.dumps(owner) + "\n")
@@ -150,6 +203,7 @@ class RunLock:
             for _ in range(5):  # a lost race for a stale lock is retried, a live owner is not
                 if self._create():
                     self.held = True
+                    self._start_heartbeat()
                     return self
                 owner = read_owner(self.run)
                 if owner is None:
@@ -157,7 +211,7 @@ class RunLock:
                 if not _stale(self.path, owner):
                     self._remove_made()
                     raise RunError(
-                        f"run directory {self.run} is in use by {describe(owner)} "
+                        f"run directory {self.run} is in use by {describe(owner, self.path)} "
                         f"(lock {self.path}); expected one process per run: wait for it to finish, or remove the lock if that process is gone"
                     )
                 self._take_over(owner)
@@ -176,7 +230,26 @@ class RunLock:
                 d.rmdir()
         self.made = []
 
+    def _start_heartbeat(self) -> None:
+        self._stop = threading.Event()
+        self._beat = threading.Thread(target=self._heartbeat, name=f"vaezoo lock {self.run}", daemon=True)
+        self._beat.start()
+
+    def _heartbeat(self) -> None:
+        """Touches the lock every :data:`HEARTBEAT_S` seconds while it is ours."""
+        while not self._stop.wait(HEARTBEAT_S):
+            owner = read_owner(self.run)
+            if not owner or owner.get("token") != self.token:
+                return  # released, or taken over: not ours to touch
+            with contextlib.suppress(OSError):
+                os.utime(self.path)
+
     def release(self, keep_dirs: bool = True) -> None:
+        beat = getattr(self, "_beat", None)
+        if beat is not None:
+            self._stop.set()
+            beat.join(timeout=5)
+            self._beat = None
         if self.held:
             owner = read_owner(self.run)
             if owner is not None and owner.get("token") == self.token:

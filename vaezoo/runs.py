@@ -102,7 +102,7 @@ def _looks_like_run(run: Path) -> bool:
     """Whether ``run`` holds a config.json written by vaezoo (without checking its values)."""
     try:
         cfg = json.loads((run / CONFIG).read_text())
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return False
     return isinstance(cfg, dict) and {"model", "config", "data_shape", "dataset"} <= set(cfg)
 
@@ -121,6 +121,9 @@ def read_config(run: Path) -> Dict[str, Any]:
         raise RunError(f"{path} not found; expected a run directory made by vaezoo train") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise RunError(f"{path} is not valid JSON ({e.msg if hasattr(e, 'msg') else e}); expected the run's config") from None
+    except RecursionError:  # Python's JSON reader recurses once per level of nesting
+        raise RunError(f"{path} is nested too deeply to be read; expected the run's config, an object "
+                       "a few levels deep") from None
     except OSError as e:
         raise RunError(f"cannot read {path} ({e.strerror or e}); expected a readable config.json") from None
     if not isinstance(cfg, dict):
@@ -177,14 +180,18 @@ def load_trained(run: Path, device: torch.device, dtype=torch.float32):
     run = Path(run)
     cfg = read_config(run)
     m = build(cfg)
-    state = ckpt.load(run / CHECKPOINT, map_location=device)
+    objective = m.objective()
+    # the whole checkpoint is checked against this model before anything uses it: the caller
+    # (evaluate, sample, a resume) has written nothing yet
+    stepped = [tuple(p.shape) for p in objective.parameters() if p.requires_grad]
+    state = ckpt.load(run / CHECKPOINT, map_location=device, objective=objective.state_dict(), params=stepped,
+                      model=f"model {cfg['model']!r}")
     meta = state.get("metadata", {})
     if meta.get("model", cfg["model"]) != cfg["model"]:
         raise CheckpointError(
             f"{run / CHECKPOINT} is a checkpoint of {meta.get('model')!r} but {run / CONFIG} says {cfg['model']!r}; "
             "expected the checkpoint of this run's model"
         )
-    objective = m.objective()
     try:
         objective.load_state_dict(state["objective"])
     except (RuntimeError, KeyError) as e:
@@ -251,6 +258,23 @@ def check_new_run(run: Path, flag: str = "--out") -> None:
         raise RunError(f"{run} already holds a run; pass --resume to continue it or choose another {flag}")
 
 
+def discard_unstarted(run: Path) -> None:
+    """Removes what a new run wrote before its first checkpoint (its config.json, metrics and
+    temporary files) after it failed: a run directory holding only a config is no run. Only by the
+    run's owner, and only while no checkpoint exists."""
+    run = Path(run)
+    if (run / CHECKPOINT).exists():
+        return
+    for name in (CONFIG, "metrics.jsonl"):
+        try:
+            (run / name).unlink()
+        except FileNotFoundError:
+            pass
+        except OSError:  # cannot remove it: the run stays as it is, the error that stopped it is what is told
+            return
+    fileio.remove_stale_parts(run)
+
+
 def remove_stale_parts(run: Path) -> int:
     """Deletes the temporary files of atomic writes that a killed process left in ``run``; only
     while holding the run's lock."""
@@ -271,7 +295,7 @@ def evaluations(run: Path) -> List[Tuple[Path, Dict[str, Any]]]:
     for path in sorted(run.glob("eval*.json"), key=lambda p: (p.name != EVAL, p.name)):
         try:
             content = json.loads(path.read_text())
-        except (OSError, ValueError):
+        except (OSError, ValueError, RecursionError):
             continue  # not ours, or unreadable: the report simply leaves it out
         if isinstance(content, dict) and isinstance(content.get("report_md"), str):
             out.append((path, content))

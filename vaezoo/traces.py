@@ -34,6 +34,19 @@ def data_plate(x: torch.Tensor) -> pyro.plate:
     return pyro.plate(DATA_PLATE, int(x.shape[0]), dim=-1)
 
 
+def check_event_shape(model, x: torch.Tensor, name: str = "data") -> None:
+    """Raises a one-line :class:`ShapeError` unless ``x`` is ``[N, *data_shape]`` for a model that
+    declares its ``data_shape`` (every zoo entry's model does; other programs are not checked)."""
+    owner = model if hasattr(model, "data_shape") else getattr(model, "__self__", None)
+    expected = getattr(owner, "data_shape", None)
+    if expected is None or tuple(x.shape[1:]) == tuple(expected):
+        return
+    expected = tuple(expected)
+    hint = "; one datapoint too: add its batch dimension, x[None]" if tuple(x.shape) == expected else ""
+    raise ShapeError(f"{name} of shape {tuple(x.shape)} given to a model of data shape {expected}; expected "
+                     f"[N, {', '.join(map(str, expected))}]{hint}")
+
+
 class Run:
     """One run of a program under ``poutine.trace``: the Pyro ``trace`` and views of its sites.
 

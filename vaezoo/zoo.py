@@ -132,7 +132,12 @@ def _parse(value: str, tp):
     if inner is not None:
         return None if value.strip().lower() in ("none", "null", "") else _parse(value, inner)
     if _is_tuple(tp):
-        return tuple(_parse(v, typing.get_args(tp)[0]) for v in value.split(",") if v.strip())
+        if not value.strip():
+            return ()
+        items = value.split(",")
+        if any(not v.strip() for v in items):  # "300,,100" or "300,": a missing size, not (300, 100)
+            raise _WrongType
+        return tuple(_parse(v, typing.get_args(tp)[0]) for v in items)
     if tp is bool:
         lowered = value.strip().lower()
         if lowered in ("1", "true", "yes", "on"):
@@ -231,6 +236,8 @@ class ZooModel(PyroModule):
         self.data_shape = tuple(data_shape)
         self.model = model
         self.guide = guide
+        if getattr(model, "data_shape", None) is None:  # what the Trainer and the estimators check data against
+            model.data_shape = self.data_shape
 
     def objective(self, compile: bool = False) -> Objective:
         """The training objective: the entry's own (see :func:`register`), else the one the config

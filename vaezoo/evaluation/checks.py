@@ -11,14 +11,18 @@ from pyro.poutine.messenger import Messenger
 from torch import nn
 
 from vaezoo.errors import ConfigError, ShapeError
+from vaezoo.traces import check_event_shape
 
 
-def check_data(x, dtype: Optional[torch.dtype] = None) -> torch.Tensor:
-    """``x`` as a detached float tensor ``[N, ...]`` with N >= 1, cast to ``dtype`` if given."""
+def check_data(x, dtype: Optional[torch.dtype] = None, model=None) -> torch.Tensor:
+    """``x`` as a detached float tensor ``[N, ...]`` with N >= 1, cast to ``dtype`` if given; of the
+    ``model``'s data shape where it declares one (:func:`vaezoo.traces.check_event_shape`)."""
     if not isinstance(x, torch.Tensor):
         raise ShapeError(f"x is a {type(x).__name__}; expected a float tensor [N, ...] with N >= 1")
     if x.dim() == 0 or x.shape[0] == 0:
         raise ShapeError(f"x has shape {tuple(x.shape)}; expected a float tensor [N, ...] with N >= 1")
+    if model is not None:
+        check_event_shape(model, x, "x")
     if dtype is not None:
         if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
             raise ConfigError(f"dtype={dtype!r} is not a floating torch dtype; expected e.g. torch.float64")

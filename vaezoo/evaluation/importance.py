@@ -121,7 +121,7 @@ def log_marginal(
     iwae_k = _check_iwae_k(iwae_k, num_samples)
     if not isinstance(compile, bool):
         raise ConfigError(f"compile={compile!r}; expected True or False")
-    x = check_data(x, dtype)
+    x = check_data(x, dtype, model=model)
     n = x.shape[0]
     particle_chunk, data_chunk = _chunk_sizes(num_samples, n, particle_chunk, data_chunk)
     seed = resolve_seed(seed)

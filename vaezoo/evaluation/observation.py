@@ -238,12 +238,23 @@ def read_png(path, shape: Sequence[int]) -> torch.Tensor:
     from PIL import Image
 
     c, h, w = shape
+
+    def unreadable(e):
+        return ConfigError(f"cannot read {str(path)!r} as a PNG image ({type(e).__name__}); expected a PNG file")
+
     try:
-        img = Image.open(path).convert("L" if c == 1 else "RGB")
+        img = Image.open(path)  # reads the header only: the size is checked before any pixel is decoded
+    except Image.DecompressionBombError:  # Pillow's guard against images too large to decode
+        raise ConfigError(f"{str(path)!r} is too large an image to decode (over {2 * Image.MAX_IMAGE_PIXELS:,} pixels); "
+                          f"expected a {w}x{h} PNG, the data's size") from None
     except (OSError, ValueError) as e:
-        raise ConfigError(f"cannot read {str(path)!r} as a PNG image ({type(e).__name__}); expected a PNG file") from None
+        raise unreadable(e) from None
     if img.size != (w, h):
         raise ShapeError(f"{str(path)!r} is {img.size[0]}x{img.size[1]} pixels; expected {w}x{h}, the data's size")
+    try:
+        img = img.convert("L" if c == 1 else "RGB")
+    except (OSError, ValueError) as e:
+        raise unreadable(e) from None
     arr = torch.as_tensor(np.asarray(img, dtype=np.float32) / 255.0)
     return arr.unsqueeze(0) if c == 1 else arr.permute(2, 0, 1)
 

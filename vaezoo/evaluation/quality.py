@@ -94,6 +94,18 @@ def generate(m, n: int, from_likelihood: bool = False, batch_size: int = 500, se
     return torch.cat(out).clamp(0, 1)
 
 
+def check_model(m, features: str = "mnist") -> None:
+    """Refuses a zoo model whose data the feature space cannot read (cheap: call it before any
+    expensive pass): MNIST's classifier reads (1, 28, 28) images, Inception (1 or 3, H, W) ones."""
+    shape = tuple(m.data_shape)
+    if features == "mnist" and shape != IMAGE_SHAPE:
+        raise ShapeError(f"model {m.name!r} makes data of shape {shape}; "
+                         f"expected {IMAGE_SHAPE} for the MNIST classifier's features")
+    if features == "inception" and (len(shape) != 3 or shape[0] not in (1, 3)):
+        raise ShapeError(f"model {m.name!r} makes data of shape {shape}; "
+                         f"expected images (1 or 3, H, W) for Inception features")
+
+
 def _check_features(features: str, weights, feature) -> None:
     if not isinstance(features, str) or features not in FEATURES:
         raise ConfigError(f"features={features!r}; expected one of {', '.join(map(repr, FEATURES))}")
@@ -160,13 +172,7 @@ def frechet_distance(generated, reference: torch.Tensor, *, n: Optional[int] = N
     if isinstance(generated, torch.Tensor):
         generated = _images(generated, "generated images", features)
     elif hasattr(generated, "model") and hasattr(generated, "data_shape"):
-        shape = tuple(generated.data_shape)
-        if features == "mnist" and shape != IMAGE_SHAPE:
-            raise ShapeError(f"model {generated.name!r} makes data of shape {shape}; "
-                             f"expected {IMAGE_SHAPE} for the MNIST classifier's features")
-        if features == "inception" and (len(shape) != 3 or shape[0] not in (1, 3)):
-            raise ShapeError(f"model {generated.name!r} makes data of shape {shape}; "
-                             f"expected images (1 or 3, H, W) for Inception features")
+        check_model(generated, features)
     else:
         raise ConfigError(f"generated of type {type(generated).__name__}; expected images [N, C, H, W] or a zoo model")
     # the metric before the samples, so that a wrong weights file is refused before minutes of sampling

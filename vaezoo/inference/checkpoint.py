@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import errno
 from pathlib import Path
-from typing import Any, Dict
+from typing import Any, Dict, Mapping, Optional, Sequence
 
 import torch
 from pyro.distributions import constraints as pyro_constraints
@@ -14,6 +14,7 @@ from torch.distributions import constraints as torch_constraints
 
 from vaezoo.errors import CheckpointError, RunError
 from vaezoo.fileio import atomic_writer
+from vaezoo.inference.checkpoint_fields import validate
 
 FORMAT = "vaezoo-checkpoint-1"
 
@@ -32,18 +33,6 @@ SAFE_GLOBALS = sorted(
     key=lambda c: f"{c.__module__}.{c.__qualname__}",
 )
 
-# field -> (type, what it is), as Trainer.state_dict() writes them
-FIELDS = {
-    "objective": (dict, "the objective's state_dict"),
-    "param_store": (dict, "Pyro's param-store state"),
-    "optimizer": (dict, "the optimizer's state_dict"),
-    "epoch": (int, "the number of epochs done"),
-    "history": (list, "the per-epoch metrics"),
-    "rng": (dict, "the random number states"),
-    "metadata": (dict, "the model's name and config"),
-}
-
-
 def save(path, state: Dict[str, Any]) -> None:
     path = Path(path)
     state = dict(state, format=FORMAT)
@@ -60,7 +49,11 @@ def save(path, state: Dict[str, Any]) -> None:
         ) from None
 
 
-def load(path, map_location="cpu") -> Dict[str, Any]:
+def load(path, map_location="cpu", objective: Optional[Mapping] = None, params: Optional[Sequence] = None,
+         optimizer: Optional[Mapping] = None, model: str = "this model") -> Dict[str, Any]:
+    """The checkpoint at ``path``, read without running code and checked whole by :func:`validate`
+    (against ``objective``, a fresh objective's ``state_dict()``, ``params``, the shapes of the
+    parameters the optimizer steps, and ``optimizer``, a fresh optimizer's, where given): a damaged one is a one-line :class:`CheckpointError`."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"no checkpoint at {path}; expected a file written by vaezoo train")
@@ -83,11 +76,5 @@ def load(path, map_location="cpu") -> Dict[str, Any]:
             ) from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a vaezoo checkpoint (format {FORMAT!r} expected)")
-    for key, (kind, what) in FIELDS.items():
-        if key not in state:
-            raise CheckpointError(f"checkpoint {path} has no {key!r}; expected {what} in a checkpoint written by vaezoo train")
-        value = state[key]
-        if not isinstance(value, kind) or isinstance(value, bool) or (key == "epoch" and value < 0):
-            shown = repr(value) if isinstance(value, (int, float, str, type(None))) else f"a {type(value).__name__}"
-            raise CheckpointError(f"checkpoint {path} has {key}={shown}; expected {what}")
+    validate(state, path, objective=objective, params=params, optimizer=optimizer, model=model)
     return state

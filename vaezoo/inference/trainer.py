@@ -386,6 +386,7 @@ class Trainer:
         model = getattr(self.objective, "model", None)
         if model is None:  # an objective of the user's own, not built from a model and a guide
             return x, dynamic
+        traces.check_event_shape(model, x, name)  # a model that declares its data shape (zoo entries)
         xs = x[:batch_size]  # a batch the model sees anyway (a plate may subsample a fixed size)
         # the check must not shift the random stream of the run (nor of a user's evaluate call)
         with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
@@ -586,7 +587,9 @@ class Trainer:
         self.scheduler = schedules.make_scheduler(self.optimizer, self.schedule, self.epochs, self.warmup_epochs)
         distributed.broadcast_parameters(self.params)
         if resume:
-            self.load_state_dict(ckpt.load(self.checkpoint_path, map_location=self.device), self.checkpoint_path)
+            state = ckpt.load(self.checkpoint_path, map_location=self.device, objective=self.objective.state_dict(),
+                              params=[tuple(p.shape) for p in self.params], optimizer=self.optimizer.state_dict())
+            self.load_state_dict(state, self.checkpoint_path)
         else:
             self.epoch, self.history = 0, []
             pyro.set_rng_seed(self._rank_seed(self.seed))  # the probe above must not shift the stream

@@ -1,0 +1,63 @@
+"""What the command-line commands share: checked integer flags, the device, the run's lock."""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from pathlib import Path
+from typing import Optional
+
+import torch
+
+from vaezoo import runlock, runs
+from vaezoo.errors import ConfigError, RunError, from_os_error
+
+MAX_SAMPLES = 10_000  # one picture of more images is unreadable, and the batch may not fit in memory
+
+
+def count(value: Optional[int], flag: str, minimum: int, default: Optional[int] = None, maximum: Optional[int] = None):
+    """``value`` of an integer flag (``default`` if not given) checked against its range."""
+    if value is None:
+        return default
+    if value < minimum or (maximum is not None and value > maximum):
+        bound = f"an integer >= {minimum}" if maximum is None else f"an integer from {minimum} to {maximum}"
+        raise ConfigError(f"{flag} {value} is out of range; expected {bound}")
+    return value
+
+
+def seed(value: int) -> int:
+    return runs.TRAIN_CHECKS["seed"](value, "--seed")
+
+
+def device(text: Optional[str]) -> torch.device:
+    from vaezoo.inference import resolve_device
+
+    text = "auto" if text is None else text
+    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", text):
+        raise ConfigError(f"--device {text!r} is not supported; expected auto, cpu or cuda[:N]")
+    device = resolve_device(text)
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise ConfigError(f"--device {text} names a GPU that is not here; expected cuda:0 to cuda:{torch.cuda.device_count() - 1}")
+    return device
+
+
+@contextlib.contextmanager
+def owning(run: Path, command: str, create: bool):
+    """Holds ``run``'s lock (rank 0 takes it for a process group) while the block runs."""
+    from vaezoo.inference import distributed
+
+    with contextlib.ExitStack() as stack:
+        error = None
+        if distributed.rank() == 0:
+            try:
+                stack.enter_context(runlock.RunLock(run, f"vaezoo {command}", create=create))
+            except RunError as e:
+                error = str(e)
+        error = distributed.gather_objects(error)[0]  # every process stops if rank 0 has no lock
+        if error is not None:
+            raise RunError(error)
+        yield
+
+
+def write_error(path: Path, e: OSError) -> RunError:
+    return from_os_error(e, path)

@@ -1,0 +1,165 @@
+"""``vaezoo evaluate`` and ``vaezoo sample``: they read a trained run (and write into it only what
+they are asked for: an evaluation named by its settings, a picture)."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from pathlib import Path
+from typing import Dict, List
+
+import torch
+
+from vaezoo import resources, runs
+from vaezoo.cli_common import MAX_SAMPLES, count, device as _device, owning, seed as _seed, write_error
+from vaezoo.errors import ConfigError, DataError, RunError
+from vaezoo.evaluation.seeding import rng_scope, seed_device
+
+
+def log_px(m, x, samples: int, seed: int, quiet: bool, ais_steps: int = 0, compile: bool = False):
+    """Per-datapoint log p(x) by importance sampling (and AIS if asked): ``(summary for the JSON
+    file, markdown for report.md, the importance-sampling result)``."""
+    from vaezoo import evaluation
+    from vaezoo.evaluation import report
+
+    start = time.perf_counter()
+    result = evaluation.log_marginal(m.model, m.guide, x, num_samples=samples, seed=seed, progress=not quiet, compile=compile)
+    seconds = time.perf_counter() - start
+    summary = dict(result.to_dict(), seconds=seconds, num_data=int(x.shape[0]))
+    text = report.format_summary(result, seconds=seconds)
+    if ais_steps > 0:
+        start = time.perf_counter()
+        a = evaluation.ais(m.model, m.guide, x, steps=ais_steps, seed=seed, progress=not quiet)
+        summary["ais"] = dict(a.to_dict(), steps=ais_steps, seconds=time.perf_counter() - start)
+        text += "\n" + report.format_ais(a)
+    print(text)
+    return summary, text, result
+
+
+def write_evaluation(run: Path, name: str, gaps: str, summary: Dict, text: str, result=None, **settings) -> List[Path]:
+    """Writes an evaluation's JSON file (with its markdown, which report.md collects) and, for an
+    importance-sampling ``result``, its histogram of gaps; returns the paths."""
+    from vaezoo.evaluation import report
+
+    paths = []
+    if result is not None:
+        paths.append(report.plot_gap_histogram(result, run / gaps))
+        text += f"\n\n![per-datapoint gaps]({gaps})"
+    paths.insert(0, report.write_json(run / name, dict(summary, **settings, report_md=text)))
+    return paths
+
+
+def check_fid_flags(args) -> None:
+    """Refuses FID flags that cannot work before a run is loaded and evaluated for minutes."""
+    from vaezoo.evaluation.quality import INCEPTION_URL
+
+    if args.inception_weights is not None and not (args.fid and args.fid_features == "inception"):
+        raise ConfigError("--inception-weights without --fid --fid-features inception; expected both or neither")
+    if args.fid and args.fid_features == "inception":
+        if args.inception_weights is None:
+            raise ConfigError(f"--fid-features inception needs the Inception-v3 weights: download {INCEPTION_URL} "
+                              "and pass its path with --inception-weights PATH")
+        if not Path(args.inception_weights).expanduser().is_file():
+            raise DataError(f"--inception-weights {args.inception_weights}: no such file; expected the weights "
+                            f"file {INCEPTION_URL}")
+
+
+def cmd_evaluate(args) -> int:
+    from vaezoo.inference import Trainer, resolve_dtype
+
+    samples = count(args.samples, "--samples", 0)
+    ais_steps = count(args.ais, "--ais", 0)
+    n = count(args.n, "--n", 1)
+    seed = _seed(args.seed)
+    device = _device(args.device)
+    dtype = resolve_dtype(args.dtype)
+    check_fid_flags(args)
+    run = Path(args.run)
+    with owning(run, "evaluate", create=False):  # it writes eval-*.json and report.md
+        m, cfg, state = runs.load_trained(run, device, dtype)  # the whole checkpoint checked: nothing written yet
+        runs.remove_stale_parts(run)  # a killed evaluation's temporary files: this process owns the run now
+        if args.fid:  # before any expensive pass
+            from vaezoo.evaluation.quality import check_model
+
+            check_model(m, args.fid_features)
+        split = runs.load_split(cfg, args.split, args.data_dir)
+        x = split.data if n is None else split.data[:n]
+        x = x.to(device, dtype)
+        m.check_data(x)
+        objective = m.objective()
+        objective.load_state_dict(state["objective"])  # the trained critic of an adversarial entry too
+        trainer = Trainer(objective, device=device, dtype=dtype, progress=False, seed=seed)
+        asked = [f"{x.shape[0]} {args.split} images", f"--samples {samples}"] + (["--fid"] if args.fid else [])
+        with resources.memory_guard(f"evaluating {cfg['model']}", asked, device):
+            with rng_scope(device):  # the ELBO's draws follow --seed too
+                seed_device(seed, device)
+                terms = trainer.evaluate(x)
+            density = "elbo" in terms
+            head = f"{cfg['model']} on {cfg['dataset']} ({args.split}, {x.shape[0]} images)"
+            if density:
+                print(f"{head}: ELBO {terms['elbo']:.3f} nats")
+            else:  # a deterministic encoder (aae, wae-*, mask-aae): q(z | x) is a point mass
+                samples = ais_steps = 0
+                shown = ", ".join(f"{k} {v:.3f}" for k, v in sorted(terms.items()) if k != "loss")
+                print(f"{head}: {shown}; {cfg['model']} has a deterministic encoder and so no density: no ELBO, "
+                      "no log p(x)" + ("" if args.fid else "; --fid measures its samples"))
+            settings = dict(split=args.split, num_data=int(x.shape[0]), epoch=state["epoch"], seed=seed, dtype=args.dtype,
+                            objective_elbo=terms.get("elbo"), objective_terms=terms, density=density)
+            name = runs.eval_name(args.split, int(x.shape[0]), samples, seed, ais_steps)
+            if samples > 0:
+                summary, text, result = log_px(m, x, samples, seed, args.quiet, ais_steps)
+            elif density:
+                summary, text, result = {"num_samples": 0}, f"- ELBO: {terms['elbo']:.3f} nats (no importance sampling)", None
+            else:
+                text = f"- no density (a deterministic encoder): no ELBO, no log p(x); objective terms per datapoint: {shown}"
+                summary, result = {"num_samples": 0}, None
+            if args.fid:
+                from vaezoo.evaluation.quality import model_quality
+
+                fid = model_quality(m, x, seed=seed, features=args.fid_features, weights=args.inception_weights)
+                space = "Inception-v3" if args.fid_features == "inception" else "vaezoo's MNIST classifier"
+                line = (f"- Frechet distance to the {x.shape[0]} {args.split} images in the features of {space}: "
+                        f"means {fid['means']:.2f}, samples {fid['samples']:.2f}")
+                print(line)
+                summary, text = dict(summary, fid=dict(fid, features=args.fid_features)), text + "\n" + line
+        gaps = "gaps-" + name[len("eval-"):-len(".json")] + ".png"
+        for path in write_evaluation(run, name, gaps, summary, text, result, **settings):
+            print(path)
+        runs.write_report(run, cfg, state["history"])
+    return 0
+
+
+def cmd_sample(args) -> int:
+    from vaezoo.evaluation.figures import save_image_grid
+
+    n = count(args.n, "--n", 1, maximum=MAX_SAMPLES)
+    seed = _seed(args.seed)
+    device = _device(args.device)
+    run = Path(args.run)
+    if args.out is not None:
+        out = Path(args.out)
+        if str(args.out).strip() == "" or out.is_dir():
+            raise RunError(f"--out {args.out!r} is a directory; expected the path of a PNG file")
+        runs.check_not_under_file(out, "--out", "the path of a PNG file")
+    else:
+        out = run / "samples.png"
+    into_run = run.resolve() in out.resolve().parents
+    with owning(run, "sample", create=False) if into_run else contextlib.nullcontext():
+        m, cfg, _ = runs.load_trained(run, device)
+        torch.manual_seed(seed)
+        if args.edit:
+            from vaezoo.evaluation.observation import edit_from_png
+
+            images = edit_from_png(m, *args.edit, n=n, seed=seed)
+        elif args.from_likelihood:
+            from vaezoo.evaluation.quality import generate
+
+            images = generate(m, n, from_likelihood=True, seed=seed)
+        else:
+            images = m.sample(n)
+        try:
+            save_image_grid(images, out, nrow=min(n, 8))
+        except OSError as e:
+            raise write_error(out, e) from None
+    print(out)
+    return 0
