@@ -242,6 +242,16 @@ def _metadata(value, expect: Dict) -> None:
         _mapping(value["config"], "['config']")
 
 
+def _scheduler(value, expect: Dict) -> None:
+    """A learning-rate scheduler's ``state_dict`` (``LambdaLR``: the epochs stepped, the base rates)."""
+    epoch = value.get("last_epoch")
+    if not isinstance(epoch, int) or isinstance(epoch, bool) or epoch < -1:
+        raise _Bad(f"['last_epoch'] is {_shown(epoch)}, not a count of epochs")
+    rates = value.get("base_lrs")
+    if not isinstance(rates, list) or not all(isinstance(r, (int, float)) and not isinstance(r, bool) and math.isfinite(r) and r > 0 for r in rates):
+        raise _Bad(f"['base_lrs'] is {_shown(rates)}, not a list of positive learning rates")
+
+
 Check = Callable[[Any, Dict], None]
 # field -> (type, what it is, the check of its content), as Trainer.state_dict() writes them
 FIELDS: Dict[str, Tuple[type, str, Check]] = {
@@ -256,6 +266,7 @@ FIELDS: Dict[str, Tuple[type, str, Check]] = {
 # fields present in some checkpoints only (rng_ranks: written by a process group)
 OPTIONAL: Dict[str, Tuple[type, str, Check]] = {
     "rng_ranks": (list, "the random number states of every process", _rng_ranks),
+    "scheduler": (dict, "the learning-rate schedule's state", _scheduler),
 }
 
 
