@@ -1,4 +1,4 @@
-"""The command line: ``vaezoo list | train | evaluate | sample``.
+"""The command line: ``vaezoo list | train | evaluate | sample | compare``.
 
 A user's mistake (a :class:`vaezoo.errors.VaezooError`) is printed as one line and exits with
 status 2, without a traceback.
@@ -19,6 +19,7 @@ from typing import Dict, List, Optional
 import torch
 
 from vaezoo import data, runlock, runs, zoo
+from vaezoo.compare.command import add_parser as add_compare_parser, cmd_compare
 from vaezoo.errors import ConfigError, DataError, RunError, SiteError, VaezooError
 
 DEFAULT_MODEL = "vae"
@@ -282,12 +283,17 @@ def _evaluate(m, x, samples: int, seed: int, quiet: bool, ais_steps: int = 0, co
 
 def _write_evaluation(run: Path, name: str, gaps: str, summary: Dict, text: str, result=None, **settings) -> List[Path]:
     """Writes an evaluation's JSON file (with its markdown, which report.md collects) and, for an
-    importance-sampling ``result``, its histogram of gaps; returns the paths."""
+    importance-sampling ``result``, its histogram of gaps and its per-datapoint arrays (``.npz``);
+    returns the paths."""
     from vaezoo.evaluation import report
 
     paths = []
     if result is not None:
+        from vaezoo.evaluation.arrays import write_per_datapoint
+
         paths.append(report.plot_gap_histogram(result, run / gaps))
+        # per-datapoint log p(x), ELBO, k-hat beside the JSON file: `vaezoo compare` pairs them
+        paths.append(write_per_datapoint(result, run / (Path(name).stem + ".npz")))
         text += f"\n\n![per-datapoint gaps]({gaps})"
     paths.insert(0, report.write_json(run / name, dict(summary, **settings, report_md=text)))
     return paths
@@ -444,10 +450,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--from-likelihood", action="store_true", help="draw from the observation distribution, not its mean")
     s.add_argument("--edit", nargs=2, metavar=("MASK.png", "VALUES.png"),
                    help="set the mask's white pixels to the values' grey levels; the rest: their conditional mean")
+    add_compare_parser(sub)
     return p
 
 
-COMMANDS = {"list": cmd_list, "train": cmd_train, "evaluate": cmd_evaluate, "sample": cmd_sample}
+COMMANDS = {"list": cmd_list, "train": cmd_train, "evaluate": cmd_evaluate, "sample": cmd_sample, "compare": cmd_compare}
 
 
 class _UsageError(Exception):
