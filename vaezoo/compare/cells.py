@@ -18,6 +18,7 @@ from vaezoo import runs
 from vaezoo.errors import ConfigError, MissingDependencyError, RunError
 
 LOGS = "logs"
+SLURM_CPUS = 4  # cores (and torch threads) per cell on a cluster: an MLP cell gains little beyond
 
 
 @dataclass(frozen=True)
@@ -131,7 +132,12 @@ def plan(cell: Cell) -> List[List[str]]:
 
 
 def _environment(threads: Optional[int]) -> Dict[str, str]:
+    import vaezoo
+
     env = dict(os.environ)
+    # the subprocesses import this very vaezoo (a checkout on sys.path, not another installed copy)
+    root = str(Path(vaezoo.__file__).resolve().parents[1])
+    env["PYTHONPATH"] = os.pathsep.join([root] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
     if threads is not None:  # torch reads these when it starts: J jobs share the cores
         for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
             env[name] = str(threads)
@@ -213,14 +219,14 @@ def run_submitit(cells: List[Cell], out: Path, jobs: int, local: bool, partition
         raise MissingDependencyError("--launcher submitit needs submitit; expected it installed "
                                      "(pip install \"vaezoo[cluster]\")") from None
     folder = Path(out) / "submitit"
-    threads = max(1, cores() // jobs) if local else None
+    threads = max(1, cores() // jobs) if local else SLURM_CPUS
     cells = [Cell(**{**asdict(c), "threads": threads}) for c in cells]
     if local:
         executor = submitit.LocalExecutor(folder=folder)
         executor.update_parameters(timeout_min=timeout_min)
     else:
         executor = submitit.AutoExecutor(folder=folder)
-        params = dict(timeout_min=timeout_min, slurm_array_parallelism=jobs, cpus_per_task=1)
+        params = dict(timeout_min=timeout_min, slurm_array_parallelism=jobs, cpus_per_task=SLURM_CPUS)
         if partition:
             params["slurm_partition"] = partition
         executor.update_parameters(**params)
