@@ -150,6 +150,7 @@ def test_paired_difference_against_hand_computation():
 def test_convergence_flag():
     curve = [{"epoch": e, "test_elbo": -100 + 10 * (1 - 0.5 ** e)} for e in range(1, 21)]
     assert measures.convergence(curve[:9], 0.1)["flag"] == "too short to tell"
+    assert measures.convergence([{"epoch": 1, "train_loss": 3.0}] * 12, 0.1)["flag"] == "n/a: no test ELBO"
     rising = measures.convergence(curve[:6] + [{"epoch": e, "test_elbo": -95 + 0.2 * e} for e in range(7, 21)], 0.1)
     assert rising["flag"] == "not converged" and rising["rise"] == pytest.approx(0.4)  # last tenth: 2 epochs
     flat = measures.convergence(curve, 0.1)
@@ -160,6 +161,9 @@ def test_point_mass_guides_and_threads_per_job():
     x = torch.zeros(2, 1, 8, 8)
     assert measures.point_mass(zoo.create("aae", data_shape=(1, 8, 8)), x)
     assert not measures.point_mass(zoo.create("vae", data_shape=(1, 8, 8)), x)
+    tvae = zoo.create("tvae-affine", data_shape=(1, 8, 8))  # pose_prior=none: a point-mass pose u
+    assert not measures.point_mass(tvae, x) and measures.point_mass_sites(tvae, x) == ["u"]
+    assert measures.conditional({"config": zoo.config_dict(tvae.config)})
     env = _environment(3)
     assert env["OMP_NUM_THREADS"] == env["MKL_NUM_THREADS"] == "3"
     assert os.path.isdir(os.path.join(env["PYTHONPATH"].split(os.pathsep)[0], "vaezoo"))

@@ -24,8 +24,8 @@ SLURM_CPUS = 4  # cores (and torch threads) per cell on a cluster: an MLP cell g
 @dataclass(frozen=True)
 class Cell:
     """What one job does: train ``model`` with ``seed`` into ``run`` for ``epochs`` epochs, then
-    evaluate it with ``samples`` importance samples (0: ELBO only) and, if ``ais_steps``, AIS on the
-    first ``ais_subset`` test points."""
+    evaluate it with ``samples`` importance samples (0: not at all, a point-mass guide) and, if
+    ``ais_steps``, AIS on the first ``ais_subset`` test points."""
 
     model: str
     seed: int
@@ -121,10 +121,12 @@ def plan(cell: Cell) -> List[List[str]]:
         commands.append(train + common)
     elif done < cell.epochs:
         commands.append(["train", "--resume", "--out", str(run), "--epochs", str(cell.epochs), "--eval-samples", "0"] + common)
+    if cell.samples == 0:  # a point-mass guide: no density, nothing for evaluate to estimate
+        return commands
     evaluate = ["evaluate", str(run), "--samples", str(cell.samples), "--seed", str(cell.eval_seed)] + common
     if commands or not _evaluated(eval_file(run, None, cell.samples, cell.eval_seed), cell.epochs, cell.samples):
         commands.append(evaluate)
-    if cell.ais_steps and cell.samples > 0:
+    if cell.ais_steps:
         n = cell.ais_subset
         if commands or not _evaluated(eval_file(run, n, cell.samples, cell.eval_seed, cell.ais_steps), cell.epochs, cell.samples):
             commands.append(evaluate + ["--n", str(n), "--ais", str(cell.ais_steps)])

@@ -17,7 +17,7 @@ from vaezoo.errors import VaezooError
 from vaezoo.fileio import write_json
 
 MEASURES = "compare-measures.json"
-VERSION = 1
+VERSION = 2
 ACTIVE = 0.01  # Burda et al. 2016: a unit is active if Cov_x(E_q[z | x]) > 0.01
 KHAT = 0.7
 SITE = "z"
@@ -33,14 +33,22 @@ def _site_fn(fn):
     return fn
 
 
-def point_mass(m, x: torch.Tensor) -> bool:
-    """Whether the guide's site ``"z"`` is a point mass (a ``Delta``): such a pair has no density
-    q(z | x), so no importance-sampled log p(x), gap or k-hat."""
+def point_mass_sites(m, x: torch.Tensor) -> list:
+    """The guide's latent sites that are point masses (``Delta``), sorted."""
     import pyro.distributions as dist
 
     with torch.no_grad():
-        site = traces.record(m.guide, x[:2]).sites.get(SITE)
-    return site is not None and isinstance(_site_fn(site["fn"]), dist.Delta)
+        sites = traces.record(m.guide, x[:2]).sites
+    return sorted(name for name, site in sites.items()
+                  if not site["is_observed"] and isinstance(_site_fn(site["fn"]), dist.Delta))
+
+
+def point_mass(m, x: torch.Tensor) -> bool:
+    """Whether the guide's site ``"z"`` is a point mass (a ``Delta``): such a pair has no density
+    q(z | x), so no ELBO, importance-sampled log p(x), gap or k-hat (``vaezoo compare`` does not
+    evaluate it). Another point-mass site (a transformer VAE's pose under ``pose_prior=none``) leaves
+    an importance-sampled log p(x) conditional on it, but no AIS."""
+    return SITE in point_mass_sites(m, x)
 
 
 def conditional(cfg: Dict[str, Any]) -> bool:
@@ -63,6 +71,8 @@ def convergence(history, flat: float) -> Dict[str, Any]:
     the last tenth of the epochs (at least one), "converged" otherwise, "too short to tell" below 10
     epochs."""
     elbo = [r["test_elbo"] for r in history if r.get("test_elbo") is not None]
+    if not elbo and history:
+        return {"flag": "n/a: no test ELBO", "rise": None}
     if len(elbo) < 10:
         return {"flag": "too short to tell", "rise": None}
     window = max(1, math.ceil(len(elbo) / 10))
@@ -171,7 +181,8 @@ def model_measures(run: Path, seed: int = 0, data_dir: Optional[str] = None) -> 
         x = split.data.to(torch.float32)
         out: Dict[str, Any] = {"version": VERSION, "epoch": int(state["epoch"]), "seed": seed,
                                "parameters": int(sum(p.numel() for p in m.parameters())),
-                               "point_mass": point_mass(m, x), "conditional": conditional(cfg)}
+                               "point_mass_sites": point_mass_sites(m, x), "conditional": conditional(cfg)}
+        out["point_mass"] = SITE in out["point_mass_sites"]
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             z = codes(m, x)
@@ -209,30 +220,30 @@ def cell_record(run: Path, settings: Dict[str, Any]) -> Dict[str, Any]:
         return rec
     measures = model_measures(run, seed, settings.get("data_dir"))
     rec.update({k: v for k, v in measures.items() if k not in ("version", "seed")})
-    samples = 0 if measures["point_mass"] else K
-    path = eval_file(run, None, samples, seed)
+    if measures["point_mass"]:  # no density: nothing for vaezoo evaluate to estimate
+        rec["status"] = "ok"
+        for key in ("elbo", "log_px", "gap", "khat_above") + (("ais",) if settings.get("ais_steps") else ()):
+            rec[key] = POINT_MASS
+        return rec
+    path = eval_file(run, None, K, seed)
     ev = _json(path)
     if ev is None or ev.get("epoch") != measures["epoch"]:
-        rec["status"] = f"missing: no evaluation with --samples {samples} --seed {seed} of epoch {measures['epoch']}"
+        rec["status"] = f"missing: no evaluation with --samples {K} --seed {seed} of epoch {measures['epoch']}"
         return rec
     rec["status"] = "ok"
     rec["eval_file"] = path.name
     rec["num_test"] = ev.get("num_data")
     rec["elbo"] = ev.get("objective_elbo")
-    if measures["point_mass"]:
-        for key in ("log_px", "log_px_stderr", "gap", "khat_above"):
-            rec[key] = POINT_MASS
-    else:
-        rec["log_px"] = ev["log_px"]["mean"]
-        rec["log_px_stderr"] = ev["log_px"]["stderr"]
-        rec["gap"] = None if rec["elbo"] is None else rec["log_px"] - rec["elbo"]
-        rec["khat_above"] = ev["khat"]["frac_above_0.7"] if ev["khat"]["median"] is not None else "n/a: K < 21"
-        rec["arrays"] = path.with_suffix(".npz").name
+    rec["log_px"] = ev["log_px"]["mean"]
+    rec["log_px_stderr"] = ev["log_px"]["stderr"]
+    rec["gap"] = ev["gap"]["mean"]  # log p(x) - mean log-weight, per datapoint, on the same draws
+    rec["khat_above"] = ev["khat"]["frac_above_0.7"] if ev["khat"]["median"] is not None else "n/a: K < 21"
+    rec["arrays"] = path.with_suffix(".npz").name
     if settings.get("ais_steps"):
-        if measures["point_mass"]:
-            rec["ais"] = POINT_MASS
+        if measures["point_mass_sites"]:
+            rec["ais"] = f"no AIS: point-mass guide site {', '.join(measures['point_mass_sites'])}"
         else:
             ais = _json(eval_file(run, settings["ais_subset"], K, seed, settings["ais_steps"]))
-            rec["ais"] = (ais or {}).get("ais", {}).get("log_px", {}).get("mean", "missing") if ais else "missing"
+            rec["ais"] = ais["ais"]["log_px"]["mean"] if ais and "ais" in ais else "missing"
             rec["ais_is"] = ais["log_px"]["mean"] if ais else None
     return rec
