@@ -12,7 +12,7 @@ from vaezoo.errors import ConfigError, RunError
 
 LAUNCHERS = ("local", "submitit", "submitit-local")
 RUN_FLAGS = ("models", "dataset", "seeds", "epochs", "preset", "set", "samples", "ais_subset", "ais_steps",
-             "baseline", "out", "jobs", "batch_size", "lr", "n_train", "flat", "partition")
+             "baseline", "out", "jobs", "batch_size", "lr", "n_train", "flat", "partition", "target_elbo")
 
 
 def add_parser(sub) -> None:
@@ -33,6 +33,8 @@ def add_parser(sub) -> None:
     c.add_argument("--baseline", default=None, help="entry the others are compared with (default vae, else the first)")
     c.add_argument("--flat", type=float, default=None,
                    help="nats: a test ELBO rising more over the last tenth of the epochs is 'not converged' (default 0.1)")
+    c.add_argument("--target-elbo", type=float, default=None, metavar="NATS",
+                   help="also report each cell's training seconds until its test ELBO first reached NATS")
     c.add_argument("--out", default=None, help="comparison directory (default runs/compare-<dataset>)")
     c.add_argument("--jobs", type=int, default=None, help="cells run at once (default 1)")
     c.add_argument("--launcher", default="local", choices=LAUNCHERS,

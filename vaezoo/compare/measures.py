@@ -80,6 +80,16 @@ def convergence(history, flat: float) -> Dict[str, Any]:
     return {"flag": "not converged" if rise > flat else "converged", "rise": rise}
 
 
+def seconds_to(history, target: float) -> Any:
+    """Training seconds until the end of the first epoch whose test ELBO reached ``target``."""
+    total = 0.0
+    for r in history:
+        total += r.get("seconds", 0.0)
+        if r.get("test_elbo") is not None and r["test_elbo"] >= target:
+            return total
+    return "not reached"
+
+
 def _json(path: Optional[Path]) -> Optional[Dict[str, Any]]:
     if path is None:
         return None
@@ -214,6 +224,8 @@ def cell_record(run: Path, settings: Dict[str, Any]) -> Dict[str, Any]:
     rec["seconds_per_epoch"] = float(np.median(seconds)) if seconds else None
     rec["train_seconds"] = float(sum(seconds)) if seconds else None
     rec["convergence"] = convergence(history, settings["flat"])
+    if settings.get("target_elbo") is not None:
+        rec["seconds_to_target"] = seconds_to(history, settings["target_elbo"])
     K, seed = settings["samples"], settings.get("eval_seed", 0)
     if rec["epochs_done"] < settings["epochs"]:
         rec["status"] = f"missing: {rec['epochs_done']} of {settings['epochs']} epochs trained"

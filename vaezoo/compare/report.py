@@ -21,7 +21,7 @@ from vaezoo.fileio import atomic_write_text, atomic_writer
 NUMERIC = [("elbo", "test ELBO"), ("log_px", "log p(x)"), ("gap", "gap"), ("khat_above", "k-hat > 0.7"),
            ("ais", "AIS log p(x)"), ("active_units", "active units"), ("mutual_information", "I(x; z)"),
            ("fid", "FID samples"), ("probe", "probe accuracy"), ("parameters", "parameters"),
-           ("seconds_per_epoch", "s / epoch")]
+           ("seconds_per_epoch", "s / epoch"), ("seconds_to_target", "s to target ELBO")]
 
 
 def _value(rec: Dict[str, Any], key: str):
@@ -129,17 +129,20 @@ def markdown(board: Dict[str, Any]) -> str:
                  + f". log p(x): importance sampling, K = {s['samples']} per test point (evaluate --seed "
                  f"{s.get('eval_seed', 0)}), on the whole test split; mean ± sd over seeds. Δ vs `{s['baseline']}`: paired "
                  "difference of log p(x) over the same test points and seeds, 95% t-interval over seeds. "
-                 f"Convergence: the test ELBO rose by more than {s['flat']} nats over the last tenth of the epochs.")
+                 f"Convergence: the test ELBO rose by more than {s['flat']} nats over the last tenth of the epochs."
+                 + (f" s to target ELBO: training seconds until the test ELBO reached {s['target_elbo']}."
+                    if s.get("target_elbo") is not None else ""))
     lines.append("")
     cols = ["entry", "seeds"] + [title for key, title in NUMERIC[:2]] + [f"Δ log p(x) vs {s['baseline']}"] + \
         [title for key, title in NUMERIC[2:]] + ["convergence"]
-    if not s.get("ais_steps"):
-        cols.remove("AIS log p(x)")
+    shown = [(k, t) for k, t in NUMERIC[2:] if (s.get("ais_steps") or k != "ais")
+             and (s.get("target_elbo") is not None or k != "seconds_to_target")]
+    cols = cols[:5] + [t for _, t in shown] + ["convergence"]
     lines += ["| " + " | ".join(cols) + " |", "|" + " --- |" * len(cols)]
     for e in board["entries"]:
         row = [f"`{e['entry']}`", f"{e['seeds']}/{e['of_seeds']}"] + [_summary(e[k], k) for k, _ in NUMERIC[:2]]
         row += [_diff(e["vs_baseline"])]
-        row += [_summary(e[k], k) for k, _ in NUMERIC[2:] if s.get("ais_steps") or k != "ais"]
+        row += [_summary(e[k], k) for k, _ in shown]
         row += [e["convergence"]]
         lines.append("| " + " | ".join(row) + " |")
     lines += ["", "Per cell:", "", "| entry | seed | status | test ELBO | log p(x) ± se | gap | k-hat > 0.7 | "

@@ -4,6 +4,7 @@ checked dictionary, and the published figures the ``literature`` preset prints b
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
@@ -89,7 +90,11 @@ def make(args) -> Dict[str, Any]:
     flat = args.flat if args.flat is not None else DEFAULT_FLAT
     if not flat > 0:
         raise ConfigError(f"--flat {flat} is out of range; expected a number of nats > 0")
+    target = args.target_elbo
+    if target is not None and not math.isfinite(target):
+        raise ConfigError(f"--target-elbo {target} is not a finite number of nats; expected e.g. -100")
     return {
+        "target_elbo": target,
         "models": models, "dataset": dataset, "seeds": seeds, "epochs": epochs, "preset": args.preset,
         "set": overrides, "train": train, "samples": _count(args.samples, "--samples", 1, preset.get("samples", DEFAULT_SAMPLES)),
         "eval_seed": 0, "ais_subset": ais_subset, "ais_steps": ais_steps, "baseline": baseline, "flat": flat,
