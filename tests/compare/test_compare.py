@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from vaezoo import cli, zoo
-from vaezoo.compare import measures, stats
+from vaezoo.compare import measures, report, stats
 from vaezoo.compare.cells import _environment
 from vaezoo.evaluation.arrays import read_per_datapoint
 
@@ -105,6 +105,13 @@ def test_report_alone_rebuilds_identical_tables(compared, capsys):
     assert {name: (compared / name).read_bytes() for name in tables} == tables
     assert cli.main(["compare", "--report", str(compared), "--epochs", "3"]) == 2
     assert "--report DIR alone" in capsys.readouterr().err
+    # under the literature preset, the published figures are printed beside ours, each with its protocol
+    settings = dict(json.loads((compared / "compare.json").read_text()), preset="literature")
+    md = report.markdown(report.collect(compared, settings))
+    for row in ("| `vae` | Burda et al. 2016, Table 1 | VAE, k=1, 3280 epochs, IS K=5000 | -86.76 |",
+                "| `iwae` | Burda et al. 2016, Table 1 | IWAE, k=50, 3280 epochs, IS K=5000 | -84.78 |"):
+        assert row in md
+    assert "-86.76" not in (compared / "leaderboard.md").read_text()
 
 
 def test_killed_cell_resumes(tmp_path, capsys):
