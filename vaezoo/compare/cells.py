@@ -40,6 +40,7 @@ class Cell:
     ais_subset: Optional[int]
     ais_steps: Optional[int]
     data_dir: Optional[str]
+    num_test: Optional[int] = None  # the test split's size (None: the largest evaluation found)
     threads: Optional[int] = None
 
 
@@ -123,12 +124,13 @@ def plan(cell: Cell) -> List[List[str]]:
         commands.append(["train", "--resume", "--out", str(run), "--epochs", str(cell.epochs), "--eval-samples", "0"] + common)
     if cell.samples == 0:  # a point-mass guide: no density, nothing for evaluate to estimate
         return commands
+    trained = bool(commands)
     evaluate = ["evaluate", str(run), "--samples", str(cell.samples), "--seed", str(cell.eval_seed)] + common
-    if commands or not _evaluated(eval_file(run, None, cell.samples, cell.eval_seed), cell.epochs, cell.samples):
+    if trained or not _evaluated(eval_file(run, cell.num_test, cell.samples, cell.eval_seed), cell.epochs, cell.samples):
         commands.append(evaluate)
     if cell.ais_steps:
         n = cell.ais_subset
-        if commands or not _evaluated(eval_file(run, n, cell.samples, cell.eval_seed, cell.ais_steps), cell.epochs, cell.samples):
+        if trained or not _evaluated(eval_file(run, n, cell.samples, cell.eval_seed, cell.ais_steps), cell.epochs, cell.samples):
             commands.append(evaluate + ["--n", str(n), "--ais", str(cell.ais_steps)])
     return commands
 

@@ -82,6 +82,9 @@ def _compare(args) -> int:
     test = runs.load_split({"dataset": settings["dataset"], "config": zoo.config_dict(first), "data_dir": None},
                            "test", settings["data_dir"])
     x = test.data[:2].to(torch.float32)
+    settings["num_test"] = len(test)
+    if settings["ais_subset"] is not None:  # evaluate --n names its file by the points it scored
+        settings["ais_subset"] = min(settings["ais_subset"], len(test))
     todo = []
     for name in settings["models"]:
         m = zoo.create(name, data_shape=tuple(test.data.shape[1:]), **settings["set"])
@@ -95,7 +98,7 @@ def _compare(args) -> int:
                                   epochs=settings["epochs"], dataset=settings["dataset"], overrides=settings["set"],
                                   train=settings["train"], samples=samples, eval_seed=settings["eval_seed"],
                                   ais_subset=settings["ais_subset"], ais_steps=ais_steps,
-                                  data_dir=settings["data_dir"])
+                                  data_dir=settings["data_dir"], num_test=settings["num_test"])
             if cells_mod.plan(cell):
                 todo.append(cell)
     out.mkdir(parents=True, exist_ok=True)

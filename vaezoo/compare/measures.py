@@ -237,7 +237,7 @@ def cell_record(run: Path, settings: Dict[str, Any]) -> Dict[str, Any]:
         for key in ("elbo", "log_px", "gap", "khat_above") + (("ais",) if settings.get("ais_steps") else ()):
             rec[key] = POINT_MASS
         return rec
-    path = eval_file(run, None, K, seed)
+    path = eval_file(run, settings.get("num_test"), K, seed)
     ev = _json(path)
     if ev is None or ev.get("epoch") != measures["epoch"]:
         rec["status"] = f"missing: no evaluation with --samples {K} --seed {seed} of epoch {measures['epoch']}"
