@@ -65,16 +65,21 @@ def collect(out: Path, settings: Dict[str, Any]) -> Dict[str, Any]:
                 entry[key] = None
         flags = [r["convergence"]["flag"] for r in ok]
         entry["convergence"] = _convergence(flags)
+        entries.append(entry)
+    base_reason = next((e["log_px"] for e in entries if e["entry"] == base and isinstance(e["log_px"], str)), None)
+    for entry in entries:
+        name = entry["entry"]
         if name == base:
             entry["vs_baseline"] = "baseline"
         elif isinstance(entry.get("log_px"), str):
             entry["vs_baseline"] = entry["log_px"]
+        elif base_reason is not None:
+            entry["vs_baseline"] = f"n/a: baseline {base}: {base_reason}"
         elif name in arrays and base in arrays:
             diff = stats.paired_difference(arrays[name], arrays[base])
             entry["vs_baseline"] = diff.to_dict() if diff is not None else "no common seed"
         else:
             entry["vs_baseline"] = "n/a: missing cells"
-        entries.append(entry)
     return {"settings": settings, "entries": entries,
             "cells": [cells[(n, s)] for n in settings["models"] for s in settings["seeds"]],
             "published": settings_mod.published(settings)}
@@ -83,8 +88,9 @@ def collect(out: Path, settings: Dict[str, Any]) -> Dict[str, Any]:
 def _convergence(flags: List[str]) -> str:
     if not flags:
         return "n/a"
-    if "too short to tell" in flags:
-        return "too short to tell"
+    for flag in flags:
+        if flag == "too short to tell" or flag.startswith("n/a"):
+            return flag
     bad = flags.count("not converged")
     return "converged" if bad == 0 else f"not converged ({bad} of {len(flags)} seeds)"
 
