@@ -1,4 +1,4 @@
-"""The command line: ``vaezoo list | train | evaluate | sample``.
+"""The command line: ``vaezoo list | train | evaluate | sample | compare``.
 
 A user's mistake (a :class:`vaezoo.errors.VaezooError`) is printed as one line and exits with
 status 2, without a traceback.
@@ -20,13 +20,13 @@ import torch
 
 from vaezoo.inference.trainer import DTYPES
 from vaezoo import data, resources, runs, zoo
-from vaezoo.cli_common import MAX_SAMPLES, count as _count, device as _device, owning as _owning
+from vaezoo.cli_common import DEFAULT_EPOCHS, MAX_SAMPLES, count as _count, overrides as _overrides, device as _device, owning as _owning
+from vaezoo.compare.command import add_parser as add_compare_parser, cmd_compare
 from vaezoo.cli_evaluate import cmd_evaluate, cmd_sample, log_px, write_evaluation
 from vaezoo.errors import ConfigError, SiteError, VaezooError, from_os_error
 
 DEFAULT_MODEL = "vae"
 DEFAULT_DATASET = "mnist-small"
-DEFAULT_EPOCHS = 250  # the main job: about 2 min 10 s on 2 CPU cores, compiled (bench/RESULTS.md)
 #: ``train`` compiles a run of at least this many steps unless told (--compile / --no-compile): the
 #: compiled MLP step pays its ~20 s of compiling back after 5,000-8,000 steps (bench/RESULTS.md)
 COMPILE_AUTO_STEPS = 10_000
@@ -36,16 +36,6 @@ EVAL_SAMPLES_AFTER_TRAIN = 500
 TRAIN_FLAGS = {"epochs": "--epochs", "batch_size": "--batch-size", "lr": "--lr", "seed": "--seed",
                "clip_norm": "--clip-norm", "dtype": "--dtype", "n_train": "--n-train", "compile": "--compile",
                "schedule": "--schedule", "warmup_epochs": "--warmup-epochs", "kl_warmup": "--kl-warmup"}
-
-
-def _overrides(pairs: List[str]) -> Dict[str, str]:
-    out = {}
-    for pair in pairs or []:
-        if "=" not in pair:
-            raise ConfigError(f"--set {pair!r} is not key=value")
-        key, value = pair.split("=", 1)
-        out[key.strip()] = value.strip()
-    return out
 
 
 def _default_out(model: str, dataset: str) -> Path:
@@ -301,10 +291,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--from-likelihood", action="store_true", help="draw from the observation distribution, not its mean")
     s.add_argument("--edit", nargs=2, metavar=("MASK.png", "VALUES.png"),
                    help="set the mask's white pixels to the values' grey levels; the rest: their conditional mean")
+    add_compare_parser(sub)
     return p
 
 
-COMMANDS = {"list": cmd_list, "train": cmd_train, "evaluate": cmd_evaluate, "sample": cmd_sample}
+COMMANDS = {"list": cmd_list, "train": cmd_train, "evaluate": cmd_evaluate, "sample": cmd_sample, "compare": cmd_compare}
 
 
 class _UsageError(Exception):

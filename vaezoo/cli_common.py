@@ -5,14 +5,26 @@ from __future__ import annotations
 import contextlib
 import re
 from pathlib import Path
-from typing import Optional
+from typing import Dict, List, Optional
 
 import torch
 
 from vaezoo import runlock, runs
 from vaezoo.errors import ConfigError, RunError, from_os_error
 
+DEFAULT_EPOCHS = 250  # the main job: about 2 min 10 s on 2 CPU cores, compiled (bench/RESULTS.md)
 MAX_SAMPLES = 10_000  # one picture of more images is unreadable, and the batch may not fit in memory
+
+
+def overrides(pairs: Optional[List[str]]) -> Dict[str, str]:
+    """``--set key=value`` pairs as a dict."""
+    out = {}
+    for pair in pairs or []:
+        if "=" not in pair:
+            raise ConfigError(f"--set {pair!r} is not key=value")
+        key, value = pair.split("=", 1)
+        out[key.strip()] = value.strip()
+    return out
 
 
 def count(value: Optional[int], flag: str, minimum: int, default: Optional[int] = None, maximum: Optional[int] = None):

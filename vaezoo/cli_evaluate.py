@@ -38,12 +38,16 @@ def log_px(m, x, samples: int, seed: int, quiet: bool, ais_steps: int = 0, compi
 
 def write_evaluation(run: Path, name: str, gaps: str, summary: Dict, text: str, result=None, **settings) -> List[Path]:
     """Writes an evaluation's JSON file (with its markdown, which report.md collects) and, for an
-    importance-sampling ``result``, its histogram of gaps; returns the paths."""
+    importance-sampling ``result``, its histogram of gaps and its per-datapoint arrays (``.npz``);
+    returns the paths."""
     from vaezoo.evaluation import report
+    from vaezoo.evaluation.arrays import write_per_datapoint
 
     paths = []
     if result is not None:
         paths.append(report.plot_gap_histogram(result, run / gaps))
+        # per-datapoint log p(x), ELBO, k-hat beside the JSON file: `vaezoo compare` pairs them
+        paths.append(write_per_datapoint(result, run / (Path(name).stem + ".npz")))
         text += f"\n\n![per-datapoint gaps]({gaps})"
     paths.insert(0, report.write_json(run / name, dict(summary, **settings, report_md=text)))
     return paths

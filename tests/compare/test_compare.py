@@ -1,0 +1,183 @@
+"""``vaezoo compare`` end to end on the digits at a tiny budget (two entries, two seeds, two jobs),
+and its statistics against hand computations."""
+
+import csv
+import json
+import math
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from vaezoo import cli, zoo
+from vaezoo.compare import measures, report, stats
+from vaezoo.compare.cells import _environment
+from vaezoo.evaluation.arrays import read_per_datapoint
+
+TINY = ["--dataset", "digits", "--epochs", "2", "--n-train", "128", "--samples", "32"]
+MODELS = ["vae", "iwae"]
+SEEDS = [0, 1]
+
+
+def compare(out, *flags):
+    return cli.main(["compare", "--models", *MODELS, "--seeds", "0", "1", "--out", str(out)] + TINY + list(flags))
+
+
+@pytest.fixture(scope="module")
+def compared(tmp_path_factory):
+    out = tmp_path_factory.mktemp("compare") / "board"
+    assert compare(out, "--jobs", "2", "--target-elbo", "-60") == 0
+    return out
+
+
+def _mtimes(out):
+    return {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.suffix in (".pt", ".json", ".npz", ".jsonl")
+            and p.parent != out}
+
+
+def test_tables_and_figures_written(compared):
+    for name in ["leaderboard.md", "leaderboard.csv", "leaderboard.json", "compare.json"]:
+        assert (compared / name).is_file(), name
+    for name in ["logpx.png", "gap.png", "curves.png", "samples.png"]:
+        assert (compared / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
+    board = json.loads((compared / "leaderboard.json").read_text())
+    assert [e["entry"] for e in board["entries"]] == MODELS
+    assert [(c["entry"], c["seed"]) for c in board["cells"]] == [(m, s) for m in MODELS for s in SEEDS]
+    for c in board["cells"]:
+        run = compared / c["entry"] / f"seed{c['seed']}"
+        assert c["status"] == "ok", c
+        assert json.loads((run / "config.json").read_text())["train"]["seed"] == c["seed"]
+        ev = json.loads((run / "eval-test-n297-K32-seed0.json").read_text())
+        assert c["log_px"] == ev["log_px"]["mean"] and c["elbo"] == ev["objective_elbo"]
+        assert c["convergence"]["flag"] == "too short to tell"  # 2 epochs
+        metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+        reached = next(i for i, r in enumerate(metrics) if r["test_elbo"] >= -60)
+        assert c["seconds_to_target"] == pytest.approx(sum(r["seconds"] for r in metrics[:reached + 1]))
+        assert 0 <= c["active_units"] <= 50 and 0 <= c["probe"] <= 1 and c["fid"] == "n/a: not 28x28"
+        assert 0 < c["mutual_information"] <= math.log(297) + 1e-9
+    vae, iwae = board["entries"]
+    assert vae["vs_baseline"] == "baseline" and vae["parameters"]["mean"] == iwae["parameters"]["mean"] > 0
+    # the paired difference by hand, from the per-datapoint arrays evaluate wrote beside its JSON file
+    lp = {(m, s): read_per_datapoint(compared / m / f"seed{s}" / "eval-test-n297-K32-seed0.npz")["log_px"]
+          for m in MODELS for s in SEEDS}
+    per_seed = [float(np.mean(lp["iwae", s] - lp["vae", s])) for s in SEEDS]
+    d = iwae["vs_baseline"]
+    assert d["per_seed"] == {str(s): pytest.approx(v, abs=1e-12) for s, v in zip(SEEDS, per_seed)}
+    half = 12.706204736174698 * np.std(per_seed, ddof=1) / math.sqrt(2)  # t(0.975, 1 df)
+    assert d["mean"] == pytest.approx(np.mean(per_seed), abs=1e-12)
+    assert (d["low"], d["high"]) == pytest.approx((np.mean(per_seed) - half, np.mean(per_seed) + half), abs=1e-9)
+    assert vae["log_px"]["mean"] == pytest.approx(np.mean([lp["vae", s].mean() for s in SEEDS]), abs=1e-9)
+    rows = list(csv.DictReader((compared / "leaderboard.csv").open()))
+    assert [(r["kind"], r["entry"]) for r in rows] == [("cell", m) for m in MODELS for _ in SEEDS] + [("entry", m) for m in MODELS]
+    md = (compared / "leaderboard.md").read_text()
+    assert "| `iwae` | 2/2 |" in md and "s to target ELBO" in md and f"{d['mean']:+.2f} [{d['low']:+.2f}, {d['high']:+.2f}]" in md
+
+
+def test_second_invocation_does_no_training(compared, capsys):
+    before = _mtimes(compared)
+    logs = {p: p.read_text() for p in (compared / "logs").iterdir()}
+    assert len(logs) == 4 and all("$ vaezoo train" in t and "$ vaezoo evaluate" in t for t in logs.values())
+    assert compare(compared, "--jobs", "2") == 0
+    assert "0 of 4 cells" in capsys.readouterr().err
+    assert _mtimes(compared) == before
+    assert {p: p.read_text() for p in (compared / "logs").iterdir()} == logs
+
+
+@pytest.mark.parametrize("flags, field, values", [
+    (["--set", "latent_dim=10"], "latent_dim", ("50", "10")),
+    (["--lr", "0.002"], "lr", ("0.001", "0.002")),
+])
+def test_changed_setting_is_refused(compared, capsys, flags, field, values):
+    before = _mtimes(compared)
+    assert compare(compared, *flags) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err
+    assert field in err and all(v in err for v in values), err
+    assert _mtimes(compared) == before
+
+
+def test_report_alone_rebuilds_identical_tables(compared, capsys):
+    tables = {name: (compared / name).read_bytes() for name in ("leaderboard.md", "leaderboard.csv", "leaderboard.json")}
+    for name in tables:
+        (compared / name).unlink()
+    assert cli.main(["compare", "--report", str(compared)]) == 0
+    assert {name: (compared / name).read_bytes() for name in tables} == tables
+    assert cli.main(["compare", "--report", str(compared), "--epochs", "3"]) == 2
+    assert "--report DIR alone" in capsys.readouterr().err
+    # under the literature preset, the published figures are printed beside ours, each with its protocol
+    settings = dict(json.loads((compared / "compare.json").read_text()), preset="literature")
+    md = report.markdown(report.collect(compared, settings))
+    for row in ("| `vae` | Burda et al. 2016, Table 1 | VAE, k=1, 3280 epochs, IS K=5000 | -86.76 |",
+                "| `iwae` | Burda et al. 2016, Table 1 | IWAE, k=50, 3280 epochs, IS K=5000 | -84.78 |"):
+        assert row in md
+    assert "-86.76" not in (compared / "leaderboard.md").read_text()
+
+
+def test_killed_cell_resumes(tmp_path, capsys):
+    """A cell with a checkpoint of 1 epoch (as a killed run leaves it) is resumed to 2, not retrained;
+    through submitit's local executor (the cluster path) when submitit is installed."""
+    try:
+        import submitit  # noqa: F401  the test extra has it; without it, the local launcher
+        launcher = "submitit-local"
+    except ImportError:
+        launcher = "local"
+    run = tmp_path / "board" / "vae" / "seed0"
+    assert cli.main(["train", "--model", "vae", "--dataset", "digits", "--epochs", "1", "--n-train", "128",
+                     "--eval-samples", "0", "--quiet", "--out", str(run), "--device", "cpu"]) == 0
+    first = json.loads((run / "metrics.jsonl").read_text().splitlines()[0])
+    assert cli.main(["compare", "--models", "vae", "--seeds", "0", "--out", str(tmp_path / "board"),
+                     "--launcher", launcher] + TINY) == 0
+    metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in metrics] == [1, 2] and metrics[0] == first
+    log = (tmp_path / "board" / "logs" / "vae-seed0.log").read_text()
+    assert "$ vaezoo train --resume" in log and "$ vaezoo train --model" not in log
+    board = json.loads((tmp_path / "board" / "leaderboard.json").read_text())
+    assert board["cells"][0]["status"] == "ok" and board["entries"][0]["vs_baseline"] == "baseline"
+    assert launcher == "local" or any((tmp_path / "board" / "submitit").iterdir())
+
+
+def test_paired_difference_against_hand_computation():
+    base = {0: np.array([-10.0, -20.0, -30.0]), 1: np.array([-11.0, -19.0, -31.0]), 2: np.array([-10.5, -20.5, -29.0])}
+    entry = {0: np.array([-9.0, -19.0, -30.0]), 1: np.array([-11.0, -18.0, -30.5]), 2: np.array([-10.0, -21.0, -28.0])}
+    d = stats.paired_difference(entry, base)
+    per_seed = [2 / 3, 1.5 / 3, 1.0 / 3]  # seed 0: (1 + 1 + 0) / 3, seed 1: (0 + 1 + 0.5) / 3, seed 2: (0.5 - 0.5 + 1) / 3
+    mean = sum(per_seed) / 3
+    sd = math.sqrt(sum((v - mean) ** 2 for v in per_seed) / 2)
+    half = 4.302652729749464 * sd / math.sqrt(3)  # t(0.975, 2 df)
+    assert d.per_seed == pytest.approx(dict(enumerate(per_seed)), abs=1e-12)
+    assert (d.mean, d.low, d.high) == pytest.approx((mean, mean - half, mean + half), abs=1e-12)
+    assert d.method == "3 seeds: t-interval over seeds"
+    one = stats.paired_difference({0: entry[0]}, {0: base[0]})  # one seed: over the 3 test points
+    diffs = [1.0, 1.0, 0.0]
+    sd1 = math.sqrt(sum((v - 2 / 3) ** 2 for v in diffs) / 2)
+    assert (one.mean, one.low, one.high) == pytest.approx((2 / 3, 2 / 3 - 4.302652729749464 * sd1 / math.sqrt(3),
+                                                           2 / 3 + 4.302652729749464 * sd1 / math.sqrt(3)), abs=1e-12)
+    assert one.method == stats.ONE_SEED
+    assert stats.paired_difference({3: entry[0]}, {0: base[0]}) is None
+    with pytest.raises(ValueError, match="same test set"):
+        stats.paired_difference({0: entry[0][:2]}, {0: base[0]})
+    s = stats.over_seeds([1.0, 3.0, None])
+    assert (s.mean, s.sd, s.n) == (2.0, pytest.approx(math.sqrt(2)), 2)
+
+
+def test_convergence_flag():
+    curve = [{"epoch": e, "test_elbo": -100 + 10 * (1 - 0.5 ** e)} for e in range(1, 21)]
+    assert measures.convergence(curve[:9], 0.1)["flag"] == "too short to tell"
+    assert measures.convergence([{"epoch": 1, "train_loss": 3.0}] * 12, 0.1)["flag"] == "n/a: no test ELBO"
+    rising = measures.convergence(curve[:6] + [{"epoch": e, "test_elbo": -95 + 0.2 * e} for e in range(7, 21)], 0.1)
+    assert rising["flag"] == "not converged" and rising["rise"] == pytest.approx(0.4)  # last tenth: 2 epochs
+    flat = measures.convergence(curve, 0.1)
+    assert flat["flag"] == "converged" and 0 < flat["rise"] < 0.1
+
+
+def test_point_mass_guides_and_threads_per_job():
+    x = torch.zeros(2, 1, 8, 8)
+    assert measures.point_mass(zoo.create("aae", data_shape=(1, 8, 8)), x)
+    assert not measures.point_mass(zoo.create("vae", data_shape=(1, 8, 8)), x)
+    tvae = zoo.create("tvae-affine", data_shape=(1, 8, 8))  # pose_prior=none: a point-mass pose u
+    assert not measures.point_mass(tvae, x) and measures.point_mass_sites(tvae, x) == ["u"]
+    assert measures.conditional({"config": zoo.config_dict(tvae.config)})
+    env = _environment(3)
+    assert env["OMP_NUM_THREADS"] == env["MKL_NUM_THREADS"] == "3"
+    assert os.path.isdir(os.path.join(env["PYTHONPATH"].split(os.pathsep)[0], "vaezoo"))

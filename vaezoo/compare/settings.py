@@ -1,0 +1,135 @@
+"""The settings of a comparison (``DIR/compare.json``): the command line or a preset made into one
+checked dictionary, and the published figures the ``literature`` preset prints beside its own."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+from vaezoo import data, runs, zoo
+from vaezoo.errors import ConfigError, RunError
+from vaezoo.fileio import write_json
+
+SETTINGS = "compare.json"
+DEFAULT_MODELS = ["vae", "iwae"]
+DEFAULT_DATASET = "mnist-small"
+DEFAULT_SEEDS = [0, 1, 2]
+DEFAULT_SAMPLES = 1000
+DEFAULT_FLAT = 0.1  # nats: a test ELBO still rising by more over the last tenth of the epochs is not converged
+
+#: Presets encode a published protocol; a flag given on the command line overrides the preset's value.
+PRESETS: Dict[str, Dict[str, Any]] = {
+    # Burda, Grosse & Salakhutdinov (2016), "Importance weighted autoencoders", MNIST with one stochastic
+    # layer: dynamically binarized training images, a fixed binarization of the test set (vaezoo's
+    # loader does both), the MLP of 2 x 200 tanh units and 50 latents (the vae entry's default),
+    # log p(x) by importance sampling with K = 5000. They trained 3280 epochs with Adam and a learning
+    # rate decayed as 1e-3 * 10^(-i/7) over 3^i epochs (i = 0..7); vaezoo's trainer keeps lr fixed, so
+    # only the epoch count is theirs.
+    "literature": {"models": ["vae", "iwae", "rho-vae"], "dataset": "mnist", "seeds": [0, 1, 2],
+                   "epochs": 3280, "samples": 5000},
+}
+
+#: Published figures, each under its own protocol (bench/RESULTS.md quotes the same anchors).
+PUBLISHED = {
+    "literature": [
+        {"entry": "vae", "source": "Burda et al. 2016, Table 1", "protocol": "VAE, k=1, 3280 epochs, IS K=5000",
+         "log_px": -86.76},
+        {"entry": "iwae", "source": "Burda et al. 2016, Table 1", "protocol": "IWAE, k=5, 3280 epochs, IS K=5000",
+         "log_px": -85.54},
+        {"entry": "iwae", "source": "Burda et al. 2016, Table 1", "protocol": "IWAE, k=50, 3280 epochs, IS K=5000",
+         "log_px": -84.78},
+        {"entry": "vae", "source": "pythae's reproduction", "protocol": "pythae's benchmark budget", "log_px": -89.78},
+        {"entry": "iwae", "source": "pythae's reproduction", "protocol": "pythae's benchmark budget", "log_px": -86.82},
+    ],
+}
+
+
+def _unique(values: List, flag: str) -> List:
+    seen = []
+    for v in values:
+        if v in seen:
+            raise ConfigError(f"{flag} names {v!r} twice; expected distinct values")
+        seen.append(v)
+    return seen
+
+
+def make(args) -> Dict[str, Any]:
+    """The checked settings of ``vaezoo compare`` from its parsed arguments (and ``--preset``)."""
+    from vaezoo.cli_common import DEFAULT_EPOCHS, count as _count, overrides as _overrides
+
+    preset = {}
+    if args.preset is not None:
+        if args.preset not in PRESETS:
+            raise ConfigError(f"--preset {args.preset!r} is not a preset; expected one of {', '.join(PRESETS)}")
+        preset = PRESETS[args.preset]
+    models = _unique(args.models or preset.get("models", DEFAULT_MODELS), "--models")
+    for name in models:
+        zoo.entry(name)
+    dataset = args.dataset or preset.get("dataset", DEFAULT_DATASET)
+    if dataset not in data.names():
+        raise ConfigError(f"--dataset {dataset!r} is not a dataset; expected one of {', '.join(data.names())}")
+    seeds = _unique(args.seeds if args.seeds is not None else preset.get("seeds", DEFAULT_SEEDS), "--seeds")
+    for s in seeds:
+        runs.TRAIN_CHECKS["seed"](s, "--seeds")
+    epochs = _count(args.epochs, "--epochs", 1, preset.get("epochs", DEFAULT_EPOCHS))
+    overrides = _overrides(args.set)
+    for name in models:  # every override must fit every entry: checked before anything runs
+        zoo.make_config(name, overrides)
+    train = runs.check_train({k: v for k, v in (("batch_size", args.batch_size), ("lr", args.lr),
+                                                 ("n_train", args.n_train)) if v is not None},
+                             {"batch_size": "--batch-size", "lr": "--lr", "n_train": "--n-train"}.get)
+    baseline = args.baseline if args.baseline is not None else ("vae" if "vae" in models else models[0])
+    if baseline not in models:
+        raise ConfigError(f"--baseline {baseline!r} is not among --models; expected one of {', '.join(models)}")
+    ais_subset = _count(args.ais_subset, "--ais-subset", 1)
+    ais_steps = _count(args.ais_steps, "--ais-steps", 1, 100 if ais_subset else None)
+    if ais_steps is not None and ais_subset is None:
+        raise ConfigError("--ais-steps without --ais-subset; expected --ais-subset N (the first N test points) too")
+    flat = args.flat if args.flat is not None else DEFAULT_FLAT
+    if not flat > 0:
+        raise ConfigError(f"--flat {flat} is out of range; expected a number of nats > 0")
+    target = args.target_elbo
+    if target is not None and not math.isfinite(target):
+        raise ConfigError(f"--target-elbo {target} is not a finite number of nats; expected e.g. -100")
+    return {
+        "target_elbo": target,
+        "models": models, "dataset": dataset, "seeds": seeds, "epochs": epochs, "preset": args.preset,
+        "set": overrides, "train": train, "samples": _count(args.samples, "--samples", 1, preset.get("samples", DEFAULT_SAMPLES)),
+        "eval_seed": 0, "ais_subset": ais_subset, "ais_steps": ais_steps, "baseline": baseline, "flat": flat,
+        "data_dir": args.data_dir,
+    }
+
+
+def expected_config(settings: Dict[str, Any], name: str, seed: int) -> Dict[str, Any]:
+    """What a cell's config.json must say: model, dataset, every config field and the train
+    settings that change what is learned (JSON values, as config.json holds them)."""
+    config = zoo.config_dict(zoo.make_config(name, settings["set"]))
+    train = {**runs.TRAIN_DEFAULTS, "n_train": None, **settings["train"], "seed": seed}
+    train.pop("compile", None)  # `train` decides it by the run's length; it changes no setting of the model
+    return json.loads(json.dumps({"model": name, "dataset": settings["dataset"], "config": config, "train": train}))
+
+
+def save(out: Path, settings: Dict[str, Any]) -> None:
+    write_json(Path(out) / SETTINGS, settings)
+
+
+def load(out: Path) -> Dict[str, Any]:
+    """The settings a comparison in ``out`` was made with (for ``--report``)."""
+    path = Path(out) / SETTINGS
+    try:
+        settings = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise RunError(f"{path} not found; expected a directory made by vaezoo compare") from None
+    except (OSError, ValueError) as e:
+        raise RunError(f"cannot read {path} ({e}); expected the settings written by vaezoo compare") from None
+    missing = [k for k in ("models", "dataset", "seeds", "epochs", "samples", "baseline") if k not in settings]
+    if not isinstance(settings, dict) or missing:
+        raise RunError(f"{path} lacks {missing[0] if missing else 'its settings'}; expected a file written by vaezoo compare")
+    settings.setdefault("flat", DEFAULT_FLAT)
+    return settings
+
+
+def published(settings: Dict[str, Any]) -> Optional[List[Dict[str, Any]]]:
+    return PUBLISHED.get(settings.get("preset") or "")
