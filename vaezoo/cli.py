@@ -18,7 +18,7 @@ from typing import Dict, List, Optional
 
 import torch
 
-from vaezoo.inference.trainer import DTYPES
+from vaezoo.inference.settings import DTYPES
 from vaezoo import data, resources, runs, zoo
 from vaezoo.cli_common import DEFAULT_EPOCHS, MAX_SAMPLES, count as _count, overrides as _overrides, device as _device, owning as _owning
 from vaezoo.compare.command import add_parser as add_compare_parser, cmd_compare

@@ -78,3 +78,17 @@ def load(path, map_location="cpu", objective: Optional[Mapping] = None, params: 
         raise CheckpointError(f"{path} is not a vaezoo checkpoint (format {FORMAT!r} expected)")
     validate(state, path, objective=objective, params=params, optimizer=optimizer, model=model)
     return state
+
+
+def rng_state(device: torch.device) -> Dict[str, Any]:
+    """The default generators' states as a checkpoint holds them (CPU, and ``device`` if CUDA)."""
+    state = {"torch": torch.get_rng_state()}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def set_rng_state(state: Dict[str, Any], device: torch.device) -> None:
+    torch.set_rng_state(state["torch"])
+    if device.type == "cuda" and "cuda" in state:
+        torch.cuda.set_rng_state(state["cuda"], device)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import math
-import numbers
 import os
 import time
 import warnings
@@ -22,267 +21,21 @@ from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
 import pyro
 import torch
-from pyro.poutine.messenger import Messenger
-from torch.distributions import constraints
 from tqdm.auto import tqdm
 
 from vaezoo import traces
-from vaezoo.errors import CheckpointError, ConfigError, NonFiniteLossError, RunError, ShapeError, SupportError
+from vaezoo.errors import CheckpointError, ConfigError, NonFiniteLossError, RunError, ShapeError
 from vaezoo.fileio import atomic_write_text
 from vaezoo.inference import checkpoint as ckpt
 from vaezoo.inference import compiled
 from vaezoo.inference import distributed
 from vaezoo.inference import schedules
 from vaezoo.inference.objectives import Objective
-
-OPTIMIZERS = {
-    "adam": torch.optim.Adam,
-    "adamw": torch.optim.AdamW,
-    "sgd": torch.optim.SGD,
-    "rmsprop": torch.optim.RMSprop,
-}
-#: optimizers that a compiled objective's run steps with their fused kernels
-FUSED = ("adam", "adamw")
-DTYPES = {"float32": torch.float32, "float64": torch.float64}
-
-
-# --------------------------------------------------------------------------------- argument checks
-# One-line ConfigErrors for the Trainer's arguments; the CLI calls the same functions.
-
-
-def check_int(name: str, value, minimum: int = 0, maximum: Optional[int] = None) -> int:
-    """``value`` as an int in ``[minimum, maximum]``; bools and non-integers (2.7, "3") are refused."""
-    expected = f"an integer >= {minimum}" if maximum is None else f"an integer in [{minimum}, {maximum}]"
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise ConfigError(f"{name} must be {expected}, got {value!r}")
-    value = int(value)
-    if value < minimum or (maximum is not None and value > maximum):
-        raise ConfigError(f"{name} must be {expected}, got {value}")
-    return value
-
-
-def check_positive_int(name: str, value) -> int:
-    """``value`` as an int >= 1."""
-    return check_int(name, value, minimum=1)
-
-
-def check_positive_float(name: str, value) -> float:
-    """``value`` as a finite float > 0."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise ConfigError(f"{name} must be a positive number, got {value!r}")
-    value = float(value)
-    if not (math.isfinite(value) and value > 0):
-        raise ConfigError(f"{name} must be a finite number > 0, got {value}")
-    return value
-
-
-def check_seed(value) -> int:
-    """A seed for ``torch.manual_seed``/``pyro.set_rng_seed``: an int in [0, 2^32)."""
-    return check_int("seed", value, minimum=0, maximum=2**32 - 1)
-
-
-def check_optimizer(optimizer) -> Union[str, Callable]:
-    """A name in :data:`OPTIMIZERS` or a callable ``params -> torch.optim.Optimizer``."""
-    if callable(optimizer) or (isinstance(optimizer, str) and optimizer in OPTIMIZERS):
-        return optimizer
-    raise ConfigError(
-        f"unknown optimizer {optimizer!r}; expected one of {', '.join(sorted(OPTIMIZERS))} "
-        "or a callable params -> torch.optim.Optimizer"
-    )
-
-
-def resolve_device(device: Union[str, torch.device]) -> torch.device:
-    """``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"`` or ``"cuda:N"`` (or such a
-    ``torch.device``) -> a device this machine has."""
-    expected = "expected auto, cpu or cuda[:N]"
-    if isinstance(device, str) and device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if not isinstance(device, (str, torch.device)):
-        raise ConfigError(f"device {device!r} is not a device name; {expected}")
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, ValueError):
-        raise ConfigError(f"unknown device {device!r}; {expected}") from None
-    if dev.type not in ("cpu", "cuda") or (dev.type == "cpu" and dev.index not in (None, 0)):
-        raise ConfigError(f"device {device!r} is not supported; {expected}")
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ConfigError(f"device {device!r} requested but CUDA is not available here; expected auto or cpu")
-        if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise ConfigError(f"device {device!r} does not exist; expected cuda:0 to cuda:{torch.cuda.device_count() - 1}")
-    return dev
-
-
-def resolve_dtype(dtype) -> torch.dtype:
-    """``"float32"``/``"float64"`` or ``torch.float32``/``torch.float64`` -> the torch dtype."""
-    if isinstance(dtype, torch.dtype) and dtype in DTYPES.values():
-        return dtype
-    if isinstance(dtype, str) and dtype in DTYPES:
-        return DTYPES[dtype]
-    raise ConfigError(f"unsupported dtype {dtype!r}; expected float32 or float64")
-
-
-# --------------------------------------------------------------------------------- data checks
-
-
-def _index(flat: int, shape) -> Tuple[int, ...]:
-    return tuple(int(i) for i in torch.unravel_index(torch.tensor(flat), tuple(shape)))
-
-
-def _first_bad(ok: torch.Tensor) -> Tuple[int, ...]:
-    """The index of the first False of a boolean tensor."""
-    return _index(int((~ok).flatten().nonzero()[0]), ok.shape)
-
-
-def as_data(data, name: str = "data") -> Tuple[torch.Tensor, bool]:
-    """A tensor ``[N, *event]``, a dataset with ``.data`` (and optionally ``.binarize``), or
-    anything ``torch.as_tensor`` takes -> ``(tensor, dynamic)``, after the checks that need no
-    model: a real-valued tensor with at least one datapoint, all of it finite, and within [0, 1]
-    under dynamic binarization (which draws ``Bernoulli(x)``). Integer data are accepted (counts,
-    0/1 pixels) and converted to the trainer's dtype later."""
-    dynamic = False
-    if isinstance(data, torch.Tensor):
-        x = data
-    elif isinstance(getattr(data, "data", None), torch.Tensor):
-        x, dynamic = data.data, getattr(data, "binarize", None) == "dynamic"
-    else:
-        try:
-            x = torch.as_tensor(data)
-        except (TypeError, ValueError, RuntimeError):
-            raise ConfigError(
-                f"{name} of type {type(data).__name__} is not a tensor; expected a float tensor [N, ...] "
-                "or a dataset with a .data tensor"
-            ) from None
-    if x.is_complex():
-        raise ConfigError(f"{name} has dtype {x.dtype}; expected a real (float or integer) tensor")
-    if x.dim() == 0 or x.shape[0] == 0:
-        raise ShapeError(f"{name} of shape {tuple(x.shape)} holds no datapoints; expected a tensor [N, ...] with N >= 1")
-    if x.dtype == torch.bool:
-        return x, dynamic
-    # one fused pass (min and max are NaN when any value is), ~50 times faster than isfinite on
-    # MNIST; the offending index is looked for only when something is wrong
-    lo, hi = (float(v) for v in x.aminmax())
-    if not (math.isfinite(lo) and math.isfinite(hi)):
-        i = _first_bad(torch.isfinite(x))
-        raise SupportError(f"{name}[{', '.join(map(str, i))}] is {float(x[i])}; expected finite values")
-    if dynamic and not (lo >= 0 and hi <= 1):
-        i = _first_bad((x >= 0) & (x <= 1))
-        raise SupportError(
-            f"{name}[{', '.join(map(str, i))}] is {float(x[i])}; dynamic binarization expects "
-            "probabilities in [0, 1]"
-        )
-    return x, dynamic
-
-
-def _elementwise(support: constraints.Constraint) -> constraints.Constraint:
-    """The constraint on each element under ``.to_event(...)`` (``independent`` wrappers removed)."""
-    while isinstance(support, constraints.independent):
-        support = support.base_constraint
-    return support
-
-
-def _fixed(support: constraints.Constraint) -> bool:
-    """Whether a support has no tensor parameters (boolean, real, unit_interval, ...), so that it
-    can be checked on any number of datapoints, not only on those the model ran on."""
-    return not any(isinstance(v, torch.Tensor) for v in vars(_elementwise(support)).values())
-
-
-def check_support(model: Callable, x: torch.Tensor, name: str = "data", full: Optional[torch.Tensor] = None) -> None:
-    """Runs ``model(x)`` once (with Pyro's validation on) and checks every observed site's value
-    against its distribution's support, explicitly: raises :class:`SupportError` naming the site,
-    the first value outside the support and the support. Where a site observes ``x`` itself under
-    a support without tensor parameters (a Bernoulli's {0, 1}, a Beta's [0, 1]), the whole dataset
-    ``full`` (of which ``x`` is the first datapoints) is checked too, in one elementwise pass.
-    Exceptions from the model itself propagate (they are bugs in the model, not in the data)."""
-    with pyro.validation_enabled(True), torch.no_grad():
-        sites = traces.record(model, x).sites
-    for site_name, site in sites.items():
-        if not site["is_observed"]:
-            continue
-        support, value, where = site["fn"].support, site["value"], f"the value of site {site_name!r}"
-        ok = support.check(value)
-        if bool(ok.all()) and value is x and full is not None and _fixed(support):
-            value, where = full, name
-            ok = _elementwise(support).check(value)
-        elif value is x:
-            where = name
-        if bool(ok.all()):
-            continue
-        elementwise = _elementwise(support).check(value)
-        if elementwise.shape == value.shape:  # name the first bad element
-            i = _first_bad(elementwise)
-            shown = float(value[i])
-        else:  # a constraint over whole events (simplex, ...): name the first bad event
-            i = _first_bad(ok)
-            shown = value[i].flatten()[:4].tolist()
-        raise SupportError(
-            f"{where}[{', '.join(map(str, i))}] = {shown} is outside the support {support} of the "
-            f"observed site {site_name!r}; expected data that the likelihood can produce"
-        )
-
-
-class _RegisterParams(Messenger):
-    """Around the probing run of a model/guide pair: moves each parameter the pair registers with
-    Pyro's param store (``pyro.param``/``pyro.module``/``PyroModule``) to the trainer's device
-    and dtype *before* its first use, and records it (``params``: name -> unconstrained tensor).
-
-    Why before: a plain-function pair's networks are not submodules of the objective, so
-    ``objective.to(dtype)`` cannot reach them, and the trainer learns of them only when the pair
-    runs; cast afterwards, the first run would already mix float32 weights with float64 data.
-    ``owned`` holds the ids of the objective's own parameters: a store entry under one of their
-    names that is another tensor is a stale copy (an earlier model, an old checkpoint), and the
-    module's own tensor replaces it.
-    """
-
-    def __init__(self, device: torch.device, dtype: torch.dtype, owned: set):
-        super().__init__()
-        self.device, self.dtype, self.owned = device, dtype, owned
-        self.params: Dict[str, torch.Tensor] = {}
-
-    def _cast_(self, t: torch.Tensor) -> None:
-        """In place (``.data``), so that a module and the param store keep sharing the tensor."""
-        dtype = self.dtype if t.is_floating_point() else t.dtype
-        if t.device != self.device or t.dtype != dtype:
-            with torch.no_grad():
-                t.data = t.data.to(self.device, dtype)
-
-    def _cast(self, t: torch.Tensor) -> torch.Tensor:
-        dtype = self.dtype if t.is_floating_point() else t.dtype
-        if t.device == self.device and t.dtype == dtype:
-            return t
-        return t.detach().to(self.device, dtype)  # a new leaf, as the store expects
-
-    def _pyro_param(self, msg):
-        store = pyro.get_param_store()
-        name, init = msg["args"][0], (msg["args"][1] if len(msg["args"]) > 1 else None)
-        if name in store:
-            current = store[name].unconstrained()
-            if isinstance(init, torch.Tensor) and id(init) in self.owned and current is not init:
-                del store[name]
-            else:
-                self._cast_(current)
-        if isinstance(init, torch.nn.Parameter):
-            self._cast_(init)
-        elif isinstance(init, torch.Tensor):
-            msg["args"] = (name, self._cast(init))
-        elif callable(init):
-            msg["args"] = (name, lambda: self._cast(init()))
-
-    def _pyro_post_param(self, msg):
-        self.params[msg["name"]] = msg["value"].unconstrained()
-
-
-def _rng_state(device: torch.device) -> Dict[str, Any]:
-    state = {"torch": torch.get_rng_state()}
-    if device.type == "cuda":
-        state["cuda"] = torch.cuda.get_rng_state(device)
-    return state
-
-
-def _set_rng_state(state: Dict[str, Any], device: torch.device) -> None:
-    torch.set_rng_state(state["torch"])
-    if device.type == "cuda" and "cuda" in state:
-        torch.cuda.set_rng_state(state["cuda"], device)
+from vaezoo.inference.data_checks import as_data, check_support  # noqa: F401
+from vaezoo.inference.params import _RegisterParams
+from vaezoo.inference.checkpoint import rng_state as _rng_state, set_rng_state as _set_rng_state
+from vaezoo.inference.settings import DTYPES, FUSED, OPTIMIZERS, check_int, check_optimizer, check_positive_float  # noqa: F401
+from vaezoo.inference.settings import check_positive_int, check_seed, resolve_device, resolve_dtype  # noqa: F401
 
 
 class Trainer:
