@@ -295,7 +295,7 @@ def test_a_lock_from_before_a_reboot_is_taken_over(run):
     assert cli.main(["evaluate", str(run), "--n", "2", "--samples", "0", "--quiet", "--device", "cpu"]) == 0
 
 
-def test_a_lock_from_another_host_is_taken_over_only_without_a_heartbeat(run, capsys):
+def test_a_lock_from_another_host_is_taken_over_once_its_heartbeat_stops(run, capsys):
     _lock(run, pid=1, host="elsewhere.example", heartbeat=30.0)
     line = refused(["train", "--resume", "--out", str(run)] + RESUME, capsys, "in use by process 1 on elsewhere.example")
     assert "last heartbeat 0.0 min ago; taken over once 10 min pass without one" in line
