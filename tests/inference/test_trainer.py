@@ -144,3 +144,4 @@ def test_resuming_with_another_number_of_processes_warns(tmp_path):
     with pytest.warns(UserWarning, match=r"written by 2 process\(es\) and is resumed by 1"):
         t2.fit(train, resume=True)
     assert t2.epoch == 2
+

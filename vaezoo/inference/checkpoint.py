@@ -89,6 +89,8 @@ def rng_state(device: torch.device) -> Dict[str, Any]:
 
 
 def set_rng_state(state: Dict[str, Any], device: torch.device) -> None:
-    torch.set_rng_state(state["torch"])
+    """Restores :func:`rng_state`. The states are byte tensors that torch wants on the CPU, whatever
+    ``torch.load(map_location=...)`` moved them to (a GPU run's resume)."""
+    torch.set_rng_state(state["torch"].cpu())
     if device.type == "cuda" and "cuda" in state:
-        torch.cuda.set_rng_state(state["cuda"], device)
+        torch.cuda.set_rng_state(state["cuda"].cpu(), device)
