@@ -3,10 +3,8 @@ signals and stale locks each give one line and exit status 2 (or the signal's st
 nothing a user made."""
 
 import errno
-import hashlib
 import json
 import os
-import shutil
 import signal
 import socket
 import struct
@@ -17,43 +15,11 @@ import pytest
 import torch
 
 from vaezoo import cli, resources, runlock
-from vaezoo.data import download
 
-TINY = ["--dataset", "digits", "--n-train", "64", "--epochs", "1", "--eval-samples", "0", "--quiet", "--device", "cpu"]
+# the one-epoch run on digits, its fixtures and the refusal check, shared with the run guarantees' tests
+from test_run_guarantees import TINY, hashes, offline, refused, run, trained  # noqa: E402,F401
+
 RESUME = ["--epochs", "2", "--eval-samples", "0", "--quiet", "--device", "cpu"]
-
-
-@pytest.fixture(autouse=True)
-def offline(monkeypatch):
-    def refuse(*args, **kwargs):
-        raise OSError("network disabled in tests")
-
-    monkeypatch.setattr(download, "urlopen", refuse)
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    out = tmp_path_factory.mktemp("runs") / "digits"
-    assert cli.main(["train", "--out", str(out)] + TINY) == 0
-    return out
-
-
-@pytest.fixture
-def run(trained, tmp_path):
-    copy = tmp_path / "run"
-    shutil.copytree(trained, copy)
-    return copy
-
-
-def hashes(directory):
-    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(directory.iterdir()) if p.is_file()}
-
-
-def refused(argv, capsys, match):
-    assert cli.main(argv) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and match in err[0], err
-    return err[0]
 
 
 # ----------------------------------------------------------------------------- a checkpoint damaged inside
