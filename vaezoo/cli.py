@@ -52,6 +52,25 @@ def cmd_list(args) -> int:
     return 0
 
 
+def cmd_show(args) -> int:
+    """An entry's description, its config's docstring, and every field ``--set`` takes."""
+    import inspect
+
+    fields = zoo.fields(args.name)  # refuses an unknown name in one line
+    print(f"{args.name}: {zoo.describe(args.name)}")
+    doc = inspect.getdoc(zoo.entry(args.name).config)
+    if doc:
+        print()
+        print(doc)
+    print()
+    print("config fields (vaezoo train --model %s --set key=value):" % args.name)
+    width = max(len(name) for name, _, _ in fields)
+    for name, takes, default in fields:
+        shown = ",".join(str(v) for v in default) if isinstance(default, tuple) else default
+        print(f"  {name:<{width}}  {takes}; default {shown}")
+    return 0
+
+
 # ----------------------------------------------------------------------------------- train
 def cmd_train(args) -> int:
     from vaezoo.inference import distributed
@@ -237,6 +256,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command")
 
     sub.add_parser("list", help="list the zoo's entries and the datasets")
+    show = sub.add_parser("show", help="an entry's description and the config fields --set takes")
+    show.add_argument("name", help="a zoo entry (see vaezoo list)")
 
     t = sub.add_parser("train", help="train a zoo entry (default: vae on mnist-small)")
     t.add_argument("--model", default=None, help=f"zoo entry (default {DEFAULT_MODEL}); see vaezoo list")
@@ -295,7 +316,7 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-COMMANDS = {"list": cmd_list, "train": cmd_train, "evaluate": cmd_evaluate, "sample": cmd_sample, "compare": cmd_compare}
+COMMANDS = {"list": cmd_list, "show": cmd_show, "train": cmd_train, "evaluate": cmd_evaluate, "sample": cmd_sample, "compare": cmd_compare}
 
 
 class _UsageError(Exception):

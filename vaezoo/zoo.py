@@ -21,7 +21,7 @@ import math
 import numbers
 import typing
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 from pyro.nn import PyroModule
@@ -178,6 +178,15 @@ def _convert(value, tp):
     if tp is str and isinstance(value, str):
         return value
     raise _WrongType
+
+
+def fields(name: str) -> List[Tuple[str, str, Any]]:
+    """The entry's config fields as ``(name, what it takes, default)``, in the dataclass's order:
+    what ``--set key=value`` accepts (``vaezoo show NAME`` prints them)."""
+    cls = entry(name).config
+    hints = typing.get_type_hints(cls)
+    default = cls()
+    return [(f.name, _expected(hints[f.name]), getattr(default, f.name)) for f in dataclasses.fields(cls)]
 
 
 def make_config(name: str, overrides: Optional[Dict[str, Any]] = None):

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from vaezoo import cli
+from vaezoo import cli, zoo
 from vaezoo.data import download
 
 
@@ -201,3 +201,17 @@ def test_train_compiles_long_runs_unless_told(tmp_path, monkeypatch, flags, thre
     assert asked == [expected]
     assert cli.main(["train", "--out", str(run), "--resume", "--epochs", "2", "--eval-samples", "0", "--quiet", "--device", "cpu"]) == 0
     assert asked[-1] is expected  # the resumed run trains with the recorded choice (the load before it is eager)
+
+
+@pytest.mark.parametrize("name", zoo.names())
+def test_show_prints_every_config_field_with_what_it_takes(name, capsys):
+    assert cli.main(["show", name]) == 0
+    out = capsys.readouterr().out
+    for field, takes, _ in zoo.fields(name):
+        assert any(line.split()[:1] == [field] and takes in line for line in out.splitlines()), (field, out)
+
+
+def test_show_refuses_an_unknown_entry_in_one_line(capsys):
+    assert cli.main(["show", "no-such-vae"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no-such-vae" in err[0]
