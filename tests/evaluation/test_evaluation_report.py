@@ -55,3 +55,14 @@ def test_public_names_are_the_functions_and_classes():
             continue
         obj = getattr(ev, name)
         assert callable(obj) and not isinstance(obj, type(ev)), name
+
+
+def test_a_summary_says_when_k_hat_makes_log_px_loose():
+    r = _result()
+    tight = format_summary(r)
+    assert (r.frac_khat_above(0.7) > 0.1) == ("**loose**" in tight)
+    r.khat = torch.full_like(r.khat, 0.9)  # every datapoint's weights too heavy-tailed
+    loose = format_summary(r)
+    assert "**loose**" in loose and "--samples" in loose and "--ais" in loose
+    r.khat = torch.full_like(r.khat, 0.3)
+    assert "**loose**" not in format_summary(r)

@@ -12,6 +12,10 @@ import torch
 from vaezoo.evaluation.result import LogMarginalResult, mean_with_stderr
 
 
+#: the share of datapoints with k-hat > 0.7 above which a summary calls its log p(x) loose
+LOOSE_SHARE = 0.1
+
+
 def format_summary(result: LogMarginalResult, seconds: Optional[float] = None) -> str:
     """Markdown lines: mean log p(x), ELBO and gap with standard errors over the dataset, the IWAE-k
     bounds, the share of datapoints with k-hat > 0.7, and the wall time."""
@@ -28,10 +32,18 @@ def format_summary(result: LogMarginalResult, seconds: Optional[float] = None) -
     for kk in sorted(result.iwae):
         lines.append(f"- IWAE-{kk} bound: {_pm(result.mean_iwae(kk))}")
     if torch.isfinite(result.khat).any():
+        loose = result.frac_khat_above(0.7)
         lines.append(
-            f"- k-hat > 0.7 (unreliable estimate): {100 * result.frac_khat_above(0.7):.1f}% of datapoints; "
+            f"- k-hat > 0.7 (unreliable estimate): {100 * loose:.1f}% of datapoints; "
             f"median ESS {_f(result.ess.median().item(), 1)} of {k}"
         )
+        if loose > LOOSE_SHARE:
+            # Vehtari et al. (2024): above 0.7 the importance-sampling estimate is not to be trusted
+            lines.append(
+                f"- **loose**: for {100 * loose:.0f}% of the datapoints the weights are too heavy-tailed for K = {k}, "
+                "so this log p(x) is a lower bound that may sit well below the truth; more particles (--samples) "
+                "or an annealed estimate (--ais STEPS) tighten it"
+            )
     else:
         lines.append(f"- k-hat: not computed (needs K >= 21); median ESS {_f(result.ess.median().item(), 1)} of {k}")
     if seconds is not None and math.isfinite(seconds):
