@@ -194,7 +194,14 @@ def _train(args, run: Path, m, cfg, train, test, eval_samples: int, device, resu
         print(f"training {cfg['model']} on {cfg['dataset']} ({len(train)} images, device {device}{procs}) -> {run}", file=sys.stderr)
     distributed.barrier()
 
+    drawn = [0.0]  # when curves.png was last drawn: at most every 20 s (a plot costs ~0.2 s), and at the end
+
     def report_epoch(trainer, record):
+        if time.monotonic() - drawn[0] > 20 or record["epoch"] == trainer.epochs:
+            from vaezoo.evaluation.report import plot_curves
+
+            plot_curves(trainer.history, run / "curves.png", title=f"{cfg['model']} on {cfg['dataset']}")
+            drawn[0] = time.monotonic()
         line = f"epoch {record['epoch']:>3}/{trainer.epochs}  train loss {record['train_loss']:9.3f}"
         if "test_elbo" in record:
             line += f"  test ELBO {record['test_elbo']:9.3f}"

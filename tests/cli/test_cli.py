@@ -215,3 +215,21 @@ def test_show_refuses_an_unknown_entry_in_one_line(capsys):
     assert cli.main(["show", "no-such-vae"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "no-such-vae" in err[0]
+
+
+def test_a_run_draws_its_learning_curves(run_dir):
+    png = run_dir / "curves.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_curves_show_every_number_the_epochs_recorded(tmp_path):
+    from vaezoo.evaluation.report import plot_curves
+
+    history = [{"epoch": e, "train_loss": 10.0 / e, "test_loss": 11.0 / e, "test_elbo": -11.0 / e, "lr": 1e-3,
+                "seconds": 1.0} for e in (1, 2, 3)]
+    path = plot_curves(history, tmp_path / "curves.png")
+    from PIL import Image
+
+    width, height = Image.open(path).size
+    assert width > height  # the loss panel and two more (test_elbo, lr) side by side
+    assert not [p for p in tmp_path.iterdir() if p.name != "curves.png"]

@@ -91,6 +91,53 @@ def plot_gap_histogram(result: LogMarginalResult, path, bins: int = 50) -> Path:
     return path
 
 
+def plot_curves(history, path, title: str = "") -> Path:
+    """``curves.png`` of a run: the training loss and the test loss by epoch in the first panel, then
+    one small panel per other number the epochs recorded (the entry's own terms: test ELBO, KL,
+    multipliers, active dimensions, the learning rate...), written atomically."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    from vaezoo.fileio import atomic_writer
+
+    skip = {"epoch", "seconds", "compile_seconds", "train_loss", "test_loss"}
+    keys = []
+    for record in history:
+        for k, v in record.items():
+            if k not in skip and k not in keys and isinstance(v, (int, float)) and not isinstance(v, bool):
+                keys.append(k)
+    panels = 1 + len(keys)
+    cols = min(3, panels)
+    rows = -(-panels // cols)
+    fig = Figure(figsize=(4.2 * cols, 3.0 * rows), dpi=90)
+    FigureCanvasAgg(fig)
+
+    def series(key):
+        pts = [(r["epoch"], r[key]) for r in history if isinstance(r.get(key), (int, float)) and math.isfinite(r[key])]
+        return [e for e, _ in pts], [v for _, v in pts]
+
+    ax = fig.add_subplot(rows, cols, 1)
+    for key, label in (("train_loss", "training loss"), ("test_loss", "test loss")):
+        e, v = series(key)
+        if e:
+            ax.plot(e, v, label=label)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("loss (nats per datapoint)")
+    ax.legend()
+    ax.set_title(title or "loss")
+    for i, key in enumerate(keys, start=2):
+        ax = fig.add_subplot(rows, cols, i)
+        e, v = series(key)
+        ax.plot(e, v, color="#4477aa")
+        ax.set_xlabel("epoch")
+        ax.set_title(key)
+    fig.tight_layout()
+    path = Path(path)
+    with atomic_writer(path) as f:
+        fig.savefig(f, format="png")
+    return path
+
+
 def write_json(path, obj) -> Path:
     """Writes ``obj`` as strict JSON atomically (temporary file, then ``os.replace``): tensors become
     lists, non-finite numbers ``null``."""
