@@ -247,7 +247,7 @@ def _train(args, run: Path, m, cfg, train, test, eval_samples: int, device, resu
     report_path = runs.write_report(run, cfg, history)
     runs.remove_stale_parts(run)
     print(f"run directory: {run}")
-    for name in ("config.json", "metrics.jsonl", "checkpoint.pt"):
+    for name in ("config.json", "metrics.jsonl", "curves.png", "checkpoint.pt"):
         print(f"  {run / name}")
     for path in list(pictures.values()) + written + [report_path]:
         print(f"  {path}")
