@@ -232,6 +232,10 @@ def _train(args, run: Path, m, cfg, train, test, eval_samples: int, device, resu
     if not lead:  # rank 0 evaluates and draws the pictures; the others wait to leave the group with it
         distributed.barrier()
         return 0
+    if history and not (run / "curves.png").exists():  # a resumed run with no epoch left to train
+        from vaezoo.evaluation.report import plot_curves
+
+        plot_curves(history, run / "curves.png", title=f"{cfg['model']} on {cfg['dataset']}")
     m.eval()
     test_x = test.data.to(trainer.device, trainer.dtype)
     pictures = runs.write_pictures(run, m, test_x, seed=train_cfg["seed"])
