@@ -36,6 +36,7 @@ def _mtimes(out):
             and p.parent != out}
 
 
+@pytest.mark.slow  # trains cells in subprocesses: CI runs it apart (pytest -m slow)
 def test_tables_and_figures_written(compared):
     for name in ["leaderboard.md", "leaderboard.csv", "leaderboard.json", "compare.json"]:
         assert (compared / name).is_file(), name
@@ -74,6 +75,7 @@ def test_tables_and_figures_written(compared):
     assert "| `iwae` | 2/2 |" in md and "s to target ELBO" in md and f"{d['mean']:+.2f} [{d['low']:+.2f}, {d['high']:+.2f}]" in md
 
 
+@pytest.mark.slow  # trains cells in subprocesses: CI runs it apart (pytest -m slow)
 def test_second_invocation_does_no_training(compared, capsys):
     before = _mtimes(compared)
     logs = {p: p.read_text() for p in (compared / "logs").iterdir()}
@@ -84,6 +86,7 @@ def test_second_invocation_does_no_training(compared, capsys):
     assert {p: p.read_text() for p in (compared / "logs").iterdir()} == logs
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("flags, field, values", [
     (["--set", "latent_dim=10"], "latent_dim", ("50", "10")),
     (["--lr", "0.002"], "lr", ("0.001", "0.002")),
@@ -97,6 +100,7 @@ def test_changed_setting_is_refused(compared, capsys, flags, field, values):
     assert _mtimes(compared) == before
 
 
+@pytest.mark.slow  # trains cells in subprocesses: CI runs it apart (pytest -m slow)
 def test_report_alone_rebuilds_identical_tables(compared, capsys):
     tables = {name: (compared / name).read_bytes() for name in ("leaderboard.md", "leaderboard.csv", "leaderboard.json")}
     for name in tables:
@@ -114,6 +118,7 @@ def test_report_alone_rebuilds_identical_tables(compared, capsys):
     assert "-86.76" not in (compared / "leaderboard.md").read_text()
 
 
+@pytest.mark.slow  # trains cells in subprocesses: CI runs it apart (pytest -m slow)
 def test_killed_cell_resumes(tmp_path, capsys):
     """A cell with a checkpoint of 1 epoch (as a killed run leaves it) is resumed to 2, not retrained;
     through submitit's local executor (the cluster path) when submitit is installed."""
