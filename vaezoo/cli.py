@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import math
+import os
 import signal
 import sys
 import threading
@@ -384,6 +385,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     except VaezooError as e:
         print(f"vaezoo {command}: error: {e}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # the reader of the output left (`vaezoo list | head`): stop quietly, as a filter does
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nothing more to flush at exit
+        return 0
     except OSError as e:  # the operating system refused a path: one line naming it
         print(f"vaezoo {command}: error: {from_os_error(e)}", file=sys.stderr)
         return 2

@@ -233,3 +233,22 @@ def test_the_curves_show_every_number_the_epochs_recorded(tmp_path):
     width, height = Image.open(path).size
     assert width > height  # the loss panel and two more (test_elbo, lr) side by side
     assert not [p for p in tmp_path.iterdir() if p.name != "curves.png"]
+
+
+
+def test_a_reader_that_leaves_early_gets_no_error(monkeypatch, capsys):
+    """``vaezoo list | head -1``: the pipe closes under the command, which stops quietly (exit 0)."""
+    import io
+
+    class ClosedPipe(io.StringIO):
+        def fileno(self):  # where the command silences the rest of its output
+            return self.devnull
+
+        devnull = os.open(os.devnull, os.O_WRONLY)
+
+        def write(self, text):
+            raise BrokenPipeError(32, "Broken pipe")
+
+    monkeypatch.setattr(sys, "stdout", ClosedPipe())
+    assert cli.main(["list"]) == 0
+    assert capsys.readouterr().err == ""
