@@ -301,7 +301,8 @@ def test_sigterm_to_a_training_process(tmp_path):
     run = tmp_path / "preempted"
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
     argv = [sys.executable, "-m", "vaezoo", "train", "--out", str(run), "--dataset", "digits", "--n-train", "64",
-            "--epochs", "100000", "--eval-samples", "0", "--quiet", "--device", "cpu"]
+            "--epochs", "100000", "--eval-samples", "0", "--quiet", "--device", "cpu",
+            "--no-compile"]  # eager: this is about the signal, not about compiling (seconds of it)
     p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     try:
         deadline = time.time() + 120
