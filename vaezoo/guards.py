@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import functools
 import types
-from typing import Any, Callable, List, Optional, Tuple
+from typing import Any, List, Optional, Tuple
 
 import torch
 from torch import nn

@@ -144,17 +144,6 @@ def _check_no_frozen_state(graph: torch.fx.GraphModule, tensors: List[torch.Tens
             )
 
 
-def rng_state(device: torch.device):
-    """The default generators' states a compiled call draws from (CPU, and ``device`` if CUDA)."""
-    return torch.get_rng_state(), (torch.cuda.get_rng_state(device) if device.type == "cuda" else None)
-
-
-def set_rng_state(state, device: torch.device) -> None:
-    torch.set_rng_state(state[0])
-    if state[1] is not None:
-        torch.cuda.set_rng_state(state[1], device)
-
-
 class TrainingStep:
     """One whole Adam/AdamW step as one compiled program: the objective's loss (forward), its
     gradient (``torch.autograd.grad`` inside the capture, so the backward ops are in the same

@@ -14,7 +14,7 @@ from pyro.distributions.util import is_identically_one, scale_and_mask
 from torch import nn
 
 from vaezoo import guards, traces
-from vaezoo.inference import compiled
+from vaezoo.inference import checkpoint, compiled
 
 Terms = Dict[str, torch.Tensor]
 
@@ -241,17 +241,14 @@ class Objective(nn.Module):
         program = self._programs.get(key)
         if program is not None:
             return program(x)
-        state = compiled.rng_state(x.device)
+        state = checkpoint.rng_state(x.device)
         try:
             program = compiled.Program(self, x)
             out = program(x)
-        except compiled.CompileBlocked as e:
-            compiled.set_rng_state(state, x.device)
-            self._fall_back(str(e))
-            return self.loss_and_terms(x)
-        except Exception as e:  # any failure to capture or compile: keep training, eagerly
-            compiled.set_rng_state(state, x.device)
-            self._fall_back(f"compiling failed ({type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''})")
+        except Exception as e:  # a pair the capture refuses, or any failure to compile: keep training, eagerly
+            checkpoint.set_rng_state(state, x.device)
+            reason = str(e).strip().splitlines()[0] if str(e).strip() else ""
+            self._fall_back(str(e) if isinstance(e, compiled.CompileBlocked) else f"compiling failed ({type(e).__name__}: {reason})")
             return self.loss_and_terms(x)
         self._programs[key] = program
         self.compile_seconds += program.compile_seconds
