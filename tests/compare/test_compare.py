@@ -186,3 +186,18 @@ def test_point_mass_guides_and_threads_per_job():
     env = _environment(3)
     assert env["OMP_NUM_THREADS"] == env["MKL_NUM_THREADS"] == "3"
     assert os.path.isdir(os.path.join(env["PYTHONPATH"].split(os.pathsep)[0], "vaezoo"))
+
+
+def test_plan_passes_schedule_and_test_subset(tmp_path):
+    from vaezoo.compare.cells import Cell, plan
+
+    cell = Cell(model="vae", seed=1, run=str(tmp_path / "vae" / "seed1"), log=str(tmp_path / "log"), epochs=3,
+                dataset="digits", overrides={"latent_dim": "5"}, train={"schedule": "burda", "batch_size": 20},
+                samples=50, eval_seed=0, ais_subset=4, ais_steps=7, data_dir=None, num_test=100, n_test=100)
+    train, evaluate, ais = plan(cell)
+    assert train[:2] == ["train", "--model"] and train[train.index("--schedule") + 1] == "burda"
+    assert train[train.index("--batch-size") + 1] == "20" and "latent_dim=5" in train
+    assert evaluate[evaluate.index("--n") + 1] == "100" and evaluate[evaluate.index("--samples") + 1] == "50"
+    assert ais.count("--n") == 1 and ais[ais.index("--n") + 1] == "4" and ais[ais.index("--ais") + 1] == "7"
+    whole = plan(Cell(**{**cell.__dict__, "n_test": None}))[1]
+    assert "--n" not in whole

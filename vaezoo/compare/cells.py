@@ -40,7 +40,8 @@ class Cell:
     ais_subset: Optional[int]
     ais_steps: Optional[int]
     data_dir: Optional[str]
-    num_test: Optional[int] = None  # the test split's size (None: the largest evaluation found)
+    num_test: Optional[int] = None  # the test points scored (None: the largest evaluation found)
+    n_test: Optional[int] = None  # --n-test: evaluate the first n_test points only (None: the whole split)
     threads: Optional[int] = None
 
 
@@ -116,7 +117,7 @@ def plan(cell: Cell) -> List[List[str]]:
     if done is None:
         train = ["train", "--model", cell.model, "--dataset", cell.dataset, "--epochs", str(cell.epochs),
                  "--seed", str(cell.seed), "--out", str(run), "--eval-samples", "0"]
-        flags = {"batch_size": "--batch-size", "lr": "--lr", "n_train": "--n-train"}
+        flags = {"batch_size": "--batch-size", "lr": "--lr", "n_train": "--n-train", "schedule": "--schedule"}
         train += [x for k, v in cell.train.items() if k in flags for x in (flags[k], str(v))]
         train += [x for k, v in cell.overrides.items() for x in ("--set", f"{k}={v}")]
         commands.append(train + common)
@@ -125,13 +126,14 @@ def plan(cell: Cell) -> List[List[str]]:
     if cell.samples == 0:  # a point-mass guide: no density, nothing for evaluate to estimate
         return commands
     trained = bool(commands)
-    evaluate = ["evaluate", str(run), "--samples", str(cell.samples), "--seed", str(cell.eval_seed)] + common
+    scored = ["evaluate", str(run), "--samples", str(cell.samples), "--seed", str(cell.eval_seed)] + common
+    evaluate = scored + (["--n", str(cell.n_test)] if cell.n_test is not None else [])
     if trained or not _evaluated(eval_file(run, cell.num_test, cell.samples, cell.eval_seed), cell.epochs, cell.samples):
         commands.append(evaluate)
     if cell.ais_steps:
         n = cell.ais_subset
         if trained or not _evaluated(eval_file(run, n, cell.samples, cell.eval_seed, cell.ais_steps), cell.epochs, cell.samples):
-            commands.append(evaluate + ["--n", str(n), "--ais", str(cell.ais_steps)])
+            commands.append(scored + ["--n", str(n), "--ais", str(cell.ais_steps)])
     return commands
 
 

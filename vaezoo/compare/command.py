@@ -12,7 +12,8 @@ from vaezoo.errors import ConfigError, RunError
 
 LAUNCHERS = ("local", "submitit", "submitit-local")
 RUN_FLAGS = ("models", "dataset", "seeds", "epochs", "preset", "set", "samples", "ais_subset", "ais_steps",
-             "baseline", "out", "jobs", "batch_size", "lr", "n_train", "flat", "partition", "target_elbo")
+             "baseline", "out", "jobs", "batch_size", "lr", "n_train", "flat", "partition", "target_elbo",
+             "n_test", "schedule")
 
 
 def add_parser(sub) -> None:
@@ -27,7 +28,10 @@ def add_parser(sub) -> None:
     c.add_argument("--batch-size", type=int, default=None, help="training batch size (default train's)")
     c.add_argument("--lr", type=float, default=None, help="learning rate (default train's)")
     c.add_argument("--n-train", type=int, default=None, help=argparse.SUPPRESS)  # tiny budgets in tests
+    c.add_argument("--schedule", default=None, help="learning-rate schedule of every cell: constant (default), burda or cosine")
     c.add_argument("--samples", type=int, default=None, help="importance samples per test point (default 1000)")
+    c.add_argument("--n-test", type=int, default=None, metavar="N",
+                   help="score log p(x) on the first N test points (default: all)")
     c.add_argument("--ais-subset", type=int, default=None, metavar="N", help="also AIS on the first N test points")
     c.add_argument("--ais-steps", type=int, default=None, metavar="S", help="AIS steps (default 100)")
     c.add_argument("--baseline", default=None, help="entry the others are compared with (default vae, else the first)")
@@ -82,7 +86,7 @@ def _compare(args) -> int:
     test = runs.load_split({"dataset": settings["dataset"], "config": zoo.config_dict(first), "data_dir": None},
                            "test", settings["data_dir"])
     x = test.data[:2].to(torch.float32)
-    settings["num_test"] = len(test)
+    settings["num_test"] = len(test) if settings["n_test"] is None else min(settings["n_test"], len(test))
     if settings["ais_subset"] is not None:  # evaluate --n names its file by the points it scored
         settings["ais_subset"] = min(settings["ais_subset"], len(test))
     todo = []
@@ -98,7 +102,8 @@ def _compare(args) -> int:
                                   epochs=settings["epochs"], dataset=settings["dataset"], overrides=settings["set"],
                                   train=settings["train"], samples=samples, eval_seed=settings["eval_seed"],
                                   ais_subset=settings["ais_subset"], ais_steps=ais_steps,
-                                  data_dir=settings["data_dir"], num_test=settings["num_test"])
+                                  data_dir=settings["data_dir"], num_test=settings["num_test"],
+                                  n_test=settings["num_test"] if settings["n_test"] is not None else None)
             if cells_mod.plan(cell):
                 todo.append(cell)
     out.mkdir(parents=True, exist_ok=True)

@@ -133,7 +133,9 @@ def markdown(board: Dict[str, Any]) -> str:
                  + (f", --set {' '.join(f'{k}={v}' for k, v in s['set'].items())}" if s.get("set") else "")
                  + (f", train {', '.join(f'{k}={v}' for k, v in s['train'].items())}" if s.get("train") else "")
                  + f". log p(x): importance sampling, K = {s['samples']} per test point (evaluate --seed "
-                 f"{s.get('eval_seed', 0)}), on the whole test split; mean ± sd over seeds. Δ vs `{s['baseline']}`: paired "
+                 f"{s.get('eval_seed', 0)}), on "
+                 + (f"the first {s['num_test']} test points" if s.get("n_test") else "the whole test split")
+                 + f"; mean ± sd over seeds. Δ vs `{s['baseline']}`: paired "
                  "difference of log p(x) over the same test points and seeds, 95% t-interval over seeds. "
                  f"Convergence: the test ELBO rose by more than {s['flat']} nats over the last tenth of the epochs."
                  + (f" s to target ELBO: training seconds until the test ELBO reached {s['target_elbo']}."
