@@ -23,7 +23,7 @@ from vaezoo.inference.settings import DTYPES
 from vaezoo import data, resources, runs, zoo
 from vaezoo.cli_common import DEFAULT_EPOCHS, MAX_SAMPLES, count as _count, overrides as _overrides, device as _device, owning as _owning
 from vaezoo.compare.command import add_parser as add_compare_parser, cmd_compare
-from vaezoo.cli_evaluate import cmd_evaluate, cmd_sample, log_px, write_evaluation
+from vaezoo.cli_evaluate import cmd_evaluate, cmd_sample, log_px, meanings, write_evaluation
 from vaezoo.errors import ConfigError, SiteError, VaezooError, from_os_error
 
 DEFAULT_MODEL = "vae"
@@ -248,7 +248,8 @@ def _train(args, run: Path, m, cfg, train, test, eval_samples: int, device, resu
         except SiteError as e:  # a pair no estimator can score (a deterministic encoder): the run stands
             print(f"log p(x) not estimated: {e}", file=sys.stderr)
         else:
-            written = write_evaluation(run, runs.EVAL, "gaps.png", summary, text, result, split="test", epoch=trainer.epoch)
+            written = write_evaluation(run, runs.EVAL, "gaps.png", summary, text, result, split="test", epoch=trainer.epoch,
+                                       meaning=meanings(cfg))
     report_path = runs.write_report(run, cfg, history)
     runs.remove_stale_parts(run)
     print(f"run directory: {run}")

@@ -25,15 +25,45 @@ def log_px(m, x, samples: int, seed: int, quiet: bool, ais_steps: int = 0, compi
     start = time.perf_counter()
     result = evaluation.log_marginal(m.model, m.guide, x, num_samples=samples, seed=seed, progress=not quiet, compile=compile)
     seconds = time.perf_counter() - start
-    summary = dict(result.to_dict(), seconds=seconds, num_data=int(x.shape[0]))
+    summary = dict(_without_duplicates(result.to_dict()), seconds=seconds, num_data=int(x.shape[0]))
     text = report.format_summary(result, seconds=seconds)
     if ais_steps > 0:
         start = time.perf_counter()
         a = evaluation.ais(m.model, m.guide, x, steps=ais_steps, seed=seed, progress=not quiet)
-        summary["ais"] = dict(a.to_dict(), steps=ais_steps, seconds=time.perf_counter() - start)
+        summary["ais"] = dict(_without_duplicates(a.to_dict()), steps=ais_steps, seconds=time.perf_counter() - start)
         text += "\n" + report.format_ais(a)
     print(text)
     return summary, text, result
+
+
+def _without_duplicates(summary: Dict) -> Dict:
+    """An estimator's ``to_dict()`` for an evaluation file, which names the datapoints ``num_data``
+    and the time ``seconds`` (for every entry, densities or not): their duplicates and an empty
+    ``iwae`` (no IWAE-k bound asked for) left out."""
+    out = {k: v for k, v in summary.items() if k not in ("num_datapoints", "wall_time_s")}
+    if not out.get("iwae", True):
+        del out["iwae"]
+    return out
+
+
+#: what each number of an evaluation file is (written into it as ``meaning``)
+MEANING = {
+    "objective_elbo": "the ELBO of the training objective's own pass: one draw per datapoint, closed-form KL "
+                      "where exact (what the training curves show)",
+    "elbo": "the importance sampler's ELBO: the mean log-weight of its K particles (same expectation, less noise)",
+    "log_px": "log p(x) by importance sampling with K particles: a stochastic lower bound (the IWAE-K bound)",
+    "gap": "log_px - elbo: an estimate of KL(q(z | x) || p(z | x)), biased low as log_px is",
+    "khat": "Pareto k-hat of the importance weights per datapoint: above 0.7 the estimate is loose",
+}
+CONDITIONAL = ("conditional on the pose the guide infers as a point (pose_prior=none: a flat pose prior): "
+               "log p(x | u), not comparable with the marginal log p(x) of other entries")
+
+
+def meanings(cfg: Dict) -> Dict[str, str]:
+    """:data:`MEANING` for the run with config ``cfg`` (its log p(x) labelled conditional where it is)."""
+    if cfg["config"].get("pose_prior") == "none":
+        return dict(MEANING, log_px="log p(x | u) " + CONDITIONAL)
+    return dict(MEANING)
 
 
 def write_evaluation(run: Path, name: str, gaps: str, summary: Dict, text: str, result=None, **settings) -> List[Path]:
@@ -100,8 +130,11 @@ def cmd_evaluate(args) -> int:
                 terms = trainer.evaluate(x)
             density = "elbo" in terms
             head = f"{cfg['model']} on {cfg['dataset']} ({args.split}, {x.shape[0]} images)"
+            conditional = cfg["config"].get("pose_prior") == "none"
             if density:
-                print(f"{head}: ELBO {terms['elbo']:.3f} nats")
+                print(f"{head}: ELBO {terms['elbo']:.3f} nats (the objective's pass: one draw, closed-form KL where exact)")
+                if conditional:
+                    print(f"note: every density of {cfg['model']} here is {CONDITIONAL}")
             else:  # a deterministic encoder (aae, wae-*, mask-aae): q(z | x) is a point mass
                 samples = ais_steps = 0
                 shown = ", ".join(f"{k} {v:.3f}" for k, v in sorted(terms.items()) if k != "loss")
@@ -109,6 +142,8 @@ def cmd_evaluate(args) -> int:
                       "no log p(x)" + ("" if args.fid else "; --fid measures its samples"))
             settings = dict(split=args.split, num_data=int(x.shape[0]), epoch=state["epoch"], seed=seed, dtype=args.dtype,
                             objective_elbo=terms.get("elbo"), objective_terms=terms, density=density)
+            if density:
+                settings["meaning"] = meanings(cfg)
             name = runs.eval_name(args.split, int(x.shape[0]), samples, seed, ais_steps)
             if samples > 0:
                 summary, text, result = log_px(m, x, samples, seed, args.quiet, ais_steps)

@@ -62,3 +62,20 @@ def test_evaluate_fid_on_28x28_data(name, tmp_path, capsys):
     out = capsys.readouterr().out
     assert "Frechet distance to the 16 test images" in out
     assert "fid" in json.loads(next(run.glob("eval-test-n16-*.json")).read_text())
+
+
+def test_a_conditional_log_px_says_so(tmp_path, capsys):
+    """A transformer VAE with a point-mass pose (pose_prior=none, the default) scores log p(x | u):
+    the terminal and the evaluation file say so, so it is not read as a marginal likelihood."""
+    run = tmp_path / "tvae"
+    assert cli.main(["train", "--model", "tvae-affine", "--out", str(run), "--dataset", "digits", "--n-train", "32",
+                     "--batch-size", "32", "--epochs", "1", "--eval-samples", "0"] + CPU) == 0
+    assert cli.main(["evaluate", str(run), "--n", "4", "--samples", "2"] + CPU) == 0
+    assert "conditional on the pose" in capsys.readouterr().out
+    meaning = json.loads((run / "eval-test-n4-K2-seed0.json").read_text())["meaning"]
+    assert meaning["log_px"].startswith("log p(x | u) conditional")
+    assert cli.main(["train", "--model", "tvae-affine", "--set", "pose_prior=normal", "--out", str(tmp_path / "m"),
+                     "--dataset", "digits", "--n-train", "32", "--batch-size", "32", "--epochs", "1",
+                     "--eval-samples", "2"] + CPU) == 0
+    assert "conditional on the pose" not in capsys.readouterr().out
+    assert "conditional" not in json.loads((tmp_path / "m" / "eval.json").read_text())["meaning"]["log_px"]

@@ -26,7 +26,7 @@ def format_summary(result: LogMarginalResult, seconds: Optional[float] = None) -
         "",
         f"- log p(x): {_pm(result.mean_log_px)} "
         f"(mean Monte Carlo stderr per datapoint {_f(result.stderr.mean().item())})",
-        f"- ELBO: {_pm(result.mean_elbo)}",
+        f"- ELBO (the mean log-weight of these K particles): {_pm(result.mean_elbo)}",
         f"- gap log p(x) - ELBO (≈ KL(q || posterior)): {_pm(result.mean_gap)}",
     ]
     for kk in sorted(result.iwae):
