@@ -248,6 +248,27 @@ def test_a_training_step_that_cannot_be_built_warns_once_and_runs_the_compiled_o
     assert history[0]["compile_seconds"] > 0
 
 
+@pytest.mark.parametrize("version, problem", [("2.13.0+cpu", None), ("2.6.0", None), ("2.5.1", "outside"),
+                                              ("2.14.0.dev20270101", "outside"), ("3.0.0", "outside")])
+def test_private_compiler_apis_are_gated_by_the_torch_release(version, problem):
+    found = compiled.private_api_problem(version)
+    assert found is None if problem is None else problem in found and version in found
+
+
+def test_an_untested_torch_trains_through_torch_compile_and_the_optimizer(monkeypatch):
+    """On a torch outside the tested releases the one-program step is not built (its private APIs
+    and Adam's state layout may have moved): one warning, and the run goes on as the compiled loss,
+    its backward and the optimizer's own step."""
+    monkeypatch.setattr(compiled.torch, "__version__", "9.1.0")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        trainer, history, _ = _train()
+    mine = [str(w.message) for w in caught if "one compiled program" in str(w.message)]
+    assert len(mine) == 1 and "torch 9.1.0 is outside the releases" in mine[0]
+    assert trainer.objective.compiles and len(trainer.objective._programs) == 1 and not any(trainer._steps.values())
+    assert all(torch.isfinite(torch.tensor(h["train_loss"])) for h in history)
+
+
 class AnnealedModel(nn.Module):
     """A model whose KL is scaled by a Python number (KL annealing): a compiled program would freeze it."""
 

@@ -8,6 +8,7 @@ aten-level graph (``make_fx`` over a functional call) and compiled by inductor.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 import warnings
@@ -47,6 +48,38 @@ def _copies(tensors: List[torch.Tensor]) -> List[torch.Tensor]:
     """Detached copies to capture on: capturing runs the pair on real tensors, and neither a
     parameter nor a buffer (a batch norm's statistics) may take an extra step."""
     return [t.detach().clone().requires_grad_(t.requires_grad) for t in tensors]
+
+
+#: the torch releases whose private compiler APIs this module was written and tested against
+TESTED_TORCH = ((2, 6), (2, 13))
+
+
+def _release(version: str) -> Tuple[int, int]:
+    parts = version.split("+")[0].split(".")
+    try:
+        return int(parts[0]), int(parts[1])
+    except (IndexError, ValueError):
+        return (0, 0)
+
+
+def private_api_problem(version: Optional[str] = None) -> Optional[str]:
+    """Why the one-program step cannot rely on torch's private compiler APIs on this torch (None
+    where it can): a release outside :data:`TESTED_TORCH`, or an API that is not where it was
+    (``torch._inductor.compile``, ``torch._functorch.config.patch``, ``make_fx``). The step's Adam
+    update is hand-written against the optimizer's state layout of those releases too."""
+    version = torch.__version__ if version is None else version
+    low, high = TESTED_TORCH
+    if not low <= _release(version) <= high:
+        return (f"torch {version} is outside the releases its private compiler APIs were checked against "
+                f"({low[0]}.{low[1]} to {high[0]}.{high[1]})")
+    import torch._functorch.config as functorch_config
+    import torch._inductor as inductor
+
+    for owner, name, where in ((inductor, "compile", "torch._inductor.compile"),
+                               (functorch_config, "patch", "torch._functorch.config.patch")):
+        if not callable(getattr(owner, name, None)):
+            return f"{where} is missing from torch {version}"
+    return None
 
 
 # the capture of a pair's tensor operations and the guard of its Python values are shared with the
@@ -121,7 +154,9 @@ class Program(Captured):
         start = time.perf_counter()  # inductor compiles on the first call: timed, for the report
         # the backward too, now rather than lazily at the first backward(): its time is reported
         # with the forward's, and a failure to compile it falls back to eager here
-        with torch._functorch.config.patch(force_non_lazy_backward_lowering=True), warnings.catch_warnings():
+        patch = getattr(getattr(torch._functorch, "config", None), "patch", None)  # private: absent, it compiles lazily
+        eager_backward = patch(force_non_lazy_backward_lowering=True) if callable(patch) else contextlib.nullcontext()
+        with eager_backward, warnings.catch_warnings():
             # deprecation notices of the compiler's own internals: nothing a user can act on
             warnings.filterwarnings("ignore", category=FutureWarning, module=r"torch\._inductor")
             out = self._run(self.fn, x)
@@ -171,6 +206,9 @@ class TrainingStep:
     def __init__(self, objective: nn.Module, optimizer: torch.optim.Optimizer, clip_norm: Optional[float], x: torch.Tensor,
                  binarize: bool = False):
         start = time.perf_counter()
+        problem = private_api_problem()  # an untested torch: the Trainer falls back, never breaks
+        if problem is not None:
+            raise CompileBlocked(problem)
         if not isinstance(optimizer, torch.optim.Adam) or len(optimizer.param_groups) != 1:
             raise CompileBlocked(f"the optimizer ({type(optimizer).__name__}, {len(optimizer.param_groups)} parameter "
                                  "groups) is not one group of Adam or AdamW")
