@@ -59,6 +59,7 @@ which reopens dimensions until the reconstruction is back within the bound.
 
 from __future__ import annotations
 
+import math
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
@@ -113,10 +114,14 @@ class ToleranceRule:
         return 1.0 if self.average <= self.bound() else 0.0
 
     def state(self) -> dict:
-        return {"average": self.average, "reference": self.reference}
+        """Floats always (NaN for not yet set): a checkpoint's layout does not depend on the step."""
+        nan = float("nan")
+        return {"average": nan if self.average is None else self.average,
+                "reference": nan if self.reference is None else self.reference}
 
     def load(self, state: dict) -> None:
-        self.average, self.reference = state["average"], state["reference"]
+        unset = lambda v: None if math.isnan(v) else float(v)  # noqa: E731
+        self.average, self.reference = unset(state["average"]), unset(state["reference"])
 
 
 class MaskAAE(_Critic):
@@ -244,15 +249,39 @@ class MaskAAE(_Critic):
         for p in params:
             p.grad = None
 
+    def autoencoder_loss(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(14) with alpha held: ``(L_AE, R, the unweighted variance term, the codes)``."""
+        frozen, self.mask.frozen = self.mask.frozen, True
+        try:
+            recon, q, _ = self.codes(x)
+        finally:
+            self.mask.frozen = frozen
+        var = variance_penalty(q, self.mask.alpha().detach())
+        return recon + self.variance_weight * var, recon, var, q
+
+    def generator_loss(self, q: torch.Tensor) -> torch.Tensor:
+        """(15): -E D(alpha q), alpha held, the critic's weights held."""
+        return -self._frozen_critic(q * self.mask.alpha().detach()).mean()
+
+    def mask_loss(self, x: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
+        """(17): ``mask_recon_weight`` R + gate ``weight`` (1 - gap)^2 + c_t polar, with a graph to
+        the mask (the codes and the critic's weights held; the decoder's weights get a gradient
+        that :meth:`_descend` never reads)."""
+        frozen, self.mask.frozen = self.mask.frozen, False
+        try:
+            recon, q, _ = self.codes(x)
+            alpha = self.mask.alpha()
+        finally:
+            self.mask.frozen = frozen
+        closing = (1 - self.gap(q.detach(), p, alpha)).square()
+        return self.mask_recon_weight * recon + self.gate * self.weight * closing + self.penalty() * polar(alpha)
+
     def _paper_loss_and_terms(self, x):
         self._follow(x)
         if self.training and torch.is_grad_enabled():
             return self._paper_step(x)
-        recon, q, p = self.codes(x)  # evaluation: the terms, no update
-        alpha = self.mask.alpha()
-        var = variance_penalty(q, alpha)
-        div, terms = self.divergence(q, p)
-        loss = recon + self.variance_weight * var
+        loss, recon, var, q = self.autoencoder_loss(x)  # evaluation: the terms, no update
+        div, terms = self.divergence(q, self._prior_like(x))
         return loss, dict(terms, reconstruction=recon.detach(), variance=var.detach(),
                           penalty=loss.new_tensor(self.penalty()), **self._rule_terms(loss))
 
@@ -265,13 +294,8 @@ class MaskAAE(_Critic):
         own RMSProp. What is handed back is L_AE's value as a leaf tensor with no graph to any
         parameter, so the Trainer's backward leaves every ``.grad`` None and its optimizer moves
         nothing; the four optimizers are this objective's extra state (checkpoint, exact resume)."""
-        mask = self.mask
-        mask.frozen = True  # alpha a constant in (14), (15) and (16)
-        alpha = mask.alpha().detach()
         # (14) the auto-encoder: E and G
-        recon, q, _ = self.codes(x)
-        var = variance_penalty(q, alpha)
-        l_ae = recon + self.variance_weight * var
+        l_ae, recon, var, _ = self.autoencoder_loss(x)
         self._descend("autoencoder", l_ae)
         self.gate = self._closing(recon)
         # (16) the critic, on the updated encoder's codes
@@ -279,32 +303,29 @@ class MaskAAE(_Critic):
         # (15) the generator: E
         q = self._encode(x)
         p = self._prior_like(x)
-        gen = -self._frozen_critic(q * alpha).mean()
-        self._descend("generator", gen)
+        self._descend("generator", self.generator_loss(q))
         with torch.no_grad():
-            w = -self.gap(q, p, alpha)
-        # (17) the mask: m, then m >= 0
+            w = -self.gap(q, p, self.mask.alpha())
+        # (17) the mask: m, then m >= 0 (the projection of the released code's non-negativity constraint)
         c = self.penalty()
         if self.steps >= self.mask_warmup and "mask" in self._paper_optimizers():
-            mask.frozen = False
-            recon_m, q_m, _ = self.codes(x)
-            alpha_m = mask.alpha()
-            closing = (1 - self.gap(q_m.detach(), self._prior_like(x), alpha_m)).square()
-            l_m = self.mask_recon_weight * recon_m + self.gate * self.weight * closing + c * polar(alpha_m)
-            self._descend("mask", l_m)
+            self._descend("mask", self.mask_loss(x, self._prior_like(x)))
             with torch.no_grad():
                 for m in self._paper_optimizers()["mask"][1]:
                     m.clamp_(min=0)
         self.steps += 1
         loss = l_ae.detach().requires_grad_()
         terms = {"reconstruction": recon.detach(), "variance": var.detach(), "wasserstein": w.detach(),
-                 "active_dims": mask.active().to(q.dtype).detach(), "penalty": loss.new_tensor(c), **self._rule_terms(loss)}
+                 "active_dims": self.mask.active().to(q.dtype).detach(), "penalty": loss.new_tensor(c),
+                 **self._rule_terms(loss)}
         return loss, terms
 
     # --- state: the paper's optimizers and the tolerance rule join the critic's state
     def get_extra_state(self):
         state = super().get_extra_state()
-        state["paper"] = {k: opt.state_dict() for k, (opt, _) in (self._paper or {}).items()}
+        # built here if not yet: a fresh objective's layout (what a checkpoint is checked against) has them
+        paper = self._paper_optimizers() if self.mode == "paper" else {}
+        state["paper"] = {k: opt.state_dict() for k, (opt, _) in paper.items()}
         state["rule"] = self.rule.state() if self.rule is not None else None
         state["gate"] = self.gate
         return state
