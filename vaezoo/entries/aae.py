@@ -84,10 +84,9 @@ class MaskAAEConfig(AAEConfig):
     doubling every ``penalty_doubling`` 100 steps up to ``penalty_max``; the mask moves
     ``mask_rate`` 20 times faster than the networks (the paper's separate mask learning rate), from
     the first step or after ``mask_warmup`` steps of the networks alone (the penalty's schedule
-    starts with it). The
-    paper's (1 - gap)^2 mask term and its loss-scaling "decay", which RMSProp cancels, are left
-    out. ``weight`` (against the reconstruction's scale) sets how many dimensions survive, and no
-    single value served both benchmarks (bench/mask_aae_synthetic.py, bench/mask_aae_mnist.py,
+    starts with it). The paper's (1 - gap)^2 mask term (``training=paper`` has it) and its
+    loss-scaling "decay", which RMSProp cancels, are left out. ``weight`` (against the
+    reconstruction's scale) sets how many dimensions survive, and no single value served both benchmarks (bench/mask_aae_synthetic.py, bench/mask_aae_mnist.py,
     bench/RESULTS.md): on the synthetic data, ``weight=50, mask_warmup=480`` over 960 steps of 256
     finds n within 1 in 19 of 27 runs (every run for n = 4, 8 of 9 for n = 8, 2 of 9 for n = 16),
     where the default keeps about 2/3 of m; on MNIST that setting closes every dimension at m >= 32.
