@@ -11,7 +11,7 @@ from vaezoo import cli, zoo
 from vaezoo.data import download
 
 CPU = ["--quiet", "--device", "cpu"]
-NO_DENSITY = ("aae", "mask-aae", "wae-gan", "wae-mmd")
+NO_DENSITY = ("aae", "mask-aae", "mask-aae-open", "wae-gan", "wae-mmd")
 
 
 @pytest.fixture(autouse=True)

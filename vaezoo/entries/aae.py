@@ -1,5 +1,6 @@
 """Autoencoders with a deterministic encoder whose aggregate posterior is matched to N(0, I):
-``aae``, ``wae-gan``, ``wae-mmd`` and ``mask-aae`` (MaskAAE, papers/mask-aae-latent-masking.txt)."""
+``aae``, ``wae-gan``, ``wae-mmd``, ``mask-aae`` (MaskAAE, papers/mask-aae-latent-masking.txt) and
+``mask-aae-open`` (the same with the mask held open: the paper's baseline)."""
 
 from dataclasses import dataclass
 from typing import Optional, Tuple
@@ -8,9 +9,10 @@ from vaezoo import zoo
 from vaezoo.entries.vae import BINARIZE, MAX_WIDTH, build_nets
 from vaezoo.errors import ConfigError
 from vaezoo.guides.deterministic import DeltaGuide
-from vaezoo.inference.adversarial import AAE, WAEMMD, MaskAAE
+from vaezoo.inference.adversarial import AAE, WAEMMD
+from vaezoo.inference.mask_aae import MASK_RULES, PAPER_LR, TRAINING, MaskAAE
 from vaezoo.models import LIKELIHOODS
-from vaezoo.models.aae import LatentMask, MaskedDecoderModel
+from vaezoo.models.aae import LatentMask, MaskedDecoderModel, OpenMask
 from vaezoo.nets import ACTIVATIONS, MLP
 
 
@@ -82,15 +84,24 @@ class MaskAAEConfig(AAEConfig):
     doubling every ``penalty_doubling`` 100 steps up to ``penalty_max``; the mask moves
     ``mask_rate`` 20 times faster than the networks (the paper's separate mask learning rate), from
     the first step or after ``mask_warmup`` steps of the networks alone (the penalty's schedule
-    starts with it). The
-    paper's (1 - gap)^2 mask term and its loss-scaling "decay", which RMSProp cancels, are left
-    out. ``weight`` (against the reconstruction's scale) sets how many dimensions survive, and no
-    single value served both benchmarks (bench/mask_aae_synthetic.py, bench/mask_aae_mnist.py,
+    starts with it). The paper's (1 - gap)^2 mask term (``training=paper`` has it) and its
+    loss-scaling "decay", which RMSProp cancels, are left out. ``weight`` (against the
+    reconstruction's scale) sets how many dimensions survive, and no single value served both benchmarks (bench/mask_aae_synthetic.py, bench/mask_aae_mnist.py,
     bench/RESULTS.md): on the synthetic data, ``weight=50, mask_warmup=480`` over 960 steps of 256
     finds n within 1 in 19 of 27 runs (every run for n = 4, 8 of 9 for n = 8, 2 of 9 for n = 16),
     where the default keeps about 2/3 of m; on MNIST that setting closes every dimension at m >= 32.
     The default (weight 10, no warm-up) is MNIST's: 5-11 dimensions kept, Frechet distances below
-    wae-mmd's at m >= 32."""
+    wae-mmd's at m >= 32.
+
+    ``training``: ``joint`` (the above) or ``paper``: the paper's four losses (eqs. 14-17: the
+    auto-encoder's with its ``variance_weight`` term on the closed dimensions, the generator's, the
+    WGAN-GP critic's, the mask's with ``mask_recon_weight`` x reconstruction + ``weight`` x the
+    critic's (1 - gap)^2 + the penalty) alternated in each step, each by its own RMSProp over its own
+    parameters at ``paper_lr`` = (auto-encoder, critic, generator, mask) rates; the Trainer's lr and
+    ``critic_lr`` and ``mask_rate`` are then unused (vaezoo/inference/mask_aae.py states each loss).
+    ``mask_rule``: ``none`` or ``tolerance``: after the ``mask_warmup`` (>= 1), the critic's term
+    closes dimensions only while the reconstruction's running average stays within ``tolerance`` x
+    |its warm-up value| above it."""
 
     weight: float = 10.0
     critic_steps: int = 5
@@ -102,9 +113,27 @@ class MaskAAEConfig(AAEConfig):
     mask_init: float = 5.0
     mask_rate: float = 20.0
     mask_warmup: int = 0
+    training: str = "joint"
+    paper_lr: Tuple[float, ...] = PAPER_LR
+    variance_weight: float = 100.0
+    mask_recon_weight: float = 1.0
+    mask_rule: str = "none"
+    tolerance: float = 0.05
 
     def validate(self):
         super().validate()
+        if self.training not in TRAINING:
+            raise ConfigError(f"training={self.training!r}; expected {' or '.join(TRAINING)}")
+        if self.mask_rule not in MASK_RULES:
+            raise ConfigError(f"mask_rule={self.mask_rule!r}; expected {' or '.join(MASK_RULES)}")
+        if self.mask_rule == "tolerance" and self.mask_warmup < 1:
+            raise ConfigError(f"mask_warmup={self.mask_warmup} with mask_rule=tolerance; expected an integer >= 1 "
+                              "(the reconstruction at the end of the warm-up is the rule's reference)")
+        if len(self.paper_lr) != 4 or not all(r > 0 for r in self.paper_lr):
+            raise ConfigError(f"paper_lr={self.paper_lr!r}; expected 4 numbers > 0 (auto-encoder, critic, generator, mask)")
+        for name in ("tolerance", "variance_weight", "mask_recon_weight"):
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"{name}={getattr(self, name)}; expected a number > 0")
         for name in ("gp_weight", "penalty", "penalty_max", "mask_init", "mask_rate"):
             if not getattr(self, name) > 0:
                 raise ConfigError(f"{name}={getattr(self, name)}; expected a number > 0")
@@ -149,9 +178,18 @@ def build_wae_mmd(config: WAEConfig, data_shape):
 def _mask_objective(c, model, guide, compile):
     return MaskAAE(model, guide, _critic(c), model.mask, weight=c.weight, gp_weight=c.gp_weight, penalty=c.penalty,
                    penalty_doubling=c.penalty_doubling, penalty_max=c.penalty_max, critic_steps=c.critic_steps,
-                   critic_lr=c.critic_lr, mask_warmup=c.mask_warmup)
+                   critic_lr=c.critic_lr, mask_warmup=c.mask_warmup, training=c.training, paper_lr=c.paper_lr,
+                   variance_weight=c.variance_weight, mask_recon_weight=c.mask_recon_weight, mask_rule=c.mask_rule,
+                   tolerance=c.tolerance)
 
 
 @zoo.register("mask-aae", MaskAAEConfig, "MaskAAE: WGAN-GP critic on masked codes, a trainable mask finds the latent dimension", objective=_mask_objective)
 def build_mask_aae(config: MaskAAEConfig, data_shape):
-    return _pair(config, data_shape, LatentMask(config.latent_dim, config.mask_init, config.mask_rate))
+    # the paper's mode steps the mask with its own RMSProp: no relative rate
+    rate = 1.0 if config.training == "paper" else config.mask_rate
+    return _pair(config, data_shape, LatentMask(config.latent_dim, config.mask_init, rate))
+
+
+@zoo.register("mask-aae-open", MaskAAEConfig, "MaskAAE's baseline: the same pair, critic and losses with the mask held open (alpha = 1)", objective=_mask_objective)
+def build_mask_aae_open(config: MaskAAEConfig, data_shape):
+    return _pair(config, data_shape, OpenMask(config.latent_dim))

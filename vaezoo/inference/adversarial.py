@@ -1,6 +1,7 @@
 """Objectives that match the aggregate posterior to the prior in latent space: adversarially (AAE,
 WAE-GAN, MaskAAE's WGAN-GP) or by the MMD (WAE-MMD). The critic and its optimizer live inside the
-objective, which takes its own critic steps in ``forward``: one Trainer, one optimizer for the pair."""
+objective, which takes its own critic steps in ``forward``: one Trainer, one optimizer for the pair.
+MaskAAE's objective is in :mod:`vaezoo.inference.mask_aae`."""
 
 from __future__ import annotations
 
@@ -196,59 +197,3 @@ class AAE(_Critic):
         with torch.no_grad():
             critic = self.critic_loss(q, p)
         return gen, {"generator": gen.detach(), "critic_loss": critic.to(q.dtype)}
-
-
-class MaskAAE(_Critic):
-    """MaskAAE (Mondal et al., ``papers/mask-aae-latent-masking.txt``): a WGAN-GP critic compares
-    masked codes alpha * z_q with masked prior draws alpha * z_p, where ``mask`` (a
-    :class:`vaezoo.models.aae.LatentMask`, the one the model's decoder applies) is trained by the
-    pair's loss
-
-        reconstruction + weight (E D(alpha z_p) - E D(alpha z_q)) + c_t sum_j |alpha_j (1 - alpha_j)|
-
-    The middle term is the critic's Wasserstein estimate: the encoder lowers it through z_q (the
-    WGAN generator loss), the mask through both sides, which is what closes dimensions the codes
-    cannot fill. The last term (the paper's polarizing penalty) starts at ``penalty`` and doubles
-    every ``penalty_doubling`` training steps up to ``penalty_max``. For the first ``mask_warmup``
-    training steps the mask is held (alpha without a gradient) and the schedule waits. The critic minimizes
-    E D(alpha z_q) - E D(alpha z_p) + ``gp_weight`` x the gradient penalty. Terms: ``wasserstein``,
-    ``penalty`` (c_t), ``active_dims`` (mask values >= 0.1), every step."""
-
-    def __init__(self, model, guide, critic: nn.Module, mask: nn.Module, weight: float = 100.0, gp_weight: float = 10.0,
-                 penalty: float = 1.0, penalty_doubling: int = 100, penalty_max: float = 100.0, critic_steps: int = 5,
-                 critic_lr: float = 1e-3, mask_warmup: int = 0, **kwargs):
-        super().__init__(model, guide, critic, weight, critic_steps=critic_steps, critic_lr=critic_lr, **kwargs)
-        self._mask = [mask]  # the model's own module: its parameter is in the model's parameters()
-        self.gp_weight, self.penalty0 = float(gp_weight), float(penalty)
-        self.penalty_doubling, self.penalty_max = int(penalty_doubling), float(penalty_max)
-        self.mask_warmup = int(mask_warmup)
-
-    @property
-    def mask(self) -> nn.Module:
-        return self._mask[0]
-
-    def penalty(self) -> float:
-        mask_steps = max(self.steps - self.mask_warmup, 0)  # the schedule starts with the mask's training
-        return min(self.penalty0 * 2.0 ** (mask_steps // self.penalty_doubling), self.penalty_max)
-
-    def critic_loss(self, q, p):
-        u = torch.rand(q.shape[0], 1, device=q.device, dtype=q.dtype)
-        gp = gradient_penalty(self.critic, p, q, u)
-        return self.critic(q).mean() - self.critic(p).mean() + self.gp_weight * gp
-
-    def train_critic(self, q, prior):
-        alpha = self.mask.alpha().detach()
-        super().train_critic(q * alpha, lambda: prior() * alpha)
-
-    def divergence(self, q, p):
-        alpha = self.mask.alpha()
-        gap = self._frozen_critic(p * alpha).mean() - self._frozen_critic(q * alpha).mean()
-        return gap, {"wasserstein": gap.detach(), "active_dims": self.mask.active().to(q.dtype).detach()}
-
-    def loss_and_terms(self, x):
-        self.mask.frozen = self.steps < self.mask_warmup
-        loss, terms = super().loss_and_terms(x)
-        c = self.penalty()
-        alpha = self.mask.alpha()
-        polar = (alpha * (1 - alpha)).abs().sum()
-        return loss + c * polar, dict(terms, penalty=loss.new_tensor(c))

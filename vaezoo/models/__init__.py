@@ -4,10 +4,10 @@ is a Pyro model keeping the contract of DESIGN.md and registering its networks w
 from vaezoo.models.likelihoods import LIKELIHOODS, Likelihood, make_likelihood
 from vaezoo.models.transformer_vae import FlatPose, PosePrior, TransformerVAEModel
 from vaezoo.models.vae import VAEModel
-from vaezoo.models.aae import LatentMask, MaskedDecoderModel
+from vaezoo.models.aae import LatentMask, MaskedDecoderModel, OpenMask
 from vaezoo.models.spatial import SpatialVAEModel
 
 __all__ = [
-    "VAEModel", "MaskedDecoderModel", "LatentMask", "SpatialVAEModel", "TransformerVAEModel", "PosePrior", "FlatPose",
+    "VAEModel", "MaskedDecoderModel", "LatentMask", "OpenMask", "SpatialVAEModel", "TransformerVAEModel", "PosePrior", "FlatPose",
     "Likelihood", "LIKELIHOODS", "make_likelihood",
 ]

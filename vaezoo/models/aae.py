@@ -59,11 +59,28 @@ class LatentMask(nn.Module):
         return (self.alpha() >= ACTIVE_THRESHOLD).sum().to(self.m.dtype)
 
 
-class MaskedDecoderModel(VAEModel):
-    """The :class:`VAEModel` whose decoder sees ``mask.alpha() * z`` (the plain decoder without a
-    mask): site ``"z"`` ``[..., B, latent_dim]`` ~ N(0, I), observation ``"x"``."""
+class OpenMask(nn.Module):
+    """The mask held fully open, alpha = 1 (``[latent_dim]``), with no parameter: MaskAAE's own
+    architecture without the mask's training (``mask-aae-open``, the paper's baseline). alpha is a
+    buffer of ones, so the decoder and the critic see exactly ``1 * z``."""
 
-    def __init__(self, decoder: nn.Module, likelihood: Likelihood, latent_dim: int, mask: Optional[LatentMask] = None):
+    def __init__(self, latent_dim: int):
+        super().__init__()
+        self.register_buffer("ones", torch.ones(latent_dim))
+        self.frozen = True  # nothing to train (read by MaskAAE's warm-up, a no-op here)
+
+    def alpha(self) -> torch.Tensor:
+        return self.ones
+
+    def active(self) -> torch.Tensor:
+        return (self.ones >= ACTIVE_THRESHOLD).sum().to(self.ones.dtype)
+
+
+class MaskedDecoderModel(VAEModel):
+    """The :class:`VAEModel` whose decoder sees ``mask.alpha() * z`` (a :class:`LatentMask` or an
+    :class:`OpenMask`; the plain decoder without a mask): site ``"z"`` ``[..., B, latent_dim]`` ~ N(0, I), observation ``"x"``."""
+
+    def __init__(self, decoder: nn.Module, likelihood: Likelihood, latent_dim: int, mask: Optional[nn.Module] = None):
         super().__init__(decoder, likelihood, latent_dim)
         self.mask = mask
 
