@@ -7,7 +7,6 @@ import json
 import pytest
 import torch
 
-import vaezoo
 from vaezoo import data, zoo
 from vaezoo.errors import CheckpointError, ConfigError
 from vaezoo.inference import Trainer
