@@ -15,13 +15,13 @@ _SUBMODULES = {"cli", "data", "distributions", "entries", "evaluation", "fileio"
                "models", "nets", "particles", "runlock", "runs", "traces", "zoo", "capture", "trained"}
 
 
-def load(run, device="cpu", dtype=None):
+def load(run, device="cpu", dtype=None, which="last"):
     """A trained run directory in Python: model, guide, config, metrics, evaluations
-    (:func:`vaezoo.trained.load`)."""
+    (:func:`vaezoo.trained.load`); ``which="best"`` loads the run's ``best.pt`` (``--keep best``)."""
     import torch
 
     # imported by name: the package sits below every layer and names none of them
-    return importlib.import_module("vaezoo.trained").load(run, device, torch.float32 if dtype is None else dtype)
+    return importlib.import_module("vaezoo.trained").load(run, device, torch.float32 if dtype is None else dtype, which=which)
 
 
 def __getattr__(name):

@@ -1,19 +1,19 @@
-"""What the command-line commands share: checked integer flags, the device, the run's lock."""
+"""What the command-line commands share: checked integer flags, the device, the threads, the run's
+lock. It imports torch only inside the functions that need it, so that ``vaezoo --help`` stays fast."""
 
 from __future__ import annotations
 
 import contextlib
 import re
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import TYPE_CHECKING, Dict, List, Optional
 
-import torch
-
-from vaezoo import runlock, runs
+from vaezoo import runlock
+from vaezoo.defaults import DEFAULT_EPOCHS, MAX_SAMPLES  # noqa: F401  (the commands read them here)
 from vaezoo.errors import ConfigError, RunError, from_os_error
 
-DEFAULT_EPOCHS = 250  # the main job: about 2 min 10 s on 2 CPU cores, compiled (bench/RESULTS.md)
-MAX_SAMPLES = 10_000  # one picture of more images is unreadable, and the batch may not fit in memory
+if TYPE_CHECKING:
+    import torch
 
 
 def overrides(pairs: Optional[List[str]]) -> Dict[str, str]:
@@ -38,10 +38,26 @@ def count(value: Optional[int], flag: str, minimum: int, default: Optional[int] 
 
 
 def seed(value: int) -> int:
+    from vaezoo import runs
+
     return runs.TRAIN_CHECKS["seed"](value, "--seed")
 
 
-def device(text: Optional[str]) -> torch.device:
+def threads(value: Optional[int]) -> None:
+    """``--threads N``: torch's intra-op threads for this command (``torch.set_num_threads``); None
+    keeps torch's default (the cores, or ``OMP_NUM_THREADS`` when set)."""
+    if value is None:
+        return
+    if value < 1:
+        raise ConfigError(f"--threads {value} is out of range; expected an integer >= 1")
+    import torch
+
+    torch.set_num_threads(value)
+
+
+def device(text: Optional[str]) -> "torch.device":
+    import torch
+
     from vaezoo.inference import resolve_device
 
     text = "auto" if text is None else text

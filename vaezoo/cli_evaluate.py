@@ -181,10 +181,13 @@ def cmd_sample(args) -> int:
             raise RunError(f"--out {args.out!r} is a directory; expected the path of a PNG file")
         runs.check_not_under_file(out, "--out", "the path of a PNG file")
     else:
-        out = run / "samples.png"
-    into_run = run.resolve() in out.resolve().parents
+        out = None  # RUN/samples-epochE-seedS.png, named once the checkpoint's epoch is read
+    into_run = out is None or run.resolve() in out.resolve().parents
     with owning(run, "sample", create=False) if into_run else contextlib.nullcontext():
-        m, cfg, _ = runs.load_trained(run, device)
+        m, cfg, state = runs.load_trained(run, device)
+        if out is None:  # never training's samples.png, nor another setting's picture
+            kind = "edits" if args.edit else "samples-likelihood" if args.from_likelihood else "samples"
+            out = run / f"{kind}-epoch{state['epoch']}-seed{seed}.png"
         torch.manual_seed(seed)
         if args.edit:
             from vaezoo.evaluation.observation import edit_from_png

@@ -4,6 +4,7 @@ zoo entry from a run (for evaluate, sample and resume) and writes its pictures, 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import time
@@ -13,6 +14,7 @@ from typing import Any, Dict, List, Optional, Tuple
 import torch
 
 from vaezoo import __version__, data, fileio, runlock, zoo
+from vaezoo.defaults import KEEP, TRAIN_DEFAULTS
 from vaezoo.errors import CheckpointError, ConfigError, RunError, UnknownNameError
 from vaezoo.evaluation.figures import reconstruction_pairs, save_image_grid
 from vaezoo.fileio import atomic_write_text, write_json
@@ -20,6 +22,8 @@ from vaezoo.inference import checkpoint as ckpt
 
 CONFIG = "config.json"
 CHECKPOINT = "checkpoint.pt"
+TENSORBOARD = "tb"  # with --tensorboard: the event files, one scalar per metric and epoch
+BEST = "best.pt"  # with --keep best: the checkpoint of the epoch of the best test ELBO so far
 EVAL = "eval.json"  # the evaluation `vaezoo train` makes of the full test split after training
 SEED_END = 2**32
 
@@ -68,6 +72,12 @@ def _schedule(value, label):
     return value
 
 
+def _keep(value, label):
+    if value not in KEEP:
+        raise ConfigError(f"{label} {value!r} is not a choice of checkpoints; expected one of {', '.join(KEEP)}")
+    return value
+
+
 # the train settings a run records in config.json["train"], each with its check
 TRAIN_CHECKS = {
     "epochs": _int(1, what="an integer >= 1"),
@@ -81,9 +91,9 @@ TRAIN_CHECKS = {
     "schedule": _schedule,
     "warmup_epochs": _int(0, what="an integer >= 0"),
     "kl_warmup": _int(0, what="an integer >= 0"),
+    "keep": _keep,
+    "patience": _optional(_int(1, what="an integer >= 1")),
 }
-TRAIN_DEFAULTS = {"batch_size": 128, "lr": 1e-3, "seed": 0, "clip_norm": None, "dtype": "float32", "compile": False,
-                  "schedule": "constant", "warmup_epochs": 0, "kl_warmup": 0}
 
 
 def check_train(train: Dict[str, Any], label=lambda key: key) -> Dict[str, Any]:
@@ -175,28 +185,32 @@ def build(cfg: Dict[str, Any]) -> zoo.ZooModel:
     return zoo.create(cfg["model"], data_shape=cfg["data_shape"], **cfg["config"])
 
 
-def load_trained(run: Path, device: torch.device, dtype=torch.float32):
-    """``(zoo model with trained weights, config dict, checkpoint state)`` of a run directory."""
+def load_trained(run: Path, device: torch.device, dtype=torch.float32, checkpoint: str = CHECKPOINT):
+    """``(zoo model with trained weights, config dict, checkpoint state)`` of a run directory, from
+    its last checkpoint or (``checkpoint=BEST``) the one of its best test ELBO."""
     run = Path(run)
     cfg = read_config(run)
+    if checkpoint == BEST and not (run / BEST).is_file():
+        raise RunError(f"{run} has no {BEST}: it was trained without --keep best; expected which='last', "
+                       "or a run trained with --keep best")
     m = build(cfg)
     objective = m.objective()
     # the whole checkpoint is checked against this model before anything uses it: the caller
     # (evaluate, sample, a resume) has written nothing yet
     stepped = [tuple(p.shape) for p in objective.parameters() if p.requires_grad]
-    state = ckpt.load(run / CHECKPOINT, map_location=device, objective=objective.state_dict(), params=stepped,
+    state = ckpt.load(run / checkpoint, map_location=device, objective=objective.state_dict(), params=stepped,
                       model=f"model {cfg['model']!r}")
     meta = state.get("metadata", {})
     if meta.get("model", cfg["model"]) != cfg["model"]:
         raise CheckpointError(
-            f"{run / CHECKPOINT} is a checkpoint of {meta.get('model')!r} but {run / CONFIG} says {cfg['model']!r}; "
+            f"{run / checkpoint} is a checkpoint of {meta.get('model')!r} but {run / CONFIG} says {cfg['model']!r}; "
             "expected the checkpoint of this run's model"
         )
     try:
         objective.load_state_dict(state["objective"])
     except (RuntimeError, KeyError) as e:
         first = str(e).strip().splitlines()[0]
-        raise CheckpointError(f"{run / CHECKPOINT} does not fit model {cfg['model']!r} ({first})") from None
+        raise CheckpointError(f"{run / checkpoint} does not fit model {cfg['model']!r} ({first})") from None
     return m.to(device, dtype).eval(), cfg, state
 
 
@@ -219,8 +233,42 @@ def write_pictures(run: Path, m: zoo.ZooModel, test_x: torch.Tensor, seed: int =
         recon = m.reconstruct(x)
     return {
         "samples": save_image_grid(samples, run / "samples.png"),
-        "reconstructions": save_image_grid(reconstruction_pairs(x, recon), run / "reconstructions.png"),
+        "reconstructions": save_labelled_pairs(reconstruction_pairs(x, recon), run / "reconstructions.png"),
     }
+
+
+#: the legend of reconstructions.png, in its title and in its PNG text (the "Description" key)
+PAIRS_LEGEND = "odd rows (data): test images; even rows (recon): their reconstructions"
+
+
+def save_labelled_pairs(pairs: torch.Tensor, path: Path, nrow: int = 8, scale: int = 2) -> Path:
+    """The grid of :func:`reconstruction_pairs` (rows alternating data and reconstructions) with a
+    title saying so and each row labelled "data" or "recon", written atomically as a PNG."""
+    import io
+
+    from PIL import Image, ImageDraw, PngImagePlugin
+
+    from vaezoo.evaluation.figures import image_grid
+
+    pad = 2
+    grid = Image.fromarray(image_grid(pairs, nrow, pad=pad)).convert("RGB")
+    rows = math.ceil(pairs.shape[0] / nrow)
+    row_height = (grid.height - pad) // rows  # an image's height and its padding
+    grid = grid.resize((grid.width * scale, grid.height * scale), Image.NEAREST)
+    margin, title = 40, 16
+    out = Image.new("RGB", (grid.width + margin, grid.height + title), "white")
+    out.paste(grid, (margin, title))
+    draw = ImageDraw.Draw(out)
+    draw.text((2, 2), "rows: data, then its reconstruction (recon)", fill="black")
+    for r in range(rows):
+        middle = title + scale * (pad + r * row_height + (row_height - pad) // 2)
+        draw.text((2, middle - 5), "data" if r % 2 == 0 else "recon", fill="black" if r % 2 == 0 else (160, 0, 0))
+    info = PngImagePlugin.PngInfo()
+    info.add_text("Description", PAIRS_LEGEND)
+    buf = io.BytesIO()
+    out.save(buf, format="PNG", pnginfo=info)
+    fileio.atomic_write_bytes(path, buf.getvalue())
+    return Path(path)
 
 
 # ----------------------------------------------------------------------------- directories
@@ -265,7 +313,7 @@ def discard_unstarted(run: Path) -> None:
     run = Path(run)
     if (run / CHECKPOINT).exists():
         return
-    for name in (CONFIG, "metrics.jsonl"):
+    for name in (CONFIG, "metrics.jsonl", BEST):
         try:
             (run / name).unlink()
         except FileNotFoundError:
@@ -273,6 +321,13 @@ def discard_unstarted(run: Path) -> None:
         except OSError:  # cannot remove it: the run stays as it is, the error that stopped it is what is told
             return
     fileio.remove_stale_parts(run)
+    tb = run / TENSORBOARD
+    if tb.is_dir():  # the event files of --tensorboard, and the folder once empty
+        for p in tb.glob("events.out.tfevents.*"):
+            with contextlib.suppress(OSError):
+                p.unlink()
+        with contextlib.suppress(OSError):
+            tb.rmdir()
 
 
 def remove_stale_parts(run: Path) -> int:
@@ -322,6 +377,13 @@ def write_report(run: Path, cfg: Dict[str, Any], history) -> Path:
         lines.append(f"- final train loss (negative objective, nats per datapoint): {last['train_loss']:.3f}")
         if "test_elbo" in last:
             lines.append(f"- test ELBO: {last['test_elbo']:.3f} nats")
+        if "best_epoch" in last:
+            metric = "test ELBO" if "best_test_elbo" in last else "test loss"
+            best = last.get("best_test_elbo", last.get("best_test_loss"))
+            kept = f" (`{BEST}`)" if train.get("keep") == "best" else ""
+            lines.append(f"- best {metric}: {best:.3f} nats at epoch {last['best_epoch']}{kept}")
+        if last.get("stopped"):
+            lines.append(f"- {last['stopped']}")
         total = sum(r.get("seconds", 0.0) for r in history)
         lines.append(f"- training time: {total:.1f} s")
         lines.append("")

@@ -11,6 +11,7 @@ from typing import Any, Dict, List, Tuple, Union
 import torch
 
 from vaezoo import runs, zoo
+from vaezoo.errors import ConfigError
 
 
 @dataclasses.dataclass
@@ -43,16 +44,26 @@ class TrainedRun:
         return runs.load_split(self.config, "test", None if data_dir is None else str(data_dir)).data
 
 
-def load(run: Union[str, Path], device: Union[str, torch.device] = "cpu", dtype: torch.dtype = torch.float32) -> TrainedRun:
-    """Loads the run directory ``run`` (as ``vaezoo train`` wrote it) onto ``device``.
+#: ``which`` checkpoint of a run :func:`load` reads
+CHECKPOINTS = {"last": runs.CHECKPOINT, "best": runs.BEST}
+
+
+def load(run: Union[str, Path], device: Union[str, torch.device] = "cpu", dtype: torch.dtype = torch.float32,
+         which: str = "last") -> TrainedRun:
+    """Loads the run directory ``run`` (as ``vaezoo train`` wrote it) onto ``device``, from its last
+    checkpoint (``which="last"``, ``checkpoint.pt``) or from the epoch of its best test ELBO
+    (``which="best"``, ``best.pt``, written by ``vaezoo train --keep best``). ``epoch`` and
+    ``metrics`` are then those of that checkpoint.
 
     Raises a one-line :class:`vaezoo.errors.VaezooError` for a directory that is not a run, a
     config or checkpoint that does not check out (as ``vaezoo evaluate`` would)."""
     from vaezoo.inference import resolve_device
 
+    if which not in CHECKPOINTS:
+        raise ConfigError(f"which={which!r} is not a checkpoint of a run; expected 'last' or 'best'")
     run = Path(run)
     device = resolve_device(str(device)) if not isinstance(device, torch.device) else device
-    m, cfg, state = runs.load_trained(run, device, dtype)
+    m, cfg, state = runs.load_trained(run, device, dtype, checkpoint=CHECKPOINTS[which])
     history = [dict(r) for r in state.get("history", [])]
     return TrainedRun(path=run, zoo_model=m, config=cfg, metrics=history, epoch=int(state.get("epoch", len(history))),
                       evaluations=runs.evaluations(run))

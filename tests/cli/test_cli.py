@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from vaezoo import cli, zoo
+from vaezoo import cli, cli_train, zoo
 from vaezoo.data import download
 
 
@@ -197,7 +197,7 @@ def test_train_compiles_long_runs_unless_told(tmp_path, monkeypatch, flags, thre
         return build(self, compile=False)
 
     monkeypatch.setattr(zoo.ZooModel, "objective", eager)
-    monkeypatch.setattr(cli, "COMPILE_AUTO_STEPS", threshold)
+    monkeypatch.setattr(cli_train, "COMPILE_AUTO_STEPS", threshold)
     run = tmp_path / "run"
     args = ["--epochs", "1", "--n-train", "256", "--eval-samples", "0", "--quiet", "--device", "cpu"]
     assert cli.main(["train", "--out", str(run)] + args + flags) == 0

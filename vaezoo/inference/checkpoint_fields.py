@@ -252,6 +252,23 @@ def _scheduler(value, expect: Dict) -> None:
         raise _Bad(f"['base_lrs'] is {_shown(rates)}, not a list of positive learning rates")
 
 
+def _best(value, expect: Dict) -> None:
+    """The best epoch so far and the epochs since it (:class:`~vaezoo.inference.early_stopping.EarlyStopping`)."""
+    if set(value) != {"epoch", "value", "metric", "since"}:
+        raise _Bad(f"it has the keys {sorted(map(str, value))}, not 'epoch', 'value', 'metric' and 'since'")
+    epoch, since, metric = value["epoch"], value["since"], value["metric"]
+    if epoch is not None and (not isinstance(epoch, int) or isinstance(epoch, bool) or epoch < 1):
+        raise _Bad(f"['epoch'] is {_shown(epoch)}, not an epoch (an integer >= 1) or None")
+    if not isinstance(since, int) or isinstance(since, bool) or since < 0:
+        raise _Bad(f"['since'] is {_shown(since)}, not a count of epochs")
+    if metric not in (None, "test_elbo", "test_loss"):
+        raise _Bad(f"['metric'] is {_shown(metric)}, not 'test_elbo', 'test_loss' or None")
+    if (epoch is None) != (value["value"] is None) or (epoch is None) != (metric is None):
+        raise _Bad("['epoch'], ['value'] and ['metric'] are not all set or all None")
+    if value["value"] is not None:
+        _number(value["value"], "['value']")
+
+
 Check = Callable[[Any, Dict], None]
 # field -> (type, what it is, the check of its content), as Trainer.state_dict() writes them
 FIELDS: Dict[str, Tuple[type, str, Check]] = {
@@ -267,6 +284,7 @@ FIELDS: Dict[str, Tuple[type, str, Check]] = {
 OPTIONAL: Dict[str, Tuple[type, str, Check]] = {
     "rng_ranks": (list, "the random number states of every process", _rng_ranks),
     "scheduler": (dict, "the learning-rate schedule's state", _scheduler),
+    "best": (dict, "the best epoch so far and the epochs since it", _best),
 }
 
 
@@ -300,6 +318,10 @@ def validate(state: Mapping, path, objective: Optional[Mapping] = None, params: 
                 raise CheckpointError(f"checkpoint {path} does not fit {model} ({detail}); expected a checkpoint of "
                                       "the same model and config") from None
             raise CheckpointError(f"checkpoint {path} is damaged: {detail}; expected {what} as vaezoo writes it") from None
+    best = state.get("best", {}).get("epoch")
+    if best is not None and best > state["epoch"]:
+        raise CheckpointError(f"checkpoint {path} is damaged: best['epoch'] is {best}, after the {state['epoch']} "
+                              "epochs done; expected a best epoch among them")
     if len(state["history"]) != state["epoch"]:
         raise CheckpointError(f"checkpoint {path} is damaged: history holds {len(state['history'])} epochs but epoch is "
                               f"{state['epoch']}; expected one record per epoch done")

@@ -11,9 +11,9 @@ gradients are averaged before each step, rank 0 writes the checkpoint and the me
 
 from __future__ import annotations
 
-import json
 import math
 import os
+import sys
 import time
 import warnings
 from pathlib import Path
@@ -24,21 +24,25 @@ import torch
 from tqdm.auto import tqdm
 
 from vaezoo import traces
-from vaezoo.errors import CheckpointError, ConfigError, NonFiniteLossError, RunError, ShapeError
-from vaezoo.fileio import atomic_write_text
+from vaezoo.errors import ConfigError, NonFiniteLossError, RunError, ShapeError
 from vaezoo.inference import checkpoint as ckpt
 from vaezoo.inference import compiled
 from vaezoo.inference import distributed
 from vaezoo.inference import schedules
+from vaezoo.inference.early_stopping import KEEP, EarlyStopping
+from vaezoo.inference.trainer_state import TrainerState
 from vaezoo.inference.objectives import Objective
 from vaezoo.inference.data_checks import as_data, check_support  # noqa: F401
 from vaezoo.inference.params import _RegisterParams
-from vaezoo.inference.checkpoint import rng_state as _rng_state, set_rng_state as _set_rng_state
 from vaezoo.inference.settings import DTYPES, FUSED, OPTIMIZERS, check_int, check_optimizer, check_positive_float  # noqa: F401
 from vaezoo.inference.settings import check_positive_int, check_seed, resolve_device, resolve_dtype  # noqa: F401
 
 
-class Trainer:
+#: seconds between two refreshes of a progress bar (each reads the loss: one device sync)
+PROGRESS_SECONDS = 0.5
+
+
+class Trainer(TrainerState):
     """Trains ``objective`` (an :class:`~vaezoo.inference.objectives.Objective`) by stochastic
     gradient descent on its loss.
 
@@ -62,6 +66,12 @@ class Trainer:
             with ``warmup_epochs`` of linear warm-up; kl_warmup: epochs of a KL weight rising
             linearly from 0 to 1 (an :class:`~vaezoo.inference.ELBO` objective). See
             :mod:`vaezoo.inference.schedules`; the schedule's state is in the checkpoint.
+        keep: ``"last"`` (the default: ``checkpoint.pt`` only) or ``"best"``: also ``best.pt``, the
+            checkpoint of the epoch with the highest test ELBO so far (needs ``out`` and test data).
+        patience: None, or stop when the test ELBO has not improved for this many epochs
+            (``stop_reason`` then says so; the best value and the epochs since it are in the
+            checkpoint, so a resumed run stops where the uninterrupted one would). Objectives
+            without an ELBO (the adversarial ones) are watched on their test loss instead.
     """
 
     def __init__(
@@ -83,6 +93,8 @@ class Trainer:
         schedule: str = "constant",
         warmup_epochs: int = 0,
         kl_warmup: int = 0,
+        keep: str = "last",
+        patience: Optional[int] = None,
     ):
         if not isinstance(objective, torch.nn.Module):
             raise ConfigError(
@@ -114,6 +126,12 @@ class Trainer:
         if self.kl_warmup and not getattr(objective, "weights_kl", False):
             raise ConfigError(f"kl_warmup={self.kl_warmup} needs an objective with a KL term to weight; "
                               f"{type(objective).__name__} has none (expected ELBO)")
+        if keep not in KEEP:
+            raise ConfigError(f"keep {keep!r} is not a choice of checkpoints; expected one of {', '.join(KEEP)}")
+        self.keep = keep
+        self.patience = None if patience is None else check_positive_int("patience", patience)
+        self.stopping = EarlyStopping(self.patience)
+        self.stop_reason: Optional[str] = None  # why fit stopped before `epochs`, if it did
         self.scheduler: Optional[torch.optim.lr_scheduler.LRScheduler] = None
         self.optimizer: Optional[torch.optim.Optimizer] = None
         self.params: List[torch.Tensor] = []
@@ -129,6 +147,10 @@ class Trainer:
     @property
     def checkpoint_path(self) -> Optional[Path]:
         return self.out / "checkpoint.pt" if self.out is not None else None
+
+    @property
+    def best_path(self) -> Optional[Path]:
+        return self.out / "best.pt" if self.out is not None else None
 
     def _prepare(self, data, name: str, batch_size: int) -> Tuple[torch.Tensor, bool]:
         """The checks of :func:`as_data`, the data on the trainer's device and dtype, and the
@@ -175,87 +197,6 @@ class Trainer:
             # runs are reproducible among themselves, not against eager ones.
             options["fused"] = True
         return OPTIMIZERS[self.optimizer_spec](params, lr=self.lr, **options)
-
-    def state_dict(self) -> Dict[str, Any]:
-        """The checkpoint. In a process group, every process must call it (it gathers the random
-        number states of all processes, for an exact resume with the same number of processes).
-
-        ``param_store`` holds, in the format of Pyro's ``ParamStoreDict.get_state``, only the
-        param-store entries that are not parameters of the objective (those are in ``objective``)."""
-        rng = distributed.gather_objects(_rng_state(self.device))
-        constraints_ = pyro.get_param_store().get_state()["constraints"]
-        state = {
-            "objective": self.objective.state_dict(),
-            "param_store": {
-                "params": {n: t.detach() for n, t in self._store_params.items()},
-                "constraints": {n: constraints_[n] for n in self._store_params if n in constraints_},
-            },
-            "optimizer": self.optimizer.state_dict(),
-            "epoch": self.epoch,
-            "history": self.history,
-            "rng": rng[0],
-            "metadata": self.metadata,
-        }
-        if self.scheduler is not None:
-            state["scheduler"] = self.scheduler.state_dict()
-        if len(rng) > 1:
-            state["rng_ranks"] = rng
-        return state
-
-    def load_state_dict(self, state: Dict[str, Any], path="checkpoint") -> None:
-        """Restores a :meth:`state_dict` after :meth:`fit`'s set-up, in place: the param store keeps
-        holding the very tensors the modules and the optimizer use."""
-        meta = state.get("metadata", {})
-        for key in ("model",):
-            if key in self.metadata and key in meta and meta[key] != self.metadata[key]:
-                raise CheckpointError(
-                    f"{path} is a checkpoint of {key} {meta[key]!r}, not {self.metadata[key]!r}; "
-                    "expected a checkpoint of the same model"
-                )
-        saved = state.get("param_store", {}).get("params", {})
-        unknown = [n for n in saved if n not in self._store_params and n not in self._owned_names]
-        missing = [n for n in self._store_params if n not in saved]
-        if unknown or missing:
-            what = f"holds a Pyro parameter {unknown[0]!r} that this model does not register" if unknown else f"lacks the Pyro parameter {missing[0]!r}"
-            raise CheckpointError(f"{path} {what}; expected a checkpoint of the same model and config")
-        try:
-            self.objective.load_state_dict(state["objective"])
-            self.optimizer.load_state_dict(state["optimizer"])
-            if self.scheduler is not None:
-                if "scheduler" not in state:
-                    raise KeyError("the checkpoint has no learning-rate schedule")
-                self.scheduler.load_state_dict(state["scheduler"])
-            with torch.no_grad():
-                for name, target in self._store_params.items():
-                    target.copy_(saved[name])  # older checkpoints' entries of owned names: in "objective"
-        except (RuntimeError, ValueError, KeyError) as e:
-            first = str(e).strip().splitlines()[0]
-            raise CheckpointError(f"{path} does not fit this model ({first}); expected a checkpoint of the same model and config") from None
-        self.epoch = int(state["epoch"])
-        self.history = list(state["history"])
-        ranks = state.get("rng_ranks", [state["rng"]])
-        if len(ranks) == distributed.world_size():
-            _set_rng_state(ranks[distributed.rank()], self.device)
-        else:  # another number of processes than the run had: fresh streams, no longer exact
-            warnings.warn(f"{path} was written by {len(ranks)} process(es) and is resumed by {distributed.world_size()}: "
-                          "training continues, but not as the uninterrupted run would have (fresh random streams)")
-            pyro.set_rng_seed(self._rank_seed(self.seed * 1_000_003 + self.epoch))
-
-    @staticmethod
-    def _rank_seed(seed: int) -> int:
-        """This process's seed: ``seed`` itself on rank 0 (a single process), distinct elsewhere."""
-        return (seed + 7_919 * distributed.rank()) % 2**32
-
-    def _save(self) -> None:
-        if self.out is None:
-            return
-        state = self.state_dict()  # a collective: every process takes part
-        if distributed.rank() == 0:
-            ckpt.save(self.checkpoint_path, state)
-            self._saved = True
-            lines = "".join(json.dumps(r) + "\n" for r in self.history)
-            atomic_write_text(self.out / "metrics.jsonl", lines)
-        distributed.barrier()  # nobody reads the run directory before it is complete
 
     def _parameters_finite(self) -> bool:
         """Whether every parameter and floating buffer is finite: one fused max-norm (the infinity
@@ -316,6 +257,11 @@ class Trainer:
         set must have the training set's shape per datapoint."""
         if resume and self.out is None:
             raise ConfigError("resume=True needs out=, the run directory that holds checkpoint.pt")
+        if self.keep == "best" and self.out is None:
+            raise ConfigError("keep='best' needs out=, the run directory for best.pt")
+        if (self.keep == "best" or self.patience is not None) and test is None:
+            what = "keep='best' (--keep best)" if self.keep == "best" else f"patience={self.patience} (--patience)"
+            raise ConfigError(f"{what} watches the test ELBO; expected test data: fit(train, test)")
         if not resume and self.out is not None and self.checkpoint_path.exists() and not self._saved:
             # another run's checkpoint (or this run's, from another process): never overwritten
             raise RunError(
@@ -345,7 +291,9 @@ class Trainer:
             self.load_state_dict(state, self.checkpoint_path)
         else:
             self.epoch, self.history = 0, []
+            self.stopping.reset()
             pyro.set_rng_seed(self._rank_seed(self.seed))  # the probe above must not shift the stream
+        self.stop_reason = self.stopping.reason(self.epoch) if self.epoch < self.epochs else None
         n = x_train.shape[0]
         world = distributed.world_size()
         # every process needs a share of each global batch: a last batch smaller than the number
@@ -359,7 +307,10 @@ class Trainer:
         # a compiled objective's whole step (forward, backward, Adam) as one program, where it can be
         stepped = world == 1 and self._can_step_compiled()
         self._steps = {}
-        while self.epoch < self.epochs:
+        if getattr(self.objective, "compiles", False) and self.progress and lead and self.epoch < self.epochs and self.stop_reason is None:
+            # the first steps wait for the compiler: say so, or the bar looks frozen at 0%
+            print("compiling the training step (about 20 s per batch shape on a CPU) ...", file=sys.stderr, flush=True)
+        while self.epoch < self.epochs and self.stop_reason is None:
             epoch = self.epoch + 1
             start = time.perf_counter()
             compiled_before = self._compile_seconds()
@@ -374,7 +325,10 @@ class Trainer:
             order = torch.randperm(n, generator=torch.Generator().manual_seed(self.seed * 1_000_003 + epoch))
             order = order.to(self.device)
             running = torch.zeros((), device=self.device, dtype=self.dtype)
-            bar = tqdm(total=steps, desc=f"epoch {epoch}/{self.epochs}", disable=not (self.progress and lead), leave=False)
+            # refreshed by time (the loss is read, a device sync, at most twice a second), not by steps
+            bar = tqdm(total=steps, desc=f"epoch {epoch}/{self.epochs}", disable=not (self.progress and lead), leave=False,
+                       mininterval=PROGRESS_SECONDS, miniters=1)
+            shown = time.monotonic()
             lr = self.optimizer.param_groups[0]["lr"]
             for step in range(steps):
                 if self.kl_warmup:  # a buffer: compiled programs read it as an input
@@ -398,8 +352,11 @@ class Trainer:
                         torch.nn.utils.clip_grad_norm_(self.params, self.clip_norm)
                     self.optimizer.step()
                 running += loss.detach()
-                if (step + 1) % 50 == 0 or step + 1 == steps:
-                    # one device sync per 50 steps; all processes see the same mean (and stop together)
+                # a single process reads the loss (a device sync) at most twice a second; a process
+                # group every 50 steps, so that all of them take part in each sum (and stop together)
+                due = time.monotonic() - shown >= PROGRESS_SECONDS if world == 1 else (step + 1) % 50 == 0
+                if due or step + 1 == steps:
+                    shown = time.monotonic()
                     mean = float(distributed.all_reduce_sum(running.clone())) / world / (step + 1)
                     if not math.isfinite(mean):
                         bar.close()
@@ -425,9 +382,13 @@ class Trainer:
                 terms = self._evaluate(x_test, test_dynamic)
                 record.update({f"test_{k}": v for k, v in terms.items() if k != "loss"})
                 record["test_loss"] = terms["loss"]
+            improved = self.stopping.update(epoch, record)
+            self.stop_reason = self.stopping.reason(epoch) if epoch < self.epochs else None
+            if self.stop_reason is not None:
+                record["stopped"] = self.stop_reason
             self.epoch = epoch
             self.history.append(record)
-            self._save()
+            self._save(best=improved and self.keep == "best")
             if self.on_epoch_end is not None and lead:
                 self.on_epoch_end(self, record)
         return self.history
