@@ -1,13 +1,33 @@
-"""Transformer VAEs on mnist-small at a small fixed budget: (a) the linear-SVM probe of the paper's
-Table 1 on the posterior mean of z (dim z = 8), next to raw pixels and PCA; (b) samples of a
+"""Transformer VAEs at a fixed budget: (a) the linear-SVM probe of the paper's Table 1 on the posterior
+mean of z (dim z = 8), next to raw pixels and PCA, over one or several training seeds; (b) samples of a
 ``tvae-affine5`` with a learned normal pose prior, pose at the prior mean and drawn from the prior.
 
     OMP_NUM_THREADS=1 python bench/tvae_probe.py --epochs 10 [--out bench/tvae_samples.png]
 
-All inputs are the fixed binarization of mnist-small (10000 train / 2000 test); the models train on
-its dynamic binarization with the paper's nets (two ReLU layers of 256, localization 128), Adam.
-Probe: LinearSVC (C = 1, primal, inputs not rescaled), 9-fold stratified cross-validation on the training set (mean and
-std of the fold accuracies), then fitted on the whole training set and scored on the test set.
+All inputs are the fixed binarization of ``--dataset`` (mnist-small: 10000 train / 2000 test; mnist:
+60000 / 10000, from ``--data-dir`` or ``VAEZOO_DATA_DIR``); the models train on its dynamic binarization
+with the paper's nets (two ReLU layers of 256, localization 128), Adam, batch 100, seeded by each of
+``--seeds``. Probe: LinearSVC (C = 1, primal, inputs not rescaled), 9-fold stratified cross-validation
+on the training set (mean and std of the fold accuracies), then fitted on the whole training set (or on
+``--probe-n`` of its images, a stratified subset drawn with the seed) and scored on the test set. With
+several seeds: mean ± sd over seeds of the CV mean and the test accuracy, and the per-seed
+``dtvae-affine`` minus ``tvae-affine`` differences with a 95% t-interval over seeds.
+
+Full MNIST, the real run (not run here):
+
+    VAEZOO_DATA_DIR=/work/shared/data OMP_NUM_THREADS=1 python bench/tvae_probe.py --dataset mnist \\
+        --epochs 20 --seeds 0 1 2 --no-figure
+
+Measured on full MNIST (one thread, 2-core CPU shared with another job; 1 epoch, batch 100, dim z 8):
+seconds per epoch vae 6.0, tvae-affine 7.4 (11 in a second run: the other job's load varies), tvae-tps
+8.1, dtvae-affine 13.1, so 20 epochs x 3 seeds x these 4 models ~ 20 x 3 x 34.6 s = 35 min of training
+(up to ~50 min under more contention). LinearSVC on 60000 x 8 features: 1.2 s to fit,
+4.8 s for the 9-fold CV, so the z probes need no ``--probe-n`` (about 1 min over 4 models x 3 seeds).
+The raw-pixel baseline (60000 x 784) is the slow part: 26 s to fit (1.9 s on 10000), so about 4 min with
+its CV; the baselines run on the first seed only (they do not depend on training; only their folds would),
+``--no-baselines`` skips them, ``--probe-n`` subsamples every probe alike. Estimated total of the command
+above: about 41 min of one core, up to ~55 under load (35 training, 1.5 z probes, 4 baselines); the figure's tvae-affine5 adds
+about 3 min when ``--no-figure`` is left out.
 """
 
 import argparse
@@ -15,8 +35,9 @@ import time
 
 import numpy as np
 import torch
+from scipy import stats
 from sklearn.decomposition import PCA
-from sklearn.model_selection import StratifiedKFold, cross_val_score
+from sklearn.model_selection import StratifiedKFold, cross_val_score, train_test_split
 from sklearn.svm import LinearSVC
 
 from vaezoo import data, traces, zoo
@@ -26,11 +47,11 @@ MODELS = ["vae", "tvae-affine", "tvae-tps", "dtvae-affine"]
 NETS = dict(hidden=(256, 256), activation="relu")
 
 
-def train(name, args, train_set, **config):
-    torch.manual_seed(args.seed)
+def train(name, args, train_set, seed, **config):
+    torch.manual_seed(seed)
     m = zoo.create(name, data_shape=(1, 28, 28), latent_dim=args.latent_dim, **NETS, **config)
     start = time.perf_counter()
-    history = Trainer(m.objective(), epochs=args.epochs, batch_size=100, lr=args.lr, device="cpu", seed=args.seed,
+    history = Trainer(m.objective(), epochs=args.epochs, batch_size=100, lr=args.lr, device="cpu", seed=seed,
                       progress=False).fit(train_set)
     return m, history[-1], time.perf_counter() - start
 
@@ -38,6 +59,15 @@ def train(name, args, train_set, **config):
 @torch.no_grad()
 def posterior_mean_z(m, x):
     return torch.cat([traces.record(m.guide, chunk).sites["z"]["fn"].mean for chunk in x.split(500)]).numpy()
+
+
+def subset(labels, n, seed):
+    """The indices of a stratified random subset of ``n`` of ``labels`` (all of them, in order, if
+    ``n`` is None or not smaller)."""
+    if n is None or n >= len(labels):
+        return np.arange(len(labels))
+    idx, _ = train_test_split(np.arange(len(labels)), train_size=n, stratify=labels, random_state=seed)
+    return np.sort(idx)
 
 
 def probe(features, labels, test_features, test_labels, seed):
@@ -73,45 +103,101 @@ def sample_figure(m, path, n=64, seed=0):
     plt.close(fig)
 
 
+def t_interval(values, level=0.95):
+    """Mean, sd and the half-width of the t-interval of the mean over ``values`` (NaN with one)."""
+    values = np.asarray(values, dtype=float)
+    if len(values) < 2:
+        return values.mean(), float("nan"), float("nan")
+    sd = values.std(ddof=1)
+    return values.mean(), sd, stats.t.ppf(0.5 + level / 2, len(values) - 1) * sd / len(values) ** 0.5
+
+
+def summary(rows, models, seeds):
+    """Mean ± sd over seeds per input, and the per-seed dtvae-affine - tvae-affine differences."""
+    print(f"\nover seeds {seeds}: mean ± sd (over seeds) of the 9-fold CV mean accuracy and of the test accuracy")
+    print("| input | seeds | CV mean accuracy (%) | mean fold std (%) | test accuracy (%) | train time (s) |")
+    print("| --- | ---: | --- | ---: | --- | ---: |")
+    for label in dict.fromkeys(r["input"] for r in rows):
+        rs = [r for r in rows if r["input"] == label]
+        cv, test = [r["cv"] for r in rs], [r["test"] for r in rs]
+        sd = (lambda v: f" ± {np.std(v, ddof=1):.2f}" if len(v) > 1 else "")
+        print(f"| {label} | {len(rs)} | {np.mean(cv):.2f}{sd(cv)} | {np.mean([r['cv_std'] for r in rs]):.2f} "
+              f"| {np.mean(test):.2f}{sd(test)} | {np.mean([r['seconds'] for r in rs]):.0f} |")
+    if not {"tvae-affine", "dtvae-affine"} <= set(models):
+        return
+    by = {(r["model"], r["seed"]): r for r in rows if r.get("model")}
+    print("\ndtvae-affine minus tvae-affine, per seed (accuracy points)")
+    print("| seed | CV mean | test |")
+    print("| ---: | ---: | ---: |")
+    diffs = {"cv": [], "test": []}
+    for seed in seeds:
+        a, b = by[("dtvae-affine", seed)], by[("tvae-affine", seed)]
+        for key in diffs:
+            diffs[key].append(a[key] - b[key])
+        print(f"| {seed} | {diffs['cv'][-1]:+.2f} | {diffs['test'][-1]:+.2f} |")
+    for key, label in (("cv", "CV mean"), ("test", "test")):
+        mean, sd, half = t_interval(diffs[key])
+        print(f"{label}: mean {mean:+.2f}, sd {sd:.2f}, 95% t-interval over {len(seeds)} seeds "
+              f"[{mean - half:+.2f}, {mean + half:+.2f}]")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dataset", default="mnist-small", choices=["mnist", "mnist-small"])
+    parser.add_argument("--data-dir", default=None, help="where MNIST is (default: VAEZOO_DATA_DIR, else downloaded)")
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--latent-dim", type=int, default=8)
     parser.add_argument("--lr", type=float, default=1e-3)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0])
+    parser.add_argument("--seed", type=int, default=None, help="one seed (the same as --seeds SEED)")
+    parser.add_argument("--probe-n", type=int, default=None, help="fit the probes on a stratified subset of N training images")
     parser.add_argument("--models", nargs="*", default=MODELS)
+    parser.add_argument("--no-baselines", action="store_true", help="skip the raw-pixel and PCA probes")
+    parser.add_argument("--no-figure", action="store_true", help="skip the tvae-affine5 samples figure")
     parser.add_argument("--out", default="bench/tvae_samples.png")
     args = parser.parse_args()
+    seeds = [args.seed] if args.seed is not None else args.seeds
     torch.set_num_threads(1)
 
-    train_set = data.load("mnist-small", split="train", binarize="dynamic")
-    x_train = data.load("mnist-small", split="train", binarize="fixed")
-    x_test = data.load("mnist-small", split="test", binarize="fixed")
+    load = dict(data_dir=args.data_dir)
+    train_set = data.load(args.dataset, split="train", binarize="dynamic", **load)
+    x_train = data.load(args.dataset, split="train", binarize="fixed", **load)
+    x_test = data.load(args.dataset, split="test", binarize="fixed", **load)
     y_train, y_test = x_train.targets.numpy(), x_test.targets.numpy()
     flat_train, flat_test = x_train.data.reshape(len(y_train), -1).numpy(), x_test.data.reshape(len(y_test), -1).numpy()
-    print(f"mnist-small, fixed binarization: {len(y_train)} train / {len(y_test)} test; "
-          f"{args.epochs} epochs of batch 100, Adam lr {args.lr}, seed {args.seed}, 1 thread")
+    print(f"{args.dataset}, fixed binarization: {len(y_train)} train / {len(y_test)} test; probes on "
+          f"{args.probe_n or len(y_train)} training images; {args.epochs} epochs of batch 100, Adam lr {args.lr}, "
+          f"seeds {seeds}, 1 thread", flush=True)
 
     rows = []
-    start = time.perf_counter()
-    rows.append(("raw pixels (784)",) + probe(flat_train, y_train, flat_test, y_test, args.seed) + (time.perf_counter() - start, ""))
-    start = time.perf_counter()
-    pca = PCA(args.latent_dim, random_state=args.seed).fit(flat_train)
-    rows.append((f"PCA ({args.latent_dim})",) + probe(pca.transform(flat_train), y_train, pca.transform(flat_test), y_test, args.seed)
-                + (time.perf_counter() - start, ""))
-    for name in args.models:
-        m, last, seconds = train(name, args, train_set)
-        z_train, z_test = posterior_mean_z(m, x_train.data), posterior_mean_z(m, x_test.data)
-        rows.append((f"{name} ({args.latent_dim})",) + probe(z_train, y_train, z_test, y_test, args.seed)
-                    + (seconds, f"{last['train_loss']:.1f}" if "train_loss" in last else ""))
 
-    print("\n| input | 9-fold CV mean accuracy (%) | std (%) | test accuracy (%) | train time (s) | last train loss |")
-    print("| --- | --- | --- | --- | --- | --- |")
-    for label, mean, std, test, seconds, loss in rows:
-        print(f"| {label} | {mean:.2f} | {std:.2f} | {test:.2f} | {seconds:.0f} | {loss} |")
+    def add(label, model, seed, features, test_features, seconds, loss=""):
+        idx = subset(y_train, args.probe_n, seed)
+        mean, std, test = probe(features[idx], y_train[idx], test_features, y_test, seed)
+        rows.append(dict(input=label, model=model, seed=seed, cv=mean, cv_std=std, test=test, seconds=seconds, loss=loss))
+        print(f"| {label} | {seed} | {mean:.2f} | {std:.2f} | {test:.2f} | {seconds:.0f} | {loss} |", flush=True)
 
-    m, last, seconds = train("tvae-affine5", args, train_set, pose_prior="normal")
-    sample_figure(m, args.out, seed=args.seed)
+    print("\n| input | seed | 9-fold CV mean accuracy (%) | std (%) | test accuracy (%) | train time (s) | last train loss |")
+    print("| --- | ---: | --- | --- | --- | --- | --- |")
+    for seed in seeds:
+        if not args.no_baselines and seed == seeds[0]:
+            start = time.perf_counter()
+            add("raw pixels (784)", None, seed, flat_train, flat_test, time.perf_counter() - start)
+            start = time.perf_counter()
+            pca = PCA(args.latent_dim, random_state=seed).fit(flat_train)
+            add(f"PCA ({args.latent_dim})", None, seed, pca.transform(flat_train), pca.transform(flat_test),
+                time.perf_counter() - start)
+        for name in args.models:
+            m, last, seconds = train(name, args, train_set, seed)
+            z_train, z_test = posterior_mean_z(m, x_train.data), posterior_mean_z(m, x_test.data)
+            add(f"{name} ({args.latent_dim})", name, seed, z_train, z_test, seconds,
+                f"{last['train_loss']:.1f}" if "train_loss" in last else "")
+    summary(rows, args.models, seeds)
+
+    if args.no_figure:
+        return
+    m, last, seconds = train("tvae-affine5", args, train_set, seeds[0], pose_prior="normal")
+    sample_figure(m, args.out, seed=seeds[0])
     scale = torch.nn.functional.softplus(m.model.pose_prior.raw_scale).detach().numpy().round(3)
     print(f"\n{args.out}: tvae-affine5, pose_prior=normal ({seconds:.0f} s); prior mean of u = (psi, log Sx, log Sy, Tx, Ty): "
           f"{m.model.pose_prior.loc.detach().numpy().round(3)}, prior std: {scale}")
