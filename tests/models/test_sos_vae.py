@@ -40,6 +40,26 @@ def test_log_prob_and_entropy_equal_a_dense_multivariate_normal():
     assert torch.equal(d.mean, loc)
 
 
+def test_a_tiny_diagonal_in_float32_scores_through_float64():
+    """With the paper's diagonal (1e-5) and a nearly collinear factor, float32's capacitance
+    I + P^T D^-1 P (~1e7) loses its identity and its Cholesky fails; the entry's likelihood does
+    that algebra in float64 and returns float32 values equal to the float64 reference."""
+    g = torch.Generator().manual_seed(0)
+    n, r = 784, 25
+    loc = torch.randn(4, 1, 28, 28, generator=g)
+    factor = torch.randn(4, n, 1, generator=g).expand(4, n, r) * 3 + 1e-3 * torch.randn(4, n, r, generator=g)
+    diag = torch.full((4, n), 1e-5)
+    x = loc + 0.01 * torch.randn(4, 1, 28, 28, generator=g)
+    reference = LowRankNormal(loc.double(), factor.double(), diag.double(), 3).log_prob(x.double())
+    with pytest.raises(torch.linalg.LinAlgError):
+        LowRankNormal(loc, factor, diag, 3).log_prob(x)
+    likelihood = zoo.create("sos-vae-paper", data_shape=(1, 28, 28)).model.likelihood
+    assert likelihood.upcast and not zoo.create("sos-vae", data_shape=(1, 28, 28)).model.likelihood.upcast
+    got = likelihood((loc, factor, diag))
+    assert got.log_prob(x).dtype == torch.float32 and got.rsample().dtype == torch.float32
+    torch.testing.assert_close(got.log_prob(x).double(), reference, rtol=1e-6, atol=0)
+
+
 def test_log_prob_broadcasts_over_particles_and_sampling_has_the_covariance():
     loc, factor, diag = lowrank_args(batch=(3, 5))  # [K, B, ...]: particles of a vectorized pass
     d = LowRankNormal(loc, factor, diag, event_dim=3)

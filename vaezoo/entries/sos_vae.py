@@ -161,7 +161,7 @@ def _objective(config: BetaVAEGaussianConfig, model, guide, compile: bool):
               objective=_objective)
 def build_sos_vae(config: SOSVAEConfig, data_shape):
     encoder, decoder = _heads(config, data_shape, config.rank)
-    model = VAEModel(decoder, LowRankNormalLikelihood(len(data_shape)), config.latent_dim)
+    model = VAEModel(decoder, LowRankNormalLikelihood(len(data_shape), cov_diag=config.cov_diag), config.latent_dim)
     return model, DiagonalNormalGuide(encoder, config.latent_dim)
 
 

@@ -3,6 +3,7 @@
 of a datapoint, and its pixel-wise independent baseline."""
 
 import math
+from typing import Optional
 
 import pyro.distributions as dist
 import torch
@@ -33,10 +34,17 @@ class LowRankNormal(TorchDistribution):
     arg_constraints = {}
     has_rsample = True
 
-    def __init__(self, loc, cov_factor, cov_diag, event_dim: int, validate_args=None):
+    def __init__(self, loc, cov_factor, cov_diag, event_dim: int, validate_args=None,
+                 compute_dtype: Optional[torch.dtype] = None):
         event_shape = loc.shape[loc.dim() - event_dim:]
         batch_shape = loc.shape[: loc.dim() - event_dim]
         n = _numel(event_shape)
+        # ``compute_dtype``: the Woodbury algebra in another dtype than the inputs', results cast back.
+        # With a diagonal of 1e-5 the capacitance I + P^T D^-1 P reaches ~1e8 and float32 loses the
+        # identity in it (its Cholesky fails): float64 there costs O(n r) memory, not O(n^2).
+        self.dtype = loc.dtype
+        if compute_dtype is not None and compute_dtype != loc.dtype:
+            loc, cov_factor, cov_diag = (t.to(compute_dtype) for t in (loc, cov_factor, cov_diag))
         self.flat = dist.LowRankMultivariateNormal(loc.reshape(batch_shape + (n,)), cov_factor, cov_diag, validate_args=validate_args)
         super().__init__(self.flat.batch_shape, event_shape, validate_args=validate_args)
 
@@ -53,7 +61,7 @@ class LowRankNormal(TorchDistribution):
 
     def expand(self, batch_shape, _instance=None):
         new = self._get_checked_instance(LowRankNormal, _instance)
-        new.flat = self.flat.expand(batch_shape)
+        new.flat, new.dtype = self.flat.expand(batch_shape), self.dtype
         super(LowRankNormal, new).__init__(new.flat.batch_shape, self.event_shape, validate_args=False)
         new._validate_args = self._validate_args
         return new
@@ -61,29 +69,36 @@ class LowRankNormal(TorchDistribution):
     def log_prob(self, value):
         if self._validate_args:
             self._validate_sample(value)
-        return self.flat.log_prob(self._flatten(value))
+        return self.flat.log_prob(self._flatten(value).to(self.flat.loc.dtype)).to(self.dtype)
 
     def rsample(self, sample_shape=torch.Size()):
-        return self._unflatten(self.flat.rsample(sample_shape))
+        return self._unflatten(self.flat.rsample(sample_shape).to(self.dtype))
 
     def entropy(self):
-        return self.flat.entropy()
+        return self.flat.entropy().to(self.dtype)
 
     @property
     def mean(self):
-        return self._unflatten(self.flat.mean)
+        return self._unflatten(self.flat.mean.to(self.dtype))
 
     @property
     def variance(self):
-        return self._unflatten(self.flat.variance)
+        return self._unflatten(self.flat.variance.to(self.dtype))
 
 
 class LowRankNormalLikelihood(Likelihood):
-    """x ~ :class:`LowRankNormal` from the decoder's ``(loc, cov_factor, cov_diag)``."""
+    """x ~ :class:`LowRankNormal` from the decoder's ``(loc, cov_factor, cov_diag)``; with
+    ``float64_below`` a diagonal floor, a float32 pair whose floor ``cov_diag`` is below it does
+    the likelihood's algebra in float64 (see :class:`LowRankNormal`)."""
+
+    def __init__(self, event_dim: int, cov_diag: Optional[float] = None, float64_below: float = 1e-4):
+        super().__init__(event_dim)
+        self.upcast = cov_diag is not None and cov_diag < float64_below
 
     def forward(self, out):
         loc, cov_factor, cov_diag = out
-        return LowRankNormal(loc, cov_factor, cov_diag, self.event_dim)
+        compute = torch.float64 if self.upcast and loc.dtype == torch.float32 else None
+        return LowRankNormal(loc, cov_factor, cov_diag, self.event_dim, compute_dtype=compute)
 
     def mean(self, out):
         return out[0]
