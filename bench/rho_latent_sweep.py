@@ -46,6 +46,10 @@ def _ms(v, digits=2):
     return f"{v['mean']:.{digits}f} ± {v['sd']:.{digits}f}"
 
 
+def _share(k):
+    return f"{100 * k['mean']:.0f}%" if isinstance(k, dict) else str(k)
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("dirs", nargs="+", help="compare directories, one per latent size")
@@ -64,7 +68,7 @@ def main(argv=None):
     first = rows[0]
     print(f"\n{first['epochs']} epochs, {first['seeds']} seeds, IS with K = {first['K']} on the first {first['n_test']} "
           "test images; share of k-hat > 0.7 per size (vae / rho-vae): "
-          + "; ".join(f"{r['latent_dim']}: {r['khat']['vae']} / {r['khat']['rho-vae']}" for r in rows))
+          + "; ".join(f"{r['latent_dim']}: {_share(r['khat']['vae'])} / {_share(r['khat']['rho-vae'])}" for r in rows))
 
 
 if __name__ == "__main__":
