@@ -218,8 +218,10 @@ def test_tolerance_rule_on_a_constructed_sequence():
     assert [rule.update(10.0, 0), rule.update(10.0, 1)] == [0.0, 0.0]  # the warm-up: held anyway
     assert rule.update(10.0, 2) == 1.0 and rule.reference == 10.0 and math.isclose(rule.bound(), 11.0)
     assert rule.update(21.0, 3) == 0.0  # average 11.1 > 11: stop closing
-    assert rule.update(0.0, 4) == 1.0  # average 9.99: within the bound again
-    assert rule.reference == 10.0  # the reference is the warm-up's, once
+    assert rule.reference == 10.0  # a worse reconstruction leaves the reference where it was
+    assert rule.update(0.0, 4) == 1.0  # average 9.99: within the bound again, and the best so far
+    assert rule.reference == 9.99 and math.isclose(rule.bound(), 10.989)
+    assert rule.update(12.0, 5) == 1.0 and rule.update(30.0, 6) == 0.0  # 10.19 <= 10.989 < 12.17
     neg = ToleranceRule(tolerance=0.5, warmup=1)  # a negative reconstruction (a normal likelihood's)
     neg.update(-4.0, 0), neg.update(-4.0, 1)
     assert neg.bound() == -2.0
