@@ -70,7 +70,7 @@ def cmd_train(args) -> int:
     torch.manual_seed(train_cfg["seed"])  # the initial weights follow the seed too
     with _memory(cfg, device):
         m = zoo.create(model, data_shape=train.shape, **cfg["config"])
-    _check_data(m, cfg, train, test)
+    _check_data(m, cfg, train, test, warn=True)
     if train_cfg.get("kl_warmup") and not getattr(m.objective(), "weights_kl", False):
         raise ConfigError(f"--kl-warmup needs an ELBO objective; {model!r} trains with {type(m.objective()).__name__}")
     # only now, with everything checked, built and loaded, does the run directory appear
@@ -106,9 +106,18 @@ def _load_data(cfg, data_dir, n_train):
     return train, test
 
 
-def _check_data(m, cfg, train, test):
+def _check_data(m, cfg, train, test, warn: bool = False):
     # dynamically binarized training data are intensities: their support is checked on the test split
-    m.check_data(train.data if cfg["config"].get("binarize") is None else test.data)
+    binarize = cfg["config"].get("binarize")
+    x = train.data if binarize is None else test.data
+    m.check_data(x)
+    likelihood = getattr(m.model, "likelihood", None)
+    if warn and likelihood is not None:
+        from vaezoo.models.likelihoods import binary_data_warning
+
+        line = binary_data_warning(getattr(likelihood, "support", None), x, binarize)
+        if line is not None:
+            print(f"warning: {cfg['model']}: {line}", file=sys.stderr)
 
 
 def _resume(args, run: Path, given: Dict):

@@ -144,3 +144,12 @@ def test_sample_keeps_trainings_pictures(tmp_path, capsys):
     assert printed == [str(run / "samples-epoch1-seed3.png"), str(run / "samples-likelihood-epoch1-seed0.png")]
     assert all(Path(p).is_file() for p in printed)
     assert (run / "samples.png").read_bytes() == trained
+
+
+def test_a_real_valued_likelihood_on_binarized_data_is_warned_about(tmp_path, capsys):
+    flags = ["--dataset", "digits", "--epochs", "1", "--n-train", "32", "--eval-samples", "0", "--quiet",
+             "--no-compile", "--device", "cpu"]
+    assert cli.main(["train", "--set", "likelihood=normal", "--out", str(tmp_path / "a")] + flags) == 0
+    assert "warning: vae: a real-valued likelihood on binary data (binarize=dynamic)" in capsys.readouterr().err
+    assert cli.main(["train", "--out", str(tmp_path / "b")] + flags) == 0
+    assert "warning" not in capsys.readouterr().err

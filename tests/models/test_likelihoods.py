@@ -3,6 +3,7 @@ import pyro.distributions as dist
 import pytest
 import torch
 
+from vaezoo.errors import SupportError
 from vaezoo.models.likelihoods import BernoulliLogits, make_likelihood
 
 
@@ -42,3 +43,24 @@ def test_bernoulli_log_prob_gradient_matches_torch():
     (g_ours,) = torch.autograd.grad(BernoulliLogits(logits=logits).log_prob(x).sum(), logits)
     (g_ref,) = torch.autograd.grad(dist.Bernoulli(logits=logits).log_prob(x).sum(), logits)
     torch.testing.assert_close(g_ours, g_ref, rtol=0, atol=1e-14)
+
+
+def test_binary_data_under_a_real_valued_likelihood_is_warned_about():
+    from vaezoo.models.likelihoods import binary_data_warning
+
+    grey = torch.rand(4, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    binary = (grey > 0.5).float()
+    assert "binarize=dynamic" in binary_data_warning("real", grey, "dynamic")
+    assert "only 0s and 1s" in binary_data_warning("real", binary, None)
+    assert binary_data_warning("real", grey, None) is None  # grey levels: a density is right
+    assert binary_data_warning("binary", binary, "fixed") is None  # a Bernoulli on binary data
+
+
+def test_the_bernoulli_suggests_binarizing_only_data_within_the_unit_interval():
+    from vaezoo import zoo
+
+    likelihood = zoo.create("vae", data_shape=(1, 8, 8)).model.likelihood
+    with pytest.raises(SupportError, match=r"value 0.5 .* binarize them \(--set binarize=dynamic\)"):
+        likelihood.check_support(torch.full((2, 1, 8, 8), 0.5))
+    with pytest.raises(SupportError, match=r"value 3 .* not within \[0, 1\], so they cannot be binarized"):
+        likelihood.check_support(torch.full((2, 1, 8, 8), 3.0))

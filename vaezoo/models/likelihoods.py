@@ -8,6 +8,7 @@ that data lie in its support (one clear error instead of a NaN loss later).
 """
 
 import math
+from typing import Optional
 
 import pyro.distributions as dist
 import torch
@@ -39,15 +40,34 @@ class Likelihood(nn.Module):
             bad = (x != 0) & (x != 1)
             if bool(bad.any()):
                 v = x[bad][0].item()
-                raise SupportError(
-                    f"data value {v:g} is outside the support of the Bernoulli likelihood; expected binary "
-                    "data: binarize them (--set binarize=dynamic) or choose another likelihood"
-                )
+                unit = bool(((x >= 0) & (x <= 1)).all())
+                # binarizing reads values as probabilities: only data within [0, 1] can be binarized
+                fix = ("binarize them (--set binarize=dynamic) or choose another likelihood" if unit else
+                       "these data are not within [0, 1], so they cannot be binarized: choose a real-valued "
+                       "likelihood (--set likelihood=normal)")
+                raise SupportError(f"data value {v:g} is outside the support of the Bernoulli likelihood; expected binary "
+                                   f"data: {fix}")
         elif self.support == "unit":
             bad = (x < 0) | (x > 1)
             if bool(bad.any()):
                 v = x[bad][0].item()
                 raise SupportError(f"data value {v:g} is outside [0, 1], the support of the continuous Bernoulli")
+
+
+def binary_data_warning(support: str, x: torch.Tensor, binarize) -> Optional[str]:
+    """The warning for a real-valued likelihood (``support`` "real", a density) given binary data
+    (binarized, or only 0s and 1s), else None: a density on two values is unbounded above as its
+    variance shrinks, so its log p(x) is neither a probability nor comparable with a Bernoulli
+    entry's."""
+    if support != "real":
+        return None
+    binary = binarize in ("dynamic", "fixed") or bool(((x == 0) | (x == 1)).all())
+    if not binary:
+        return None
+    how = f"binarize={binarize}" if binarize in ("dynamic", "fixed") else "the data hold only 0s and 1s"
+    return (f"a real-valued likelihood on binary data ({how}): its log p(x) is a density on two values, unbounded "
+            "above as the variance shrinks and not comparable with a Bernoulli entry's; expected likelihood=bernoulli "
+            "for binary data, or binarize=None for grey levels")
 
 
 class BernoulliLogits(dist.Bernoulli):
