@@ -66,6 +66,37 @@ def meanings(cfg: Dict) -> Dict[str, str]:
     return dict(MEANING)
 
 
+def _keep_earlier(run: Path, name: str, gaps: str, epoch) -> None:
+    """An evaluation with the same settings of another epoch (a run trained further since) keeps its
+    files under names that say its epoch (``eval-...-epoch{E}.json``, ``.npz``, ``gaps-...``), so the
+    new one does not overwrite it; the unsuffixed names are always the latest epoch's."""
+    import json
+
+    old = run / name
+    try:
+        earlier = json.loads(old.read_text()).get("epoch")
+    except (OSError, ValueError, AttributeError):
+        return
+    if earlier is None or earlier == epoch:
+        return
+    moved = {}
+    for path in (old.with_suffix(".npz"), run / gaps, old):  # the JSON file last: it names the others
+        if path.exists():
+            target = moved[path.name] = path.with_name(f"{path.stem}-epoch{earlier}{path.suffix}")
+            try:
+                path.replace(target)
+            except OSError as e:
+                raise write_error(target, e) from None
+    kept = moved.get(old.name)
+    if kept is not None and (run / gaps).name in moved:  # its report links the picture it now has
+        from vaezoo.fileio import write_json
+
+        content = json.loads(kept.read_text())
+        if isinstance(content.get("report_md"), str):
+            content["report_md"] = content["report_md"].replace(f"]({gaps})", f"]({moved[gaps].name})")
+            write_json(kept, content)
+
+
 def write_evaluation(run: Path, name: str, gaps: str, summary: Dict, text: str, result=None, **settings) -> List[Path]:
     """Writes an evaluation's JSON file (with its markdown, which report.md collects) and, for an
     importance-sampling ``result``, its histogram of gaps and its per-datapoint arrays (``.npz``);
@@ -73,6 +104,7 @@ def write_evaluation(run: Path, name: str, gaps: str, summary: Dict, text: str, 
     from vaezoo.evaluation import report
     from vaezoo.evaluation.arrays import write_per_datapoint
 
+    _keep_earlier(run, name, gaps, settings.get("epoch"))
     paths = []
     if result is not None:
         paths.append(report.plot_gap_histogram(result, run / gaps))

@@ -153,3 +153,21 @@ def test_a_real_valued_likelihood_on_binarized_data_is_warned_about(tmp_path, ca
     assert "warning: vae: a real-valued likelihood on binary data (binarize=dynamic)" in capsys.readouterr().err
     assert cli.main(["train", "--out", str(tmp_path / "b")] + flags) == 0
     assert "warning" not in capsys.readouterr().err
+
+
+def test_an_evaluation_at_a_later_epoch_keeps_the_earlier_one(tmp_path, capsys):
+    run = tmp_path / "run"
+    flags = ["--quiet", "--device", "cpu"]
+    assert cli.main(["train", "--out", str(run), "--dataset", "digits", "--epochs", "1", "--n-train", "32",
+                     "--eval-samples", "0", "--no-compile"] + flags) == 0
+    evaluate = ["evaluate", str(run), "--n", "4", "--samples", "2"] + flags
+    assert cli.main(evaluate) == 0
+    assert cli.main(evaluate) == 0  # the same epoch again: replaced, nothing kept beside it
+    assert not list(run.glob("*-epoch1.*"))
+    first = json.loads((run / "eval-test-n4-K2-seed0.json").read_text())
+    assert cli.main(["train", "--resume", "--out", str(run), "--epochs", "2", "--eval-samples", "0"] + flags) == 0
+    assert cli.main(evaluate) == 0
+    assert json.loads((run / "eval-test-n4-K2-seed0.json").read_text())["epoch"] == 2
+    kept = json.loads((run / "eval-test-n4-K2-seed0-epoch1.json").read_text())
+    assert kept.pop("report_md") == first.pop("report_md").replace("seed0.png)", "seed0-epoch1.png)") and kept == first
+    assert (run / "eval-test-n4-K2-seed0-epoch1.npz").is_file() and (run / "gaps-test-n4-K2-seed0-epoch1.png").is_file()
