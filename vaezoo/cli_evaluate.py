@@ -61,7 +61,7 @@ CONDITIONAL = ("conditional on the pose the guide infers as a point (pose_prior=
 
 def meanings(cfg: Dict) -> Dict[str, str]:
     """:data:`MEANING` for the run with config ``cfg`` (its log p(x) labelled conditional where it is)."""
-    if cfg["config"].get("pose_prior") == "none":
+    if runs.pose_conditional(cfg):
         return dict(MEANING, log_px="log p(x | u) " + CONDITIONAL)
     return dict(MEANING)
 
@@ -162,7 +162,7 @@ def cmd_evaluate(args) -> int:
                 terms = trainer.evaluate(x)
             density = "elbo" in terms
             head = f"{cfg['model']} on {cfg['dataset']} ({args.split}, {x.shape[0]} images)"
-            conditional = cfg["config"].get("pose_prior") == "none"
+            conditional = runs.pose_conditional(cfg)
             if density:
                 print(f"{head}: ELBO {terms['elbo']:.3f} nats (the objective's pass: one draw, closed-form KL where exact)")
                 if conditional:

@@ -107,6 +107,12 @@ def check_train(train: Dict[str, Any], label=lambda key: key) -> Dict[str, Any]:
     return out
 
 
+def pose_conditional(cfg: Dict[str, Any]) -> bool:
+    """Whether a run's log p(x) is conditional on a deterministic pose (transformer VAEs with
+    ``pose_prior=none``: a flat prior on the pose, which the guide infers as a point)."""
+    return cfg["config"].get("pose_prior") == "none"
+
+
 # ----------------------------------------------------------------------------- config.json
 def _looks_like_run(run: Path) -> bool:
     """Whether ``run`` holds a config.json written by vaezoo (without checking its values)."""

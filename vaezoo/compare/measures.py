@@ -51,10 +51,7 @@ def point_mass(m, x: torch.Tensor) -> bool:
     return SITE in point_mass_sites(m, x)
 
 
-def conditional(cfg: Dict[str, Any]) -> bool:
-    """Whether the pair's log p(x) is conditional on a deterministic pose (transformer VAEs with
-    ``pose_prior=none``: a flat prior on the pose, which the guide infers as a point)."""
-    return cfg["config"].get("pose_prior") == "none"
+conditional = runs.pose_conditional  # the one test, shared with `vaezoo evaluate`
 
 
 # ------------------------------------------------------------------------------- from files
