@@ -4,6 +4,7 @@ they are asked for: an evaluation named by its settings, a picture)."""
 from __future__ import annotations
 
 import contextlib
+import io
 import time
 from pathlib import Path
 from typing import Dict, List
@@ -18,14 +19,24 @@ from vaezoo.evaluation.seeding import rng_scope, seed_device
 
 def log_px(m, x, samples: int, seed: int, quiet: bool, ais_steps: int = 0, compile: bool = False):
     """Per-datapoint log p(x) by importance sampling (and AIS if asked): ``(summary for the JSON
-    file, markdown for report.md, the importance-sampling result)``."""
+    file, markdown for report.md, the importance-sampling result)``. In a process group
+    (``torchrun``), each process scores its shard of ``x`` and every process gets the whole result,
+    equal to one process's to the last bit (see ``log_marginal(shard=...)``)."""
     from vaezoo import evaluation
     from vaezoo.evaluation import report
+    from vaezoo.inference import distributed
 
     start = time.perf_counter()
-    result = evaluation.log_marginal(m.model, m.guide, x, num_samples=samples, seed=seed, progress=not quiet, compile=compile)
+    processes = distributed.world_size()
+    shard = (distributed.rank(), processes) if processes > 1 else None
+    result = evaluation.log_marginal(m.model, m.guide, x, num_samples=samples, seed=seed, progress=not quiet,
+                                     compile=compile, shard=shard)
+    if shard is not None:
+        result = evaluation.LogMarginalResult.concatenate(distributed.gather_objects(result))
     seconds = time.perf_counter() - start
     summary = dict(_without_duplicates(result.to_dict()), seconds=seconds, num_data=int(x.shape[0]))
+    if shard is not None:
+        summary["processes"] = processes
     text = report.format_summary(result, seconds=seconds)
     if ais_steps > 0:
         start = time.perf_counter()
@@ -131,7 +142,7 @@ def check_fid_flags(args) -> None:
 
 
 def cmd_evaluate(args) -> int:
-    from vaezoo.inference import Trainer, resolve_dtype
+    from vaezoo.inference import distributed, resolve_dtype
 
     samples = count(args.samples, "--samples", 0)
     ais_steps = count(args.ais, "--ais", 0)
@@ -140,10 +151,27 @@ def cmd_evaluate(args) -> int:
     device = _device(args.device)
     dtype = resolve_dtype(args.dtype)
     check_fid_flags(args)
+    if distributed.launched():  # under torchrun: each process scores a shard, rank 0 writes
+        for flag, asked in (("--ais", ais_steps), ("--fid", args.fid)):
+            if asked:
+                raise ConfigError(f"{flag} is not sharded over processes; run it in one process, without torchrun")
+        device = distributed.init_from_env(device)
+    lead = distributed.rank() == 0
+    with contextlib.ExitStack() as stack:
+        if not lead:  # one process reports
+            stack.enter_context(contextlib.redirect_stdout(io.StringIO()))
+            args.quiet = True
+        return _evaluate(args, samples, ais_steps, n, seed, device, dtype, lead)
+
+
+def _evaluate(args, samples, ais_steps, n, seed, device, dtype, lead: bool) -> int:
+    from vaezoo.inference import Trainer
+
     run = Path(args.run)
     with owning(run, "evaluate", create=False):  # it writes eval-*.json and report.md
         m, cfg, state = runs.load_trained(run, device, dtype)  # the whole checkpoint checked: nothing written yet
-        runs.remove_stale_parts(run)  # a killed evaluation's temporary files: this process owns the run now
+        if lead:
+            runs.remove_stale_parts(run)  # a killed evaluation's temporary files: this process owns the run now
         if args.fid:  # before any expensive pass
             from vaezoo.evaluation.quality import check_model
 
@@ -193,6 +221,8 @@ def cmd_evaluate(args) -> int:
                         f"means {fid['means']:.2f}, samples {fid['samples']:.2f}")
                 print(line)
                 summary, text = dict(summary, fid=dict(fid, features=args.fid_features)), text + "\n" + line
+        if not lead:
+            return 0
         gaps = "gaps-" + name[len("eval-"):-len(".json")] + ".png"
         for path in write_evaluation(run, name, gaps, summary, text, result, **settings):
             print(path)

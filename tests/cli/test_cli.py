@@ -6,6 +6,7 @@ import shutil
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from vaezoo import cli, cli_train, zoo
@@ -160,6 +161,25 @@ def test_train_and_resume_under_torchrun(tmp_path):
     assert r.returncode == 0, shown(r)
     epochs = [json.loads(line)["epoch"] for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert epochs == [1, 2] and (run / "samples.png").exists()
+    # the evaluation sharded over 2 processes (17 test images in chunks of 8: shards of 16 and 1)
+    # gives one process's per-datapoint numbers to the last bit, each datapoint once
+    evaluate = ["evaluate", str(run), "--samples", "100", "--n", "17", "--quiet"]
+    assert cli.main(evaluate) == 0
+    name = "eval-test-n17-K100-seed0"
+    one = dict(np.load(run / f"{name}.npz"))
+    r = subprocess.run(base[:base.index("train")] + ["--"] + evaluate, capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode == 0, shown(r)
+    assert r.stdout.count(f"{name}.json") == 1  # rank 0 alone writes
+    two = np.load(run / f"{name}.npz")
+    assert set(two.files) == set(one) and all(np.array_equal(one[k], two[k], equal_nan=True) for k in one)
+    assert json.loads((run / f"{name}.json").read_text())["processes"] == 2
+
+
+def test_evaluate_refuses_what_it_cannot_shard(tmp_path, monkeypatch, capsys):
+    """Under torchrun, --ais and --fid are refused in one line before any process group is joined."""
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert cli.main(["evaluate", str(tmp_path), "--ais", "10"]) == 2
+    assert "--ais is not sharded over processes" in capsys.readouterr().err
 
 
 def test_vector_data_and_a_deterministic_encoder(tmp_path, capsys):

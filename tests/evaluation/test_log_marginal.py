@@ -163,6 +163,23 @@ def test_same_seed_same_numbers_whatever_the_chunks(ppca, data):
     assert torch.allclose(head.log_px, ref.log_px[:5], rtol=1e-10, atol=1e-10)
 
 
+@pytest.mark.parametrize("processes, data_chunk", [(2, 8), (3, 3), (4, 16)])
+def test_shards_joined_equal_one_run_bit_for_bit(ppca, data, processes, data_chunk):
+    """The shards of S processes (run here one after the other), joined in any order, are the whole
+    run to the last bit: every datapoint once, with the particles and the passes of the whole run,
+    including an empty shard when there are more processes than chunks (17 points in 16s: 2 chunks)."""
+    run = lambda **kw: log_marginal(ppca.model, ppca.guide, data[:17], num_samples=300, seed=3, iwae_k=(10,),  # noqa: E731
+                                    data_chunk=data_chunk, **kw)
+    ref = run()
+    shards = [run(shard=(r, processes)) for r in range(processes)]
+    assert sum(s.num_datapoints for s in shards) == 17
+    joined = LogMarginalResult.concatenate(reversed(shards))
+    for name in ("log_px", "elbo", "ess", "stderr", "khat"):
+        assert torch.equal(getattr(joined, name).nan_to_num(-1.0), getattr(ref, name).nan_to_num(-1.0)), name
+    assert torch.equal(joined.iwae[10], ref.iwae[10])
+    assert joined.to_dict()["log_px"] == ref.to_dict()["log_px"] and "first_index" not in joined.to_dict()
+
+
 def test_seeds_and_global_rng(ppca, data):
     torch.manual_seed(123)
     state = torch.get_rng_state()
@@ -305,6 +322,8 @@ def test_dtype_the_pair_cannot_run_in():
         ({"num_samples": 10, "particle_chunk": 0}, "particle_chunk=0"),
         ({"num_samples": 10, "data_chunk": -1}, "data_chunk=-1"),
         ({"num_samples": 10, "dtype": torch.int64}, "dtype"),
+        ({"num_samples": 10, "shard": (2, 2)}, r"shard=\(2, 2\)"),
+        ({"num_samples": 10, "shard": (0,)}, "shard="),
     ],
 )
 def test_bad_arguments(ppca, data, kwargs, match):

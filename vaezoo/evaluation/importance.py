@@ -8,7 +8,7 @@ import time
 import warnings
 import weakref
 from contextlib import nullcontext
-from typing import Callable, Dict, Iterable, Optional, Tuple
+from typing import Callable, Dict, Iterable, List, Optional, Tuple
 
 import pyro
 import pyro.distributions
@@ -49,6 +49,7 @@ def log_marginal(
     data_chunk: Optional[int] = None,
     iwae_k: Iterable[int] = (),
     compile: bool = False,
+    shard: Optional[Tuple[int, int]] = None,
 ) -> LogMarginalResult:
     r"""Estimates log p(x) for every datapoint by importance sampling with the guide as proposal
     (Burda, Grosse and Salakhutdinov 2016, eq. 8):
@@ -95,6 +96,12 @@ def log_marginal(
             large or repeated evaluations (``bench/log_marginal.py``). The guide's draws stay
             eager, so the particles and the results are the eager ones up to floating-point
             rounding. A pair that cannot be compiled runs eagerly with one warning.
+        shard: ``(r, S)``: score only the r-th of S contiguous runs of data chunks (process r of S
+            under ``torchrun``) and return the result for those datapoints alone, with their first
+            index in ``result.extra["first_index"]``. The chunks, seeds and passes are those of the
+            whole run, so :meth:`LogMarginalResult.concatenate` of the S results in rank order
+            equals the unsharded result bit for bit; every datapoint is scored exactly once (no
+            padding, unlike ``DistributedSampler``, which repeats datapoints to even the shards).
 
     A discrete site that the model marks for enumeration (``config_enumerate``,
     ``infer={"enumerate": ...}``) and the guide does not draw is summed out exactly, as
@@ -112,8 +119,8 @@ def log_marginal(
         SiteError: the guide lacks a latent site of the model (one the model enumerates aside), has
             one the model lacks, or an event shape differs; a site outside the data plate (a global
             latent); a site enumerated outside the data plate.
-        ConfigError: ``num_samples``, a chunk size, ``iwae_k``, ``seed`` or ``compile`` out of
-            range; a parameter of the pair (of an nn.Module model or guide, or a param site) in
+        ConfigError: ``num_samples``, a chunk size, ``iwae_k``, ``seed``, ``compile`` or ``shard``
+            out of range; a parameter of the pair (of an nn.Module model or guide, or a param site) in
             another dtype than ``x``; a plate subsampled with ``subsample_size``.
     """
     start = time.perf_counter()
@@ -124,13 +131,15 @@ def log_marginal(
     x = check_data(x, dtype, model=model)
     n = x.shape[0]
     particle_chunk, data_chunk = _chunk_sizes(num_samples, n, particle_chunk, data_chunk)
+    starts = _shard_chunks(list(range(0, n, data_chunk)), shard)
     seed = resolve_seed(seed)
     check_module_dtypes(x, model=model, guide=guide)
 
     validate = pyro.distributions.is_validation_enabled()
     full_pass = None  # the compiled model pass for particle_chunk x data_chunk pairs
     parts = []
-    with torch.no_grad(), rng_scope(x.device), _progress_bar(progress, n) as bar:
+    scored = sum(min(n, c0 + data_chunk) - c0 for c0 in starts)
+    with torch.no_grad(), rng_scope(x.device), _progress_bar(progress, scored) as bar:
         seed_device(block_seed(seed, -1), x.device)  # the probe's draws, for reproducibility
         with ParamDtypeCheck(x.dtype):
             particle_dim, _, leak, enumerated = probe_pair(model, guide, x, enumerate=True)
@@ -142,7 +151,7 @@ def log_marginal(
             warnings.warn(f"log_marginal(compile=True) runs eagerly: model site {enumerated[0]!r} is enumerated", stacklevel=2)
         elif compile and vectorized:
             full_pass = _CompiledPass(model, particle_chunk, particle_dim)
-        for c0 in range(0, n, data_chunk):
+        for c0 in starts:
             c1 = min(n, c0 + data_chunk)
             draws = _GuideDraws(guide, x, c0, c1, num_samples, particle_dim, vectorized, seed)
             log_w = torch.empty(num_samples, c1 - c0, dtype=torch.float64, device=x.device)  # [K, n_c]
@@ -165,9 +174,22 @@ def log_marginal(
                     log_w[a:b] = log_p - log_q
             parts.append(summarize(log_w, iwae_k))
             bar.update(c1 - c0)
+    if not parts:  # a shard with no chunk (more processes than chunks)
+        parts = [summarize(torch.empty(num_samples, 0, dtype=torch.float64), iwae_k)]
+    extra = {} if shard is None else {"first_index": starts[0] if starts else n}
     return LogMarginalResult.from_summaries(
-        parts, iwae_k, num_samples, seed=seed, wall_time=time.perf_counter() - start
+        parts, iwae_k, num_samples, seed=seed, wall_time=time.perf_counter() - start, extra=extra
     )
+
+
+def _shard_chunks(starts: List[int], shard) -> List[int]:
+    """The r-th of S contiguous runs of the chunk starts (sizes differing by at most one)."""
+    if shard is None:
+        return starts
+    if not (isinstance(shard, tuple) and len(shard) == 2 and all(is_int(v) for v in shard) and 0 <= shard[0] < shard[1]):
+        raise ConfigError(f"shard={shard!r}; expected a pair (r, S) of integers with 0 <= r < S")
+    r, s = shard
+    return starts[r * len(starts) // s : (r + 1) * len(starts) // s]
 
 
 class _GuideDraws:

@@ -139,6 +139,21 @@ class LogMarginalResult(EstimatorResult):
         )
 
     @classmethod
+    def concatenate(cls, shards) -> "LogMarginalResult":
+        """The whole result from the results of ``log_marginal(..., shard=(r, S))`` for r = 0..S-1
+        (any order: each knows its first index); the wall time is the slowest shard's."""
+        shards = sorted(shards, key=lambda r: r.extra["first_index"])
+        first = shards[0]
+        cat = lambda get: torch.cat([get(r) for r in shards])  # noqa: E731
+        extra = {k: v for k, v in first.extra.items() if k != "first_index"}
+        return cls(
+            log_px=cat(lambda r: r.log_px), elbo=cat(lambda r: r.elbo), stderr=cat(lambda r: r.stderr),
+            ess=cat(lambda r: r.ess), khat=cat(lambda r: r.khat),
+            iwae={k: cat(lambda r: r.iwae[k]) for k in first.iwae},
+            num_samples=first.num_samples, seed=first.seed, wall_time=max(r.wall_time for r in shards), extra=extra,
+        )
+
+    @classmethod
     def from_log_weights(cls, log_w: torch.Tensor, iwae_k=(), **kwargs) -> "LogMarginalResult":
         """The result for log-weights ``log_w  # [K, N]`` held in memory."""
         iwae_k = tuple(iwae_k)

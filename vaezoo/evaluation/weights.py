@@ -59,7 +59,7 @@ def pareto_khat(log_w: torch.Tensor) -> torch.Tensor:
     """ArviZ's PSIS k-hat of the log-weights ``log_w  # [K, N]``, one per datapoint (``[N]``; NaN
     when K < 21, too few weights for the tail fit)."""
     K, N = log_w.shape
-    if K < MIN_PSIS_SAMPLES:
+    if K < MIN_PSIS_SAMPLES or N == 0:
         return torch.full((N,), math.nan, dtype=torch.float64)
     az = _arviz()
     lw = log_w.detach().to(torch.float64).T.contiguous().cpu().numpy()  # [N, K]
