@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Dict, List, Optional
 
 from vaezoo import runlock
 from vaezoo.defaults import DEFAULT_EPOCHS, MAX_SAMPLES  # noqa: F401  (the commands read them here)
+from vaezoo.arguments import check_int
 from vaezoo.errors import ConfigError, RunError, from_os_error
 
 if TYPE_CHECKING:
@@ -29,12 +30,7 @@ def overrides(pairs: Optional[List[str]]) -> Dict[str, str]:
 
 def count(value: Optional[int], flag: str, minimum: int, default: Optional[int] = None, maximum: Optional[int] = None):
     """``value`` of an integer flag (``default`` if not given) checked against its range."""
-    if value is None:
-        return default
-    if value < minimum or (maximum is not None and value > maximum):
-        bound = f"an integer >= {minimum}" if maximum is None else f"an integer from {minimum} to {maximum}"
-        raise ConfigError(f"{flag} {value} is out of range; expected {bound}")
-    return value
+    return default if value is None else check_int(flag, value, minimum, maximum)
 
 
 def seed(value: int) -> int:
@@ -48,8 +44,7 @@ def threads(value: Optional[int]) -> None:
     keeps torch's default (the cores, or ``OMP_NUM_THREADS`` when set)."""
     if value is None:
         return
-    if value < 1:
-        raise ConfigError(f"--threads {value} is out of range; expected an integer >= 1")
+    check_int("--threads", value, 1)
     import torch
 
     torch.set_num_threads(value)

@@ -14,11 +14,13 @@ from typing import Any, Dict, List, Optional, Tuple
 import torch
 
 from vaezoo import __version__, data, fileio, runlock, zoo
+from vaezoo.arguments import check_int, check_positive_float
 from vaezoo.defaults import KEEP, TRAIN_DEFAULTS
 from vaezoo.errors import CheckpointError, ConfigError, RunError, UnknownNameError
 from vaezoo.evaluation.figures import reconstruction_pairs, save_image_grid
 from vaezoo.fileio import atomic_write_text, write_json
 from vaezoo.inference import checkpoint as ckpt
+from vaezoo.randomness import rng_scope
 
 CONFIG = "config.json"
 CHECKPOINT = "checkpoint.pt"
@@ -29,23 +31,13 @@ SEED_END = 2**32
 
 
 # ----------------------------------------------------------------------------- train settings
-def _int(lo: int, hi: Optional[int] = None, what: str = ""):
-    def check(value, label):
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{label} {value!r} is not an integer; expected {what}")
-        if value < lo or (hi is not None and value >= hi):
-            raise ConfigError(f"{label} {value} is out of range; expected {what}")
-        return value
-
-    return check
+def _int(lo: int, hi: Optional[int] = None):
+    """A check of an integer setting in ``[lo, hi)``."""
+    return lambda value, label: check_int(label, value, lo, None if hi is None else hi - 1)
 
 
 def _positive_float(value, label):
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ConfigError(f"{label} {value!r} is not a number; expected a finite number > 0")
-    if not (math.isfinite(value) and value > 0):
-        raise ConfigError(f"{label} {value} is out of range; expected a finite number > 0")
-    return float(value)
+    return check_positive_float(label, value)
 
 
 def _bool(value, label):
@@ -80,19 +72,19 @@ def _keep(value, label):
 
 # the train settings a run records in config.json["train"], each with its check
 TRAIN_CHECKS = {
-    "epochs": _int(1, what="an integer >= 1"),
-    "batch_size": _int(1, what="an integer >= 1"),
+    "epochs": _int(1),
+    "batch_size": _int(1),
     "lr": _positive_float,
-    "seed": _int(0, SEED_END, what="an integer in [0, 2^32)"),
+    "seed": _int(0, SEED_END),
     "clip_norm": _optional(_positive_float),
     "dtype": _dtype,
-    "n_train": _optional(_int(1, what="an integer >= 1")),
+    "n_train": _optional(_int(1)),
     "compile": _bool,
     "schedule": _schedule,
-    "warmup_epochs": _int(0, what="an integer >= 0"),
-    "kl_warmup": _int(0, what="an integer >= 0"),
+    "warmup_epochs": _int(0),
+    "kl_warmup": _int(0),
     "keep": _keep,
-    "patience": _optional(_int(1, what="an integer >= 1")),
+    "patience": _optional(_int(1)),
 }
 
 
@@ -232,7 +224,7 @@ def write_pictures(run: Path, m: zoo.ZooModel, test_x: torch.Tensor, seed: int =
     """``samples.png`` (64 prior samples) and ``reconstructions.png`` (32 test images, each above
     its reconstruction)."""
     run = Path(run)
-    with torch.random.fork_rng(devices=[]):
+    with rng_scope(torch.device("cpu")):
         torch.manual_seed(seed)
         samples = m.sample(64)
         x = test_x[:32]

@@ -303,3 +303,26 @@ def per_datapoint(lp: torch.Tensor, site: dict, particle_dim: Optional[int]) -> 
     if other:
         lp = lp.sum(other, keepdim=True)
     return lp.reshape(lp.shape[0], lp.shape[ndim + data_dim])
+
+
+def log_density(
+    sites: Mapping[str, dict],
+    particle_dim: Optional[int],
+    include: Optional[Callable[[dict], bool]] = None,
+    log_prob: Optional[Callable[[str, dict], torch.Tensor]] = None,
+    dtype: Optional[torch.dtype] = None,
+) -> Optional[torch.Tensor]:
+    """The per-datapoint log-density ``[K, N]`` of a run's ``sites``: the sum over its sample sites
+    (``include(site)`` true; ``pyro.deterministic`` ones carry none) of :func:`per_datapoint` of
+    ``log_prob(name, site)`` (default :func:`site_log_prob`: scaled and masked), each cast to
+    ``dtype`` first if given; None for no site. The one walk the objectives and estimators share."""
+    total = None
+    for name, site in sites.items():
+        if is_deterministic(site) or (include is not None and not include(site)):
+            continue
+        lp = site_log_prob(site) if log_prob is None else log_prob(name, site)
+        if dtype is not None:
+            lp = lp.to(dtype)
+        lp = per_datapoint(lp, site, particle_dim)
+        total = lp if total is None else total + lp
+    return total

@@ -42,7 +42,7 @@ def test_train_records_and_follows_the_schedule_and_resumes_it_exactly(tmp_path,
 
 @pytest.mark.parametrize("flags, match", [
     (["--schedule", "step"], "--schedule 'step' is not a schedule; expected one of constant, burda, cosine"),
-    (["--kl-warmup", "-1"], "--kl-warmup -1 is out of range; expected an integer >= 0"),
+    (["--kl-warmup", "-1"], "--kl-warmup=-1; expected an integer >= 0"),
     (["--set", "estimator=dreg"], "estimator='dreg' with objective=elbo; expected one of standard, stl"),
     (["--model", "iwae", "--kl-warmup", "2"], "--kl-warmup needs an ELBO objective; 'iwae' trains with IWAE"),
 ])

@@ -96,7 +96,7 @@ def test_keep_and_patience_are_checked(tmp_path):
     m = zoo.create("vae", data_shape=(1, 8, 8), hidden=(16,), latent_dim=2)
     with pytest.raises(ConfigError, match="keep 'all' is not a choice of checkpoints; expected one of last, best"):
         Trainer(m.objective(), keep="all")
-    with pytest.raises(ConfigError, match="patience must be an integer >= 1, got 0"):
+    with pytest.raises(ConfigError, match="patience=0; expected an integer >= 1"):
         Trainer(m.objective(), patience=0)
     with pytest.raises(ConfigError, match="expected test data"):
         Trainer(m.objective(), epochs=1, patience=2, device="cpu", progress=False).fit(digits())

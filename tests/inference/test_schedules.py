@@ -133,7 +133,7 @@ def test_schedule_arguments_are_checked():
     model, guide, _ = _pair()
     with pytest.raises(ConfigError, match="unknown schedule 'linear'; expected one of constant, burda, cosine"):
         Trainer(ELBO(model, guide), schedule="linear")
-    with pytest.raises(ConfigError, match="warmup_epochs must be an integer >= 0"):
+    with pytest.raises(ConfigError, match="warmup_epochs=-1; expected an integer >= 0"):
         Trainer(ELBO(model, guide), warmup_epochs=-1)
     with pytest.raises(ConfigError, match="kl_warmup=3 needs an objective with a KL term to weight; IWAE has none"):
         Trainer(IWAE(model, guide), kl_warmup=3)

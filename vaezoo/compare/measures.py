@@ -15,6 +15,7 @@ import torch
 from vaezoo import runs, traces
 from vaezoo.errors import VaezooError
 from vaezoo.fileio import write_json
+from vaezoo.randomness import rng_scope
 
 MEASURES = "compare-measures.json"
 VERSION = 2
@@ -145,7 +146,7 @@ def mutual_information(m, x: torch.Tensor, seed: int = 0) -> Any:
     mean over i of log q(z_i | x_i) - log (1/M sum_j q(z_i | x_j)), one z_i ~ q(z | x_i) for each
     of the first M test points. Bounded above by log M; a reason (str) where it cannot be computed."""
     x = x[:MI_POINTS]
-    with torch.random.fork_rng(devices=[]):
+    with rng_scope(torch.device("cpu")):
         torch.manual_seed(seed)
         site = traces.record(m.guide, x).sites.get(SITE)
     if site is None:
@@ -190,7 +191,7 @@ def model_measures(run: Path, seed: int = 0, data_dir: Optional[str] = None) -> 
                                "parameters": int(sum(p.numel() for p in m.parameters())),
                                "point_mass_sites": point_mass_sites(m, x), "conditional": conditional(cfg)}
         out["point_mass"] = SITE in out["point_mass_sites"]
-        with torch.random.fork_rng(devices=[]):
+        with rng_scope(torch.device("cpu")):
             torch.manual_seed(seed)
             z = codes(m, x)
         if z is None:

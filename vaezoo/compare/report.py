@@ -208,8 +208,6 @@ def _save(fig, path: Path) -> Path:
 
 
 def figures(board: Dict[str, Any], out: Path) -> List[Path]:
-    from scipy import stats as st
-
     s, cells = board["settings"], board["cells"]
     names = s["models"]
     paths = []
@@ -224,8 +222,8 @@ def figures(board: Dict[str, Any], out: Path) -> List[Path]:
                 ax.text(i, 0.5, reason, rotation=90, ha="center", va="center", fontsize=7, transform=ax.get_xaxis_transform())
                 continue
             ax.scatter([i] * len(values), values, color="#999999", s=12, zorder=2)
-            half = st.t.ppf(0.975, len(values) - 1) * np.std(values, ddof=1) / math.sqrt(len(values)) if len(values) > 1 else 0
-            ax.errorbar(i, np.mean(values), yerr=half, fmt="o", color="#4477aa", capsize=6, zorder=3)
+            mean, low, _ = stats.t_interval(values)
+            ax.errorbar(i, mean, yerr=0 if math.isnan(low) else mean - low, fmt="o", color="#4477aa", capsize=6, zorder=3)
         ax.set_xticks(range(len(names)), names, rotation=20)
         ax.set_xlim(-0.6, len(names) - 0.4)
         ax.set_ylabel(title)

@@ -6,6 +6,7 @@ from typing import Optional
 import torch
 
 from vaezoo.data.dataset import ImageDataset
+from vaezoo.arguments import check_int
 from vaezoo.errors import ConfigError
 
 #: the data dimension of the paper
@@ -46,10 +47,7 @@ class SyntheticDataset(ImageDataset):
         self.name, self.true_dim, self.seed = "synthetic", true_dim, seed
 
 
-def _check_int(name, value, low, high):
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise ConfigError(f"{name}={value!r}; expected an integer from {low} to {high}")
-    return value
+_check_int = check_int
 
 
 def load(split: str = "train", seed: int = 0, true_dim: int = 4, num_samples: Optional[int] = None, image: bool = False,

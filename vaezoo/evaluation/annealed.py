@@ -13,7 +13,8 @@ from typing import Callable, Mapping, Optional
 import torch
 
 from vaezoo.errors import ConfigError, ShapeError
-from vaezoo.evaluation.checks import check_data, is_int
+from vaezoo.arguments import check_int, is_int
+from vaezoo.evaluation.checks import check_data
 from vaezoo.evaluation.seeding import resolve_seed, rng_scope, seed_device
 from vaezoo.evaluation.annealing import (  # noqa: F401
     ADAPT_RATE, CHAIN_PLATE, SCHEDULES, SIGMOID_RADIUS, STEP_SIZE_RANGE, AISResult, _Annealer, _Latent,
@@ -54,9 +55,7 @@ class AnnealingOptions:
 
     def __post_init__(self):
         for name in ("steps", "chains", "leapfrog_steps"):
-            v = getattr(self, name)
-            if not is_int(v) or v < 1:
-                raise ConfigError(f"{name}={v!r}; expected an integer >= 1")
+            check_int(name, getattr(self, name), 1)
         if self.pilot_chains is not None and (not is_int(self.pilot_chains) or self.pilot_chains < 1):
             raise ConfigError(f"pilot_chains={self.pilot_chains!r}; expected an integer >= 1 or None")
         v = self.step_size

@@ -20,7 +20,7 @@ from tqdm import tqdm
 from vaezoo.errors import ConfigError, ShapeError, SiteError
 from vaezoo.evaluation.checks import ParamDtypeCheck, check_module_dtypes
 from vaezoo.evaluation.result import EstimatorResult, _num
-from vaezoo.evaluation.weights import pareto_khat
+from vaezoo.evaluation.weights import ess_and_stderr, pareto_khat
 from vaezoo.particles import check_no_subsampling, check_observed, describe_leak, probe_pair
 from vaezoo.traces import (
     DATA_PLATE,
@@ -28,6 +28,7 @@ from vaezoo.traces import (
     check_sites,
     enumerated_latents,
     is_deterministic,
+    log_density,
     outside_data_plate,
     per_datapoint,
     record,
@@ -259,10 +260,8 @@ class _Annealer:
         if guide_sites is None:
             log_r = log_prior
         else:
-            log_r = 0.0
-            for site in guide_sites.values():
-                if not site["is_observed"]:
-                    log_r = log_r + per_datapoint(site_log_prob(site), site, pd)
+            log_r = log_density(guide_sites, pd, include=lambda site: not site["is_observed"])
+            log_r = 0.0 if log_r is None else log_r
         zeros = self.x.new_zeros(self.chains, self.x.shape[0])
         return log_r + zeros, log_p + zeros, log_det + zeros
 
@@ -359,16 +358,8 @@ class _Annealer:
 
 def _summarize(log_w: torch.Tensor, reverse: bool) -> dict:
     """log_px, stderr and ess [N] from the chains' log-weights [C, N]."""
-    chains = log_w.shape[0]
-    log_mean = torch.logsumexp(log_w, 0) - math.log(chains)
-    top = log_w.max(0).values
-    w = torch.exp(log_w - torch.where(torch.isfinite(top), top, torch.zeros_like(top)))  # [C, N], max 1
-    mean = w.mean(0)
-    if chains > 1:
-        stderr = w.std(0) / (math.sqrt(chains) * mean)
-    else:
-        stderr = torch.full_like(mean, math.nan)
-    ess = w.sum(0) ** 2 / (w**2).sum(0)
+    log_mean = torch.logsumexp(log_w, 0) - math.log(log_w.shape[0])
+    ess, stderr = ess_and_stderr(log_w)
     return dict(
         log_px=-log_mean if reverse else log_mean, log_weights=log_w, stderr=stderr, ess=ess, khat=pareto_khat(log_w)
     )

@@ -11,7 +11,7 @@ import pyro
 import torch
 from pyro import poutine
 
-from vaezoo.errors import ConfigError, ShapeError, SiteError
+from vaezoo.errors import ShapeError, SiteError
 from vaezoo.evaluation.annealed import (
     CHAIN_PLATE,
     AISResult,
@@ -20,7 +20,8 @@ from vaezoo.evaluation.annealed import (
     resolve_options,
     reverse_ais,
 )
-from vaezoo.evaluation.checks import check_data, is_int
+from vaezoo.arguments import check_int
+from vaezoo.evaluation.checks import check_data
 from vaezoo.evaluation.result import EstimatorResult, _est, mean_with_stderr
 from vaezoo.evaluation.seeding import resolve_seed, rng_scope, seed_device
 from vaezoo.traces import max_plate_nesting, record
@@ -79,8 +80,7 @@ def simulate(model: Callable, x_template: torch.Tensor, num_data: Optional[int] 
     """
     x_template = check_data(x_template)
     if num_data is not None:
-        if not is_int(num_data) or num_data < 1:
-            raise ConfigError(f"num_data={num_data!r}; expected an integer >= 1")
+        check_int("num_data", num_data, 1)
         x_template = x_template[:1].expand((num_data,) + tuple(x_template.shape[1:]))
     with torch.no_grad():
         particle_dim = -(max(max_plate_nesting(record(model, x_template[:1]).sites), 1) + 1)

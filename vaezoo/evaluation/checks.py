@@ -3,13 +3,13 @@ the pair's parameters where they can be found. Errors raised inside the pair its
 
 from __future__ import annotations
 
-import numbers
 from typing import Callable, Optional
 
 import torch
 from pyro.poutine.messenger import Messenger
 from torch import nn
 
+from vaezoo.arguments import check_positive_int, is_int  # noqa: F401  (the estimators import them here)
 from vaezoo.errors import ConfigError, ShapeError
 from vaezoo.traces import check_event_shape
 
@@ -64,11 +64,4 @@ class ParamDtypeCheck(Messenger):
             )
 
 
-def is_int(value) -> bool:
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
-
-
-def positive_int(name: str, value) -> int:
-    if not is_int(value) or value < 1:
-        raise ConfigError(f"{name}={value!r} is not a positive integer; expected an int >= 1")
-    return int(value)
+positive_int = check_positive_int  # the estimators' name for it

@@ -23,7 +23,7 @@ from vaezoo.evaluation.seeding import block_seed, resolve_seed, rng_scope, seed_
 from vaezoo.evaluation.weights import summarize
 from vaezoo.guards import Guard
 from vaezoo.particles import check_no_subsampling, check_observed, probe_pair, warn_particle_leak
-from vaezoo.traces import DATA_PLATE, is_deterministic, per_datapoint, record, site_log_prob, sum_out_enumerated
+from vaezoo.traces import DATA_PLATE, is_deterministic, log_density, per_datapoint, record, site_log_prob, sum_out_enumerated
 
 # The guide draws particles in blocks of PARTICLE_BLOCK particles x DATA_BLOCK datapoints, each from
 # its own seed: the random numbers, hence the estimates, do not depend on the chunk sizes.
@@ -340,15 +340,13 @@ def _model_pass(model, x, values, num_particles: int, particle_dim: Optional[int
     if summed is not None:
         log_p = log_p + summed
     for name, site in sites.items():
-        if is_deterministic(site) or name in names:  # pyro.deterministic: no density; summed out above
-            continue
-        if not site["is_observed"] and name not in values:
+        if not (is_deterministic(site) or name in names or site["is_observed"] or name in values):
             raise SiteError(
                 f"the model sampled a latent site {name!r} that the guide did not; "
                 f"expected the guide's sites {sorted(values)}"
             )
-        log_p = log_p + per_datapoint(site_log_prob(site).to(torch.float64), site, particle_dim)
-    return log_p
+    rest = log_density(sites, particle_dim, include=lambda site: site["name"] not in names, dtype=torch.float64)
+    return log_p if rest is None else log_p + rest
 
 
 class _Replay(nn.Module):

@@ -14,9 +14,14 @@ from vaezoo import traces
 from vaezoo.distributions.gaussian import conditional, principal_directions
 from vaezoo.errors import ConfigError, ShapeError
 from vaezoo.models.low_rank_likelihood import LowRankNormal
+from vaezoo.randomness import rng_scope
 
 
 # --------------------------------------------------------------------------------- the distribution
+def _device(m) -> torch.device:
+    return next(m.parameters()).device
+
+
 def _template(m, n: int) -> torch.Tensor:
     p = next(m.parameters())
     return torch.zeros((n,) + tuple(m.data_shape), device=p.device, dtype=p.dtype)
@@ -88,7 +93,7 @@ def figure(m, path, n: int = 8, pixel: Optional[int] = None, seed: int = 0):
         raise ShapeError(f"data of shape {tuple(m.data_shape)} are not images; expected (C, H, W)")
     c, h, w = m.data_shape
     pixel = (h // 2) * w + w // 2 if pixel is None else pixel
-    with torch.random.fork_rng():
+    with rng_scope(_device(m)):
         torch.manual_seed(seed)
         d = prior_observation(m, n)
         mean = d.mean
@@ -225,7 +230,7 @@ def observational_figure(x: torch.Tensor, rank: int, path, n: int = 8, steps: in
     from vaezoo.evaluation.figures import save_image_grid
 
     learned, pca = fit_low_rank_normal(x, rank, steps=steps, seed=seed), pca_normal(x, rank)
-    with torch.random.fork_rng():
+    with rng_scope(x.device):
         torch.manual_seed(seed)
         rows = torch.cat([learned.sample((n,)), pca.sample((n,))])
     return save_image_grid(rows, path, nrow=n)
@@ -268,7 +273,7 @@ def edit_from_png(m, mask_path, values_path, n: int = 8, seed: int = 0) -> torch
         raise ShapeError(f"data of shape {tuple(m.data_shape)} are not images; expected (C, H, W)")
     mask = read_png(mask_path, m.data_shape) > 0.5
     values = read_png(values_path, m.data_shape)
-    with torch.random.fork_rng():
+    with rng_scope(_device(m)):
         torch.manual_seed(seed)
         d = prior_observation(m, n)
     return torch.cat([d.mean, edit(d, mask, values.to(d.mean))])

@@ -13,6 +13,7 @@ from torch import nn
 
 from vaezoo import traces
 from vaezoo.errors import CheckpointError, ConfigError, DataError, MissingDependencyError, ShapeError
+from vaezoo.randomness import rng_scope
 
 WEIGHTS = Path(__file__).with_name("mnist_classifier.pt")
 IMAGE_SHAPE = (1, 28, 28)
@@ -84,7 +85,7 @@ def generate(m, n: int, from_likelihood: bool = False, batch_size: int = 500, se
     distribution, or draws from it (``from_likelihood``), clamped to [0, 1] as images are shown."""
     p = next(m.parameters())
     out = []
-    with torch.random.fork_rng(devices=[p.device] if p.device.type == "cuda" else []):
+    with rng_scope(p.device):
         torch.manual_seed(seed)
         for start in range(0, n, batch_size):
             k = min(batch_size, n - start)

@@ -3,12 +3,12 @@ chunked, and an RNG scope that leaves the caller's random stream as it was."""
 
 from __future__ import annotations
 
-import contextlib
 import numbers
 
 import torch
 
 from vaezoo.errors import ConfigError
+from vaezoo.randomness import rng_scope, seed_device  # noqa: F401  (the estimators import them here)
 
 _MASK64 = (1 << 64) - 1
 
@@ -34,26 +34,6 @@ def draw_seed() -> int:
     """A fresh seed from torch's global generator, for runs not given one: the global stream then
     fixes the run, as ``torch.manual_seed`` users expect."""
     return int(torch.randint(0, 2**62, (), dtype=torch.int64))
-
-
-def seed_device(seed: int, device: torch.device) -> None:
-    """Seeds the generators a program running on ``device`` draws from: the CPU's, and the device's."""
-    torch.default_generator.manual_seed(seed)
-    if device.type == "cuda":
-        with torch.cuda.device(device):
-            torch.cuda.manual_seed(seed)
-    elif device.type != "cpu":
-        torch.manual_seed(seed)
-
-
-@contextlib.contextmanager
-def rng_scope(device: torch.device):
-    """Restores the CPU generator (and ``device``'s, if a GPU) on exit, like ``torch.random.fork_rng``."""
-    devices = []
-    if device.type == "cuda":
-        devices = [device.index if device.index is not None else torch.cuda.current_device()]
-    with torch.random.fork_rng(devices=devices):
-        yield
 
 
 def resolve_seed(seed) -> int:

@@ -34,16 +34,11 @@ def summarize(log_w: torch.Tensor, iwae_k: Iterable[int] = ()) -> Dict[str, torc
     """
     log_w = log_w.detach().to(torch.float64)
     K = log_w.shape[0]
-    lse = torch.logsumexp(log_w, 0)
-    ess = torch.exp(2 * lse - torch.logsumexp(2 * log_w, 0))
-    if K > 1:
-        stderr = ((K / ess - 1).clamp(min=0.0) / (K - 1)).sqrt()
-    else:
-        stderr = torch.full_like(lse, math.nan)
+    ess, stderr = ess_and_stderr(log_w)
     out = {
-        "log_px": lse - math.log(K),
+        "log_px": torch.logsumexp(log_w, 0) - math.log(K),
         "elbo": log_w.mean(0),
-        "ess": ess.clamp(1.0, float(K)),  # rounding can leave it a hair outside [1, K]
+        "ess": ess,
         "stderr": stderr,
     }
     for k in iwae_k:
@@ -53,6 +48,20 @@ def summarize(log_w: torch.Tensor, iwae_k: Iterable[int] = ()) -> Dict[str, torc
     out = {name: value.cpu() for name, value in out.items()}
     out["khat"] = pareto_khat(log_w)
     return out
+
+
+def ess_and_stderr(log_w: torch.Tensor):
+    """The effective sample size (sum_k w_k)^2 / sum_k w_k^2 in [1, K] and the delta-method
+    standard error of log mean_k w_k, sqrt((K / ESS - 1) / (K - 1)) (NaN for K = 1), of the
+    log-weights ``log_w  # [K, N]``, each ``[N]``: the one place the importance sampler and AIS's
+    chains get them (see :func:`summarize`)."""
+    K = log_w.shape[0]
+    ess = torch.exp(2 * torch.logsumexp(log_w, 0) - torch.logsumexp(2 * log_w, 0))
+    if K > 1:
+        stderr = ((K / ess - 1).clamp(min=0.0) / (K - 1)).sqrt()
+    else:
+        stderr = torch.full_like(ess, math.nan)
+    return ess.clamp(1.0, float(K)), stderr  # rounding can leave the ESS a hair outside [1, K]
 
 
 def pareto_khat(log_w: torch.Tensor) -> torch.Tensor:

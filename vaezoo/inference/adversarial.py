@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vaezoo import traces
-from vaezoo.errors import ConfigError
+from vaezoo.arguments import check_int
 from vaezoo.inference.objectives import Objective, Terms
 
 #: the scales of the IMQ kernel of Tolstikhin et al. (2018), times 2 * latent_dim * prior variance
@@ -105,10 +105,8 @@ class _Critic(LatentMatching):
     def __init__(self, model, guide, critic: nn.Module, weight: float = 1.0, critic_steps: int = 5,
                  critic_lr: float = 1e-4, critic_betas: Tuple[float, float] = (0.5, 0.9), check: bool = True):
         super().__init__(model, guide, weight, check)
-        if isinstance(critic_steps, bool) or not isinstance(critic_steps, int) or critic_steps < 0:
-            raise ConfigError(f"critic_steps={critic_steps!r}; expected an integer >= 0")
         self._critic = [critic]  # a list: not a submodule, so not in parameters()
-        self.critic_steps = critic_steps
+        self.critic_steps = check_int("critic_steps", critic_steps, 0)
         self.critic_lr = float(critic_lr)
         self.critic_betas = tuple(critic_betas)
         self._optimizer: Optional[torch.optim.Optimizer] = None

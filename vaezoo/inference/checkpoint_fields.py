@@ -17,6 +17,7 @@ import torch
 from torch.distributions import constraints
 
 from vaezoo.errors import CheckpointError
+from vaezoo.randomness import rng_scope
 
 
 class _Bad(Exception):
@@ -217,7 +218,7 @@ def _rng_entry(value, where: str) -> None:
     size = torch.get_rng_state().numel()
     if value["torch"].numel() != size:
         raise _Bad(f"{where}['torch'] holds {value['torch'].numel()} bytes, not {size}")
-    with torch.random.fork_rng(devices=[]):
+    with rng_scope(torch.device("cpu")):
         try:
             torch.set_rng_state(value["torch"].cpu())
         except RuntimeError:

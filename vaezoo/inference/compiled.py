@@ -20,6 +20,7 @@ from torch import nn
 from torch.utils import _pytree as pytree
 
 from vaezoo import capture as capture_module
+from vaezoo.randomness import rng_scope
 
 log = logging.getLogger(__name__)
 
@@ -115,7 +116,7 @@ class Captured:
         # one draws). make_fx records below autograd, the forward ops only.
         # Validation is off as after the objective's first call, which made the checks: its
         # data-dependent branches (support checks) cannot be captured.
-        with torch.random.fork_rng(devices=[x.device] if x.device.type == "cuda" else []), pyro.validation_enabled(False), \
+        with rng_scope(x.device), pyro.validation_enabled(False), \
                 restoring(step):
             self.graph = capture(fn, _copies(tensors), x)
         self.terms_spec = spec["terms"]
@@ -225,7 +226,7 @@ class TrainingStep:
         # random stream: building the program moves nothing and does not shift the run's draws.
         copies = _copies(self.tensors)
         # which parameters get a gradient is part of the pair's static structure: one eager probe
-        with torch.random.fork_rng(devices=[x.device] if x.device.type == "cuda" else []), pyro.validation_enabled(False), \
+        with rng_scope(x.device), pyro.validation_enabled(False), \
                 restoring(step):
             probe = torch.func.functional_call(step, dict(zip(self.names, copies)), (torch.bernoulli(x) if binarize else x,))
             grads = torch.autograd.grad(probe[0], [copies[index[id(p)]] for p in group["params"]], allow_unused=True)
@@ -262,7 +263,7 @@ class TrainingStep:
         states = self._states()
         # make_fx records below autograd: the backward's ops are in the graph (the graph does not
         # depend on the values, so the copies the probe ran on serve)
-        with torch.random.fork_rng(devices=[x.device] if x.device.type == "cuda" else []), pyro.validation_enabled(False), \
+        with rng_scope(x.device), pyro.validation_enabled(False), \
                 restoring(step):
             self.graph = capture(fn, *copies, *[t.clone() for t in states], self._lr(), x)
         self.terms_spec = spec["terms"]

@@ -130,12 +130,7 @@ def _gate(value: torch.Tensor, site: dict, c: torch.Tensor, particle_dim: Option
 
 
 def _per_datapoint_sum(sites, particle_dim, log_prob=None) -> Optional[torch.Tensor]:
-    total = None
-    for name, site in sites:
-        lp = traces.site_log_prob(site) if log_prob is None else log_prob(name, site)
-        lp = traces.per_datapoint(lp, site, particle_dim)
-        total = lp if total is None else total + lp
-    return total
+    return traces.log_density(dict(sites), particle_dim, log_prob=log_prob)
 
 
 def dreg_surrogate(model: Callable, guide: Callable, x: torch.Tensor, num_particles: int,

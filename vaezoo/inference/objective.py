@@ -15,6 +15,7 @@ from torch import nn
 
 from vaezoo import guards, traces
 from vaezoo.inference import checkpoint, compiled
+from vaezoo.randomness import rng_scope
 
 Terms = Dict[str, torch.Tensor]
 
@@ -230,7 +231,7 @@ class Objective(nn.Module):
         if self._structure is None:
             # the checked first call, in a forked random stream: a compiled run's draws are then
             # the same whether its first step is the first of the run or of a resumption
-            with torch.random.fork_rng(devices=[x.device] if x.device.type == "cuda" else []):
+            with rng_scope(x.device):
                 self._inspect_untouched(x)
         if self._blocker is not None:
             self._fall_back(self._blocker)

@@ -31,6 +31,7 @@ from pyro.infer.util import MultiFrameTensor
 from torch.distributions import kl_divergence
 
 from vaezoo import particles, traces
+from vaezoo.arguments import check_int
 from vaezoo.errors import ConfigError, SiteError
 from vaezoo.inference import estimators
 
@@ -253,9 +254,7 @@ class IWAE(Objective):
                  estimator: str = "standard"):
         super().__init__(model, guide, check, compile)
         self.estimator = estimators.check_estimator("IWAE", estimator)
-        if isinstance(num_particles, bool) or not isinstance(num_particles, int) or num_particles < 1:
-            raise ConfigError(f"num_particles={num_particles!r}; expected an integer >= 1")
-        self.num_particles = int(num_particles)
+        self.num_particles = check_int("num_particles", num_particles, 1)
         self._particle_dim: Optional[int] = None
         self._probed = False
 

@@ -24,12 +24,12 @@ epoch), linear from 0 to 1 over the first ``W`` epochs, set before every step in
 from __future__ import annotations
 
 import math
-import numbers
 import warnings
 from typing import Callable, Optional
 
 import torch
 
+from vaezoo.arguments import check_int
 from vaezoo.errors import ConfigError
 
 SCHEDULES = ("constant", "burda", "cosine")
@@ -46,9 +46,7 @@ def check_schedule(schedule) -> str:
 
 def check_epochs(name: str, value) -> int:
     """A number of epochs >= 0 (warm-ups)."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
-        raise ConfigError(f"{name} must be an integer >= 0 (epochs), got {value!r}")
-    return int(value)
+    return check_int(name, value, 0)
 
 
 def burda_stage(epoch: int) -> int:

@@ -3,12 +3,11 @@ functions): optimizers, counts, rates, seeds, devices and dtypes."""
 
 from __future__ import annotations
 
-import math
-import numbers
-from typing import Callable, Optional, Union
+from typing import Callable, Union
 
 import torch
 
+from vaezoo.arguments import check_int, check_positive_float, check_positive_int  # noqa: F401  (re-exported)
 from vaezoo.errors import ConfigError
 
 
@@ -27,30 +26,7 @@ DTYPES = {"float32": torch.float32, "float64": torch.float64}
 # One-line ConfigErrors for the Trainer's arguments; the CLI calls the same functions.
 
 
-def check_int(name: str, value, minimum: int = 0, maximum: Optional[int] = None) -> int:
-    """``value`` as an int in ``[minimum, maximum]``; bools and non-integers (2.7, "3") are refused."""
-    expected = f"an integer >= {minimum}" if maximum is None else f"an integer in [{minimum}, {maximum}]"
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise ConfigError(f"{name} must be {expected}, got {value!r}")
-    value = int(value)
-    if value < minimum or (maximum is not None and value > maximum):
-        raise ConfigError(f"{name} must be {expected}, got {value}")
-    return value
-
-
-def check_positive_int(name: str, value) -> int:
-    """``value`` as an int >= 1."""
-    return check_int(name, value, minimum=1)
-
-
-def check_positive_float(name: str, value) -> float:
-    """``value`` as a finite float > 0."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise ConfigError(f"{name} must be a positive number, got {value!r}")
-    value = float(value)
-    if not (math.isfinite(value) and value > 0):
-        raise ConfigError(f"{name} must be a finite number > 0, got {value}")
-    return value
+# check_int, check_positive_int, check_positive_float: vaezoo.arguments, imported above
 
 
 def check_seed(value) -> int:

@@ -36,6 +36,7 @@ from vaezoo.inference.data_checks import as_data, check_support  # noqa: F401
 from vaezoo.inference.params import _RegisterParams
 from vaezoo.inference.settings import DTYPES, FUSED, OPTIMIZERS, check_int, check_optimizer, check_positive_float  # noqa: F401
 from vaezoo.inference.settings import check_positive_int, check_seed, resolve_device, resolve_dtype  # noqa: F401
+from vaezoo.randomness import rng_scope
 
 
 #: seconds between two refreshes of a progress bar (each reads the loss: one device sync)
@@ -164,7 +165,7 @@ class Trainer(TrainerState):
         traces.check_event_shape(model, x, name)  # a model that declares its data shape (zoo entries)
         xs = x[:batch_size]  # a batch the model sees anyway (a plate may subsample a fixed size)
         # the check must not shift the random stream of the run (nor of a user's evaluate call)
-        with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+        with rng_scope(self.device):
             if dynamic:
                 xs = torch.bernoulli(xs)
             with _RegisterParams(self.device, self.dtype, {id(p) for p in self.objective.parameters()}):
@@ -219,7 +220,7 @@ class Trainer(TrainerState):
         self.objective.to(self.device, self.dtype)
         x_all, dynamic = self._prepare(data, "data", bs)
         if self.optimizer is None:  # not set up by fit: register the pair's Pyro parameters
-            with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+            with rng_scope(self.device):
                 self._parameters(torch.bernoulli(x_all[:bs]) if dynamic else x_all[:bs])
         return self._evaluate(x_all, dynamic, bs)
 
