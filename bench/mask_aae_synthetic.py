@@ -23,7 +23,7 @@ import pyro
 import torch
 
 from vaezoo import data, zoo
-from vaezoo.evaluation.frechet import frechet_distance
+from vaezoo.evaluation.frechet import data_frechet_distance as frechet_distance
 from vaezoo.inference import Trainer
 
 NETS = {"hidden": (64, 64)}  # small networks: the budget is minutes on one CPU thread

@@ -53,7 +53,8 @@ def restoring(module: torch.nn.Module) -> Iterator[None]:
     submodule reached by two paths (a model and a guide sharing a layer, as the double transformer
     VAE's pose map) is swapped twice and restored to the first swap's tensor: a capture's fake
     tensor, or before captures ran on fake tensors, a detached copy that silently stopped training."""
-    saved = [(m, kind, dict(getattr(m, kind))) for m in module.modules(remove_duplicate=False)
+    # named_modules, not modules: modules() takes remove_duplicate only from torch 2.7 on
+    saved = [(m, kind, dict(getattr(m, kind))) for _, m in module.named_modules(remove_duplicate=False)
              for kind in ("_parameters", "_buffers")]
     try:
         yield

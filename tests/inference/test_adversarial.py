@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from vaezoo import data, zoo
-from vaezoo.evaluation.frechet import frechet_distance, gaussian_frechet
+from vaezoo.evaluation.frechet import data_frechet_distance as frechet_distance, gaussian_frechet
 from vaezoo.inference import Trainer
 from vaezoo.inference.adversarial import IMQ_SCALES, gradient_penalty, mmd_imq
 
@@ -151,3 +151,11 @@ def test_frechet_distance_of_samples_uses_their_means_and_covariances():
     assert math.isclose(frechet_distance(x, y), gaussian_frechet(mx, cx, my, cy), rel_tol=1e-12)
     # and near the population value 2 * 1^2 + 2 * (2 - 1)^2 = 4
     assert abs(frechet_distance(x, y) - 4.0) < 0.3
+
+
+def test_the_old_name_of_the_data_frechet_distance_warns_and_agrees():
+    from vaezoo.evaluation import frechet
+
+    x, y = torch.randn(50, 3, dtype=torch.float64), torch.randn(60, 3, dtype=torch.float64) + 1
+    with pytest.warns(DeprecationWarning, match="data_frechet_distance"):
+        assert frechet.frechet_distance(x, y) == frechet_distance(x, y)

@@ -1,6 +1,8 @@
 """The Frechet distance between Gaussians fitted to two samples, computed directly on the data (for
 vector data such as the synthetic benchmark; images go through the shared feature-space metric)."""
 
+import warnings
+
 import numpy as np
 import torch
 from scipy import linalg
@@ -16,9 +18,19 @@ def gaussian_frechet(mu1, cov1, mu2, cov2) -> float:
     return float(((mu1 - mu2) ** 2).sum() + np.trace(cov1 + cov2 - 2 * root))
 
 
-def frechet_distance(x: torch.Tensor, y: torch.Tensor) -> float:
+def data_frechet_distance(x: torch.Tensor, y: torch.Tensor) -> float:
     """The Frechet distance between Gaussians fitted to the samples ``x  # [N, D]`` and
-    ``y  # [M, D]`` (means and unbiased covariances)."""
+    ``y  # [M, D]`` themselves (means and unbiased covariances), with no feature network between:
+    for vector data. Images: :func:`vaezoo.evaluation.frechet_distance` (in a classifier's features)."""
     a = x.detach().reshape(x.shape[0], -1).to("cpu", torch.float64).numpy()
     b = y.detach().reshape(y.shape[0], -1).to("cpu", torch.float64).numpy()
     return gaussian_frechet(a.mean(0), np.cov(a, rowvar=False), b.mean(0), np.cov(b, rowvar=False))
+
+
+def frechet_distance(x: torch.Tensor, y: torch.Tensor) -> float:
+    """Deprecated name of :func:`data_frechet_distance` (``vaezoo.evaluation.frechet_distance`` is the
+    feature-space one, with another signature)."""
+    warnings.warn("vaezoo.evaluation.frechet.frechet_distance is deprecated: use data_frechet_distance "
+                  "(vaezoo.evaluation.frechet_distance measures images in a classifier's features)",
+                  DeprecationWarning, stacklevel=2)
+    return data_frechet_distance(x, y)
