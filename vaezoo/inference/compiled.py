@@ -155,8 +155,10 @@ class Program(Captured):
         start = time.perf_counter()  # inductor compiles on the first call: timed, for the report
         # the backward too, now rather than lazily at the first backward(): its time is reported
         # with the forward's, and a failure to compile it falls back to eager here
-        patch = getattr(getattr(torch._functorch, "config", None), "patch", None)  # private: absent, it compiles lazily
-        eager_backward = patch(force_non_lazy_backward_lowering=True) if callable(patch) else contextlib.nullcontext()
+        # private, and absent before torch 2.8: then the backward compiles lazily, at its first call
+        config = getattr(torch._functorch, "config", None)
+        eager_backward = (config.patch(force_non_lazy_backward_lowering=True)
+                          if hasattr(config, "force_non_lazy_backward_lowering") else contextlib.nullcontext())
         with eager_backward, warnings.catch_warnings():
             # deprecation notices of the compiler's own internals: nothing a user can act on
             warnings.filterwarnings("ignore", category=FutureWarning, module=r"torch\._inductor")
@@ -210,7 +212,8 @@ class TrainingStep:
         problem = private_api_problem()  # an untested torch: the Trainer falls back, never breaks
         if problem is not None:
             raise CompileBlocked(problem)
-        if not isinstance(optimizer, torch.optim.Adam) or len(optimizer.param_groups) != 1:
+        # AdamW subclasses Adam from torch 2.8 on; before, it is a class of its own
+        if not isinstance(optimizer, (torch.optim.Adam, torch.optim.AdamW)) or len(optimizer.param_groups) != 1:
             raise CompileBlocked(f"the optimizer ({type(optimizer).__name__}, {len(optimizer.param_groups)} parameter "
                                  "groups) is not one group of Adam or AdamW")
         self.optimizer, self.binarize = optimizer, bool(binarize)
