@@ -15,7 +15,6 @@ import pyro.distributions as dist
 import torch
 from pyro import poutine
 from pyro.poutine.util import site_is_subsample
-from torch.distributions import constraints
 
 from vaezoo.errors import ConfigError, ShapeError, SiteError, SupportError, VaezooError
 from vaezoo.traces import (
@@ -23,6 +22,7 @@ from vaezoo.traces import (
     Run,
     check_enumerated,
     check_sites,
+    elementwise_support,
     enumerated_latents,
     is_deterministic,
     max_plate_nesting,
@@ -433,9 +433,7 @@ def check_observed(sites: Mapping[str, dict], first: int = 0) -> None:
                 f"observed site {name!r} has a value of shape {tuple(value.shape)}; expected it to end in "
                 f"the event shape {event} of its {_dist_name(fn)} (data of the shape the pair was built for)"
             )
-        support = fn.support
-        while isinstance(support, constraints.independent):
-            support = support.base_constraint
+        support = elementwise_support(fn.support)
         ok = support.check(value)
         mask = site["mask"]
         if isinstance(mask, torch.Tensor):  # mask [batch]; ok [batch] or [batch, event] (elementwise)

@@ -326,3 +326,11 @@ def log_density(
         lp = per_datapoint(lp, site, particle_dim)
         total = lp if total is None else total + lp
     return total
+
+
+def elementwise_support(support):
+    """The constraint on each element of a support under ``.to_event(...)`` (its ``independent``
+    wrappers removed): what the support checks of the Trainer and the estimators test values against."""
+    while isinstance(support, torch.distributions.constraints.independent):
+        support = support.base_constraint
+    return support

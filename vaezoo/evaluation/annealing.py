@@ -26,6 +26,7 @@ from vaezoo.traces import (
     DATA_PLATE,
     check_enumerated,
     check_sites,
+    elementwise_support,
     enumerated_latents,
     is_deterministic,
     log_density,
@@ -369,9 +370,7 @@ def _summarize(log_w: torch.Tensor, reverse: bool) -> dict:
 
 
 def _is_real(support) -> bool:
-    while isinstance(support, constraints.independent):
-        support = support.base_constraint
-    return support is constraints.real
+    return elementwise_support(support) is constraints.real
 
 
 def _initial_eps(x: torch.Tensor, step_size: float) -> torch.Tensor:

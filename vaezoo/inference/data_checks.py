@@ -63,11 +63,7 @@ def as_data(data, name: str = "data") -> Tuple[torch.Tensor, bool]:
     return x, dynamic
 
 
-def _elementwise(support: constraints.Constraint) -> constraints.Constraint:
-    """The constraint on each element under ``.to_event(...)`` (``independent`` wrappers removed)."""
-    while isinstance(support, constraints.independent):
-        support = support.base_constraint
-    return support
+_elementwise = traces.elementwise_support
 
 
 def _fixed(support: constraints.Constraint) -> bool:
