@@ -99,8 +99,9 @@ def log_marginal(
         shard: ``(r, S)``: score only the r-th of S contiguous runs of data chunks (process r of S
             under ``torchrun``) and return the result for those datapoints alone, with their first
             index in ``result.extra["first_index"]``. The chunks, seeds and passes are those of the
-            whole run, so :meth:`LogMarginalResult.concatenate` of the S results in rank order
-            equals the unsharded result bit for bit; every datapoint is scored exactly once (no
+            whole run, so :meth:`LogMarginalResult.concatenate` of the S results equals the
+            unsharded result bit for bit at the same torch threads per process (a matrix product's
+            rounding can depend on them); every datapoint is scored exactly once (no
             padding, unlike ``DistributedSampler``, which repeats datapoints to even the shards).
 
     A discrete site that the model marks for enumeration (``config_enumerate``,
