@@ -146,8 +146,10 @@ def test_exit_code_and_no_traceback_in_a_process(tmp_path):
     assert "unknown model 'nope'" in r.stderr
 
 
+@pytest.mark.slow  # four torchrun launches: about a minute
 def test_train_and_resume_under_torchrun(tmp_path):
-    """The main job data-parallel in two processes (torchrun, Gloo on CPU), then resumed."""
+    """The main job data-parallel in two processes (torchrun, Gloo on CPU), then resumed, then
+    evaluated sharded over the two processes."""
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path), OMP_NUM_THREADS="1")
     run = tmp_path / "ddp"
     base = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "vaezoo", "train",
