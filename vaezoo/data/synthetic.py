@@ -47,9 +47,6 @@ class SyntheticDataset(ImageDataset):
         self.name, self.true_dim, self.seed = "synthetic", true_dim, seed
 
 
-_check_int = check_int
-
-
 def load(split: str = "train", seed: int = 0, true_dim: int = 4, num_samples: Optional[int] = None, image: bool = False,
          **unknown) -> SyntheticDataset:
     """The ``split`` of the synthetic data of true dimension ``true_dim`` whose generator is drawn
@@ -58,9 +55,9 @@ def load(split: str = "train", seed: int = 0, true_dim: int = 4, num_samples: Op
         raise ConfigError(f"dataset 'synthetic' has no option {next(iter(unknown))!r}; expected true_dim, num_samples or image")
     if not isinstance(image, bool):
         raise ConfigError(f"image={image!r}; expected true or false")
-    _check_int("seed", seed, 0, 2**32 - 1)
-    _check_int("true_dim", true_dim, 1, DATA_DIM)
-    n = {"train": NUM_TRAIN, "test": NUM_TEST}[split] if num_samples is None else _check_int("num_samples", num_samples, 1, 10**7)
+    check_int("seed", seed, 0, 2**32 - 1)
+    check_int("true_dim", true_dim, 1, DATA_DIM)
+    n = {"train": NUM_TRAIN, "test": NUM_TEST}[split] if num_samples is None else check_int("num_samples", num_samples, 1, 10**7)
     f = SyntheticGenerator(true_dim, seed)
     # the latents of each split from their own stream, so that train and test never share a draw
     g = torch.Generator().manual_seed(int(seed) * 2 + (split == "test") + 1_000_003)

@@ -63,13 +63,10 @@ def as_data(data, name: str = "data") -> Tuple[torch.Tensor, bool]:
     return x, dynamic
 
 
-_elementwise = traces.elementwise_support
-
-
 def _fixed(support: constraints.Constraint) -> bool:
     """Whether a support has no tensor parameters (boolean, real, unit_interval, ...), so that it
     can be checked on any number of datapoints, not only on those the model ran on."""
-    return not any(isinstance(v, torch.Tensor) for v in vars(_elementwise(support)).values())
+    return not any(isinstance(v, torch.Tensor) for v in vars(traces.elementwise_support(support)).values())
 
 
 def check_support(model: Callable, x: torch.Tensor, name: str = "data", full: Optional[torch.Tensor] = None) -> None:
@@ -88,12 +85,12 @@ def check_support(model: Callable, x: torch.Tensor, name: str = "data", full: Op
         ok = support.check(value)
         if bool(ok.all()) and value is x and full is not None and _fixed(support):
             value, where = full, name
-            ok = _elementwise(support).check(value)
+            ok = traces.elementwise_support(support).check(value)
         elif value is x:
             where = name
         if bool(ok.all()):
             continue
-        elementwise = _elementwise(support).check(value)
+        elementwise = traces.elementwise_support(support).check(value)
         if elementwise.shape == value.shape:  # name the first bad element
             i = _first_bad(elementwise)
             shown = float(value[i])

@@ -129,10 +129,6 @@ def _gate(value: torch.Tensor, site: dict, c: torch.Tensor, particle_dim: Option
     return detached + c.to(value.dtype) * (value - detached)
 
 
-def _per_datapoint_sum(sites, particle_dim, log_prob=None) -> Optional[torch.Tensor]:
-    return traces.log_density(dict(sites), particle_dim, log_prob=log_prob)
-
-
 def dreg_surrogate(model: Callable, guide: Callable, x: torch.Tensor, num_particles: int,
                    particle_dim: Optional[int]) -> Tuple[torch.Tensor, torch.Tensor]:
     """``(log_w, surrogate)`` of the DReG estimator: the log-weights ``[K, N]`` (their values as the
@@ -151,7 +147,7 @@ def dreg_surrogate(model: Callable, guide: Callable, x: torch.Tensor, num_partic
             guide_run = traces.record(guide, x)
             fixed = fixed_log_probs(guide, x, guide_run)
         latents = _latents(guide_run)
-        log_q = _per_datapoint_sum(latents, particle_dim, lambda n, s: stop_gradient_log_q(s, fixed[n]))
+        log_q = traces.log_density(dict(latents), particle_dim, log_prob=lambda n, s: stop_gradient_log_q(s, fixed[n]))
         runs.append(guide_run)
         log_qs.append(zeros if log_q is None else zeros + log_q)
         values.append(guide_run.replay_values())
@@ -161,7 +157,7 @@ def dreg_surrogate(model: Callable, guide: Callable, x: torch.Tensor, num_partic
         for v in values:
             with plate():
                 run = traces.record(model, x, replay={n: t.detach() for n, t in v.items()})
-            log_p0.append(zeros + _per_datapoint_sum(run.sites.items(), particle_dim))
+            log_p0.append(zeros + traces.log_density(run.sites, particle_dim))
         w = torch.softmax(torch.cat(log_p0) - torch.cat(log_qs).detach(), dim=0)  # [K, N]
     log_ps = []
     for i, (guide_run, v) in enumerate(zip(runs, values)):
@@ -171,7 +167,7 @@ def dreg_surrogate(model: Callable, guide: Callable, x: torch.Tensor, num_partic
             gated[name] = _gate(site["value"], site, c, particle_dim)
         with plate():
             run = traces.record(model, x, replay=gated)
-        log_ps.append(zeros + _per_datapoint_sum(run.sites.items(), particle_dim))
+        log_ps.append(zeros + traces.log_density(run.sites, particle_dim))
     log_p, log_q = torch.cat(log_ps), torch.cat(log_qs)
     surrogate = (w * log_p - w.square() * log_q).sum(0).mean()
     return log_p - log_q, surrogate - surrogate.detach()
