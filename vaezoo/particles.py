@@ -417,11 +417,23 @@ def warn_particle_leak(leak: Tuple[Optional[str], str], particle_dim: Optional[i
     )
 
 
-def check_observed(sites: Mapping[str, dict], first: int = 0) -> None:
-    """Checks every observed site's value explicitly, before any log-density is computed: it must
-    end in the event shape of its distribution (ShapeError) and lie in its support where it is not
+def check_observed(
+    sites: Mapping[str, dict],
+    first: int = 0,
+    data: Optional[torch.Tensor] = None,
+    full: Optional[torch.Tensor] = None,
+    data_name: str = "data",
+) -> None:
+    """The one support check of vaezoo (the Trainer's data check and every estimator call it).
+    Checks every observed site's value explicitly, before any log-density is computed: it must end
+    in the event shape of its distribution (ShapeError) and lie in its support where it is not
     masked out (SupportError naming the site, the first bad value and its datapoint, counted from
-    ``first``)."""
+    ``first``).
+
+    ``full``, when given, is a whole dataset of which ``data`` is the first datapoints: a site that
+    observes ``data`` itself under a support without tensor parameters (a Bernoulli's {0, 1}, a
+    Beta's [0, 1]) is then checked on all of ``full`` in one elementwise pass, so that a bad value
+    beyond the datapoints the model ran on is found before training starts."""
     for name, site in sites.items():
         if not site["is_observed"] or site["mask"] is False:
             continue
@@ -429,11 +441,15 @@ def check_observed(sites: Mapping[str, dict], first: int = 0) -> None:
         event = tuple(fn.event_shape)
         batch_ndim = value.dim() - len(event)
         if batch_ndim < 0 or not _broadcastable(value.shape, fn.batch_shape + fn.event_shape):
+            given = f" (the {data_name})" if data is not None and value is data else ""
             raise ShapeError(
-                f"observed site {name!r} has a value of shape {tuple(value.shape)}; expected it to end in "
+                f"observed site {name!r} has a value{given} of shape {tuple(value.shape)}; expected it to end in "
                 f"the event shape {event} of its {_dist_name(fn)} (data of the shape the pair was built for)"
             )
         support = elementwise_support(fn.support)
+        of = ""
+        if full is not None and value is data and site["mask"] is None and fixed_support(support):
+            value, of = full, f" of the {data_name}"
         ok = support.check(value)
         mask = site["mask"]
         if isinstance(mask, torch.Tensor):  # mask [batch]; ok [batch] or [batch, event] (elementwise)
@@ -445,12 +461,20 @@ def check_observed(sites: Mapping[str, dict], first: int = 0) -> None:
         shown = value[index].item() if ok.dim() == value.dim() else tuple(value[index].tolist())
         where = f"index {index}"
         data_dims = [f.dim for f in site["cond_indep_stack"] if f.name == DATA_PLATE]
-        if data_dims and 0 <= batch_ndim + data_dims[0] < ok.dim() and ok.shape[batch_ndim + data_dims[0]] > 1:
+        if of:
+            where = f"datapoint {index[0]}{of} ({where})"
+        elif data_dims and 0 <= batch_ndim + data_dims[0] < ok.dim() and ok.shape[batch_ndim + data_dims[0]] > 1:
             where = f"datapoint {first + index[batch_ndim + data_dims[0]]} ({where})"
         raise SupportError(
             f"observed site {name!r} has the value {shown} at {where}, outside the support {support} of "
             f"its {_dist_name(fn)}; expected data the likelihood can score (e.g. binarized for a Bernoulli)"
         )
+
+
+def fixed_support(support: torch.distributions.constraints.Constraint) -> bool:
+    """Whether a support has no tensor parameters (boolean, real, unit_interval, ...), so that it
+    can be checked on any number of datapoints, not only on those the model ran on."""
+    return not any(isinstance(v, torch.Tensor) for v in vars(elementwise_support(support)).values())
 
 
 def _broadcastable(a, b) -> bool:

@@ -8,10 +8,10 @@ from typing import Callable, Optional, Tuple
 
 import pyro
 import torch
-from torch.distributions import constraints
 
 from vaezoo import traces
 from vaezoo.errors import ConfigError, ShapeError, SupportError
+from vaezoo.particles import check_observed
 
 
 def _index(flat: int, shape) -> Tuple[int, ...]:
@@ -63,41 +63,14 @@ def as_data(data, name: str = "data") -> Tuple[torch.Tensor, bool]:
     return x, dynamic
 
 
-def _fixed(support: constraints.Constraint) -> bool:
-    """Whether a support has no tensor parameters (boolean, real, unit_interval, ...), so that it
-    can be checked on any number of datapoints, not only on those the model ran on."""
-    return not any(isinstance(v, torch.Tensor) for v in vars(traces.elementwise_support(support)).values())
-
-
 def check_support(model: Callable, x: torch.Tensor, name: str = "data", full: Optional[torch.Tensor] = None) -> None:
     """Runs ``model(x)`` once (with Pyro's validation on) and checks every observed site's value
-    against its distribution's support, explicitly: raises :class:`SupportError` naming the site,
-    the first value outside the support and the support. Where a site observes ``x`` itself under
-    a support without tensor parameters (a Bernoulli's {0, 1}, a Beta's [0, 1]), the whole dataset
-    ``full`` (of which ``x`` is the first datapoints) is checked too, in one elementwise pass.
-    Exceptions from the model itself propagate (they are bugs in the model, not in the data)."""
+    against its distribution's support with :func:`vaezoo.particles.check_observed`, the check the
+    estimators use: a :class:`SupportError` names the site, the first value outside the support and
+    its datapoint. Where a site observes ``x`` itself under a support without tensor parameters (a
+    Bernoulli's {0, 1}, a Beta's [0, 1]), the whole dataset ``full`` (of which ``x`` is the first
+    datapoints) is checked too, in one elementwise pass. Exceptions from the model itself propagate
+    (they are bugs in the model, not in the data)."""
     with pyro.validation_enabled(True), torch.no_grad():
         sites = traces.record(model, x).sites
-    for site_name, site in sites.items():
-        if not site["is_observed"]:
-            continue
-        support, value, where = site["fn"].support, site["value"], f"the value of site {site_name!r}"
-        ok = support.check(value)
-        if bool(ok.all()) and value is x and full is not None and _fixed(support):
-            value, where = full, name
-            ok = traces.elementwise_support(support).check(value)
-        elif value is x:
-            where = name
-        if bool(ok.all()):
-            continue
-        elementwise = traces.elementwise_support(support).check(value)
-        if elementwise.shape == value.shape:  # name the first bad element
-            i = _first_bad(elementwise)
-            shown = float(value[i])
-        else:  # a constraint over whole events (simplex, ...): name the first bad event
-            i = _first_bad(ok)
-            shown = value[i].flatten()[:4].tolist()
-        raise SupportError(
-            f"{where}[{', '.join(map(str, i))}] = {shown} is outside the support {support} of the "
-            f"observed site {site_name!r}; expected data that the likelihood can produce"
-        )
+    check_observed(sites, data=x, full=full, data_name=name)
