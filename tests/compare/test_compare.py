@@ -201,3 +201,20 @@ def test_plan_passes_schedule_and_test_subset(tmp_path):
     assert ais.count("--n") == 1 and ais[ais.index("--n") + 1] == "4" and ais[ais.index("--ais") + 1] == "7"
     whole = plan(Cell(**{**cell.__dict__, "n_test": None}))[1]
     assert "--n" not in whole
+
+
+def test_literature_preset_settings_and_overrides():
+    """The preset is Burda et al.'s protocol as the Burda-protocol runs of bench/RESULTS.md made it
+    (batch 100, their schedule, K = 5000, 3280 epochs); a flag overrides the preset's value."""
+    import argparse
+
+    from vaezoo.compare import command, settings
+
+    parser = argparse.ArgumentParser()
+    command.add_parser(parser.add_subparsers())
+    preset = settings.make(parser.parse_args(["compare", "--preset", "literature"]))
+    assert preset["models"] == ["vae", "iwae", "rho-vae"] and preset["dataset"] == "mnist"
+    assert (preset["epochs"], preset["samples"], preset["seeds"]) == (3280, 5000, [0, 1, 2])
+    assert preset["train"] == {"batch_size": 100, "schedule": "burda"}
+    mine = settings.make(parser.parse_args(["compare", "--preset", "literature", "--batch-size", "20", "--epochs", "7"]))
+    assert mine["train"] == {"batch_size": 20, "schedule": "burda"} and mine["epochs"] == 7
