@@ -448,7 +448,7 @@ def check_observed(
             )
         support = elementwise_support(fn.support)
         of = ""
-        if full is not None and value is data and site["mask"] is None and fixed_support(support):
+        if full is not None and value is data and site["mask"] is None and _fixed_support(support):
             value, of = full, f" of the {data_name}"
         ok = support.check(value)
         mask = site["mask"]
@@ -471,10 +471,10 @@ def check_observed(
         )
 
 
-def fixed_support(support: torch.distributions.constraints.Constraint) -> bool:
+def _fixed_support(support: torch.distributions.constraints.Constraint) -> bool:
     """Whether a support has no tensor parameters (boolean, real, unit_interval, ...), so that it
     can be checked on any number of datapoints, not only on those the model ran on."""
-    return not any(isinstance(v, torch.Tensor) for v in vars(elementwise_support(support)).values())
+    return not any(isinstance(v, torch.Tensor) for v in vars(support).values())  # support: elementwise already
 
 
 def _broadcastable(a, b) -> bool:

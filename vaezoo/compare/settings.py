@@ -78,10 +78,9 @@ def make(args) -> Dict[str, Any]:
     overrides = _overrides(args.set)
     for name in models:  # every override must fit every entry: checked before anything runs
         zoo.make_config(name, overrides)
-    train = runs.check_train({k: v for k, v in (("batch_size", args.batch_size if args.batch_size is not None else preset.get("batch_size")), ("lr", args.lr),
-                                                 ("n_train", args.n_train),
-                                                 ("schedule", args.schedule or preset.get("schedule")))
-                              if v is not None},
+    given = {"batch_size": args.batch_size, "lr": args.lr, "n_train": args.n_train, "schedule": args.schedule}
+    given = {k: v if v is not None else preset.get(k) for k, v in given.items()}  # a flag overrides the preset
+    train = runs.check_train({k: v for k, v in given.items() if v is not None},
                              {"batch_size": "--batch-size", "lr": "--lr", "n_train": "--n-train", "schedule": "--schedule"}.get)
     baseline = args.baseline if args.baseline is not None else ("vae" if "vae" in models else models[0])
     if baseline not in models:
