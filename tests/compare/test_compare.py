@@ -218,3 +218,27 @@ def test_literature_preset_settings_and_overrides():
     assert preset["train"] == {"batch_size": 100, "schedule": "burda"}
     mine = settings.make(parser.parse_args(["compare", "--preset", "literature", "--batch-size", "20", "--epochs", "7"]))
     assert mine["train"] == {"batch_size": 20, "schedule": "burda"} and mine["epochs"] == 7
+
+
+def test_paper_presets_pit_each_paper_against_its_baseline():
+    """A seed paper's preset names the paper's entry and its baseline (the leaderboard's baseline,
+    listed first), and its settings; every --set the user adds must fit both entries."""
+    import argparse
+
+    from vaezoo.compare import command, settings
+    from vaezoo.errors import ConfigError
+
+    parser = argparse.ArgumentParser()
+    command.add_parser(parser.add_subparsers())
+    sos = settings.make(parser.parse_args(["compare", "--preset", "sos-vae"]))
+    assert sos["models"] == ["beta-vae-gaussian-paper", "sos-vae-paper"] and sos["baseline"] == "beta-vae-gaussian-paper"
+    assert sos["train"] == {"batch_size": 25, "lr": 1e-4} and (sos["epochs"], sos["samples"], sos["n_test"]) == (10, 1000, 1000)
+    # the two -paper entries share the constants the paper gives both models
+    a, b = (zoo.make_config(name, {}) for name in sos["models"])
+    assert (a.latent_dim, a.kl_target, a.cov_diag, a.multiplier_update, a.batch_sum, a.net) == \
+        (b.latent_dim, b.kl_target, b.cov_diag, b.multiplier_update, b.batch_sum, b.net) == (128, 45.0, 1e-5, "two-sided", True, "conv")
+    rho = settings.make(parser.parse_args(["compare", "--preset", "rho-vae", "--set", "latent_dim=20", "--n-test", "50"]))
+    assert rho["models"] == ["vae", "rho-vae"] and rho["baseline"] == "vae" and rho["set"] == {"latent_dim": "20"}
+    assert (rho["epochs"], rho["samples"], rho["n_test"], rho["train"]) == (30, 5000, 50, {"batch_size": 100})
+    with pytest.raises(ConfigError, match="preset 'sos'"):
+        settings.make(parser.parse_args(["compare", "--preset", "sos"]))

@@ -23,7 +23,7 @@ def add_parser(sub) -> None:
     c.add_argument("--data-dir", default=None, help="folder holding mnist/ etc.")
     c.add_argument("--seeds", nargs="+", type=int, default=None, metavar="S", help="training seeds (default 0 1 2)")
     c.add_argument("--epochs", type=int, default=None, help="epochs per cell (default: the preset's, else train's default)")
-    c.add_argument("--preset", default=None, help="a published protocol: literature (Burda et al. 2016)")
+    c.add_argument("--preset", default=None, help="a published protocol: literature (Burda et al. 2016), rho-vae or sos-vae (the paper against its baseline)")
     c.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config field of every entry")
     c.add_argument("--batch-size", type=int, default=None, help="training batch size (default train's)")
     c.add_argument("--lr", type=float, default=None, help="learning rate (default train's)")

@@ -122,9 +122,23 @@ class SOSVAEPaperConfig(SOSVAEConfig):
       matrix's Cholesky factor ill-conditioned in float32 (``vaezoo train --dtype float64`` if it
       fails).
 
-    Its baseline with the same constants: ``--model beta-vae-gaussian --set latent_dim=128 --set
-    net=conv --set cov_diag=1e-5 --set kl_target=45 --set multiplier_update=two-sided --set
-    batch_sum=true``."""
+    Its baseline with the same constants: ``beta-vae-gaussian-paper``."""
+
+    latent_dim: int = 128
+    net: str = "conv"
+    cov_diag: float = 1e-5
+    kl_target: Optional[float] = 45.0
+    multiplier_update: str = "two-sided"
+    batch_sum: bool = True
+
+
+@dataclass
+class BetaVAEGaussianPaperConfig(BetaVAEGaussianConfig):
+    """``beta-vae-gaussian`` with the constants of ``sos-vae-paper`` that the baseline shares:
+    latent size 128, ``net=conv``, the variance floor 1e-5 under the learned pixel-wise variance,
+    KL target 45 nats, the two-sided multiplier update on batch-summed violations (the SOS-VAE
+    paper gives both models the same KL target and training rule). Train it as ``sos-vae-paper``
+    (``--lr 1e-4 --batch-size 25``)."""
 
     latent_dim: int = 128
     net: str = "conv"
@@ -179,3 +193,10 @@ def build_beta_vae_gaussian(config: BetaVAEGaussianConfig, data_shape):
               objective=_objective)
 def build_sos_vae_paper(config: SOSVAEPaperConfig, data_shape):
     return build_sos_vae(config, data_shape)
+
+
+@zoo.register("beta-vae-gaussian-paper", BetaVAEGaussianPaperConfig,
+              "beta-vae-gaussian with sos-vae-paper's shared constants: latent 128, conv, variance floor 1e-5, KL target 45",
+              objective=_objective)
+def build_beta_vae_gaussian_paper(config: BetaVAEGaussianPaperConfig, data_shape):
+    return build_beta_vae_gaussian(config, data_shape)
