@@ -54,6 +54,54 @@ def test_conditional_against_dense(how, values_batch):
     assert cond.event_shape == (u.numel(),)
 
 
+def test_conditional_of_a_float32_distribution_with_the_sos_vae_diagonal():
+    """A float32 distribution with the SOS-VAE paper's diagonal 1e-5 and a factor of MNIST's size
+    whose columns are collinear on a patch (a trained factor's nearly are): K = I + W_o^T D_o^{-1}
+    W_o = I + c 1 1^T with c about 1e8, whose identity part float32 rounds away, so its float32
+    Cholesky factor fails; the solve runs in float64 and returns float32 values equal to the float64
+    computation's."""
+    g = _gen(3)
+    n, r = 784, 25
+    loc = torch.rand(n, generator=g, dtype=DTYPE)
+    observed = torch.zeros(n, dtype=torch.bool)
+    observed[300:420] = True
+    W = 0.3 * torch.randn(n, r, generator=g, dtype=DTYPE)
+    W[observed] = 3.0  # the distribution itself (all 784 pixels) is well conditioned; the patch is not
+    D = torch.full((n,), 1e-5, dtype=DTYPE)
+    x_o = torch.rand(int(observed.sum()), generator=g, dtype=DTYPE)
+    W_o, D_o = W[observed].float(), D[observed, None].float()
+    K = torch.eye(r) + W_o.mT @ (W_o / D_o)  # formed in float32, as before the fix
+    assert torch.linalg.cholesky_ex(K).info != 0
+    mvn32 = LowRankMultivariateNormal(loc.float(), W.float(), D.float())
+    mean, cov_factor, cov_diag = conditional(mvn32, observed, x_o.float(), return_cov=True)
+    assert mean.dtype == cov_factor.dtype == cov_diag.dtype == torch.float32
+    ref = conditional(LowRankMultivariateNormal(loc.float().double(), W.float().double(), D.float().double()),
+                      observed, x_o.float().double())
+    assert torch.allclose(mean.double(), ref, rtol=0, atol=1e-5)
+
+
+def test_conditional_where_the_factor_dwarfs_the_diagonal():
+    """A factor as a trained SOS-VAE's at a prior draw (singular values from 1e8 down to 1 over a
+    diagonal of 1e-5: K = I + W_o^T D_o^{-1} W_o would span 1e21 to 1e5, past a float64 Cholesky
+    factor). An observation the factor explains, x_o = mu_o + W_o e, is completed by the factor:
+    the conditional mean is mu_u + W_u (I - K^{-1}) e = mu_u + W_u e up to K^{-1} <= 1e-5, and the
+    conditional covariance's factor W_u K^{-1/2} is as small."""
+    g = _gen(4)
+    n, r = 100, 6
+    observed = torch.zeros(n, dtype=torch.bool)
+    observed[:40] = True
+    Q = torch.linalg.qr(torch.randn(40, r, generator=g, dtype=DTYPE)).Q
+    R = torch.linalg.qr(torch.randn(r, r, generator=g, dtype=DTYPE)).Q
+    W = torch.randn(n, r, generator=g, dtype=DTYPE)
+    W[observed] = Q @ torch.diag(torch.logspace(8, 0, r, dtype=DTYPE)) @ R
+    loc, D = torch.randn(n, generator=g, dtype=DTYPE), torch.full((n,), 1e-5, dtype=DTYPE)
+    e = torch.randn(r, generator=g, dtype=DTYPE)
+    mvn = LowRankMultivariateNormal(loc, W, D)
+    mean, cov_factor, _ = conditional(mvn, observed, loc[observed] + W[observed] @ e, return_cov=True)
+    assert torch.allclose(mean, loc[~observed] + W[~observed] @ e, rtol=0, atol=1e-4)
+    assert cov_factor.abs().max() < 1e-2
+
+
 def test_conditional_edge_cases():
     mvn = low_rank_mvn()
     n = mvn.event_shape[0]

@@ -52,7 +52,8 @@ def conditional(mvn, observed, observed_values, return_cov=False):
 
     which is the textbook :math:`\mu_u + \Sigma_{uo}\Sigma_{oo}^{-1}(x_o - \mu_o)`,
     :math:`\Sigma_{uu} - \Sigma_{uo}\Sigma_{oo}^{-1}\Sigma_{ou}` rewritten by Woodbury's identity
-    (:math:`\Sigma_{uo} = W_u W_o^\top` since :math:`D` is diagonal). It costs
+    (:math:`\Sigma_{uo} = W_u W_o^\top` since :math:`D` is diagonal), with :math:`K^{-1}` taken
+    from the SVD of :math:`D_o^{-1/2} W_o` rather than from :math:`K` itself. It costs
     :math:`O(n r^2 + r^3)` and the conditional covariance stays low rank plus diagonal.
 
     :param mvn: a ``LowRankMultivariateNormal`` (torch's or Pyro's) with ``loc`` ``[..., n]``,
@@ -65,12 +66,19 @@ def conditional(mvn, observed, observed_values, return_cov=False):
     :param bool return_cov: also return the conditional covariance.
     :returns: the conditional mean ``[..., n_u]`` over the unobserved coordinates in increasing
         index order; with ``return_cov=True`` the triple ``(mean, cov_factor, cov_diag)`` with
-        ``cov_factor`` :math:`W_u L^{-\top}` ``[..., n_u, r]`` (:math:`K = L L^\top`) and
+        ``cov_factor`` :math:`W_u M` ``[..., n_u, r]`` (:math:`M M^\top = K^{-1}`) and
         ``cov_diag`` :math:`D_u` ``[..., n_u]``, so that
         ``LowRankMultivariateNormal(*conditional(mvn, observed, x_o, return_cov=True))`` is the
         conditional distribution.
     """
-    loc, W, D = mvn.loc, mvn.cov_factor, mvn.cov_diag
+    # K is never formed: with A = D_o^{-1/2} W_o = U S V^T (thin SVD), K = V (I + S^2) V^T, so
+    # K^{-1} A^T = V S (I + S^2)^{-1} U^T and W_u V (I + S^2)^{-1/2} is a square root of the
+    # conditional's low-rank part. Forming K squares A's condition number: a trained SOS-VAE factor
+    # over a diagonal of 1e-5 gives K eigenvalues of 1e21 beside 1, which not even a float64 Cholesky
+    # factor survives. The SVD runs in float64 and the results come back in the distribution's dtype.
+    dtype = mvn.loc.dtype
+    loc, W, D = mvn.loc.double(), mvn.cov_factor.double(), mvn.cov_diag.double()
+    observed_values = observed_values.double()
     n, r = W.shape[-2:]
     observed_idx, unobserved_idx = _split(observed, n, loc.device)
     if observed_values.dim() < 1 or observed_values.size(-1) != observed_idx.numel():
@@ -79,16 +87,22 @@ def conditional(mvn, observed, observed_values, return_cov=False):
             f"value per observed coordinate), got {tuple(observed_values.shape)}"
         )
     W_o, W_u = W[..., observed_idx, :], W[..., unobserved_idx, :]  # [..., n_o, r], [..., n_u, r]
-    W_o_scaled = W_o / D[..., observed_idx].unsqueeze(-1)  # D_o^{-1} W_o
-    K = torch.eye(r, dtype=W.dtype, device=W.device) + W_o.mT @ W_o_scaled  # [..., r, r]
-    L = torch.linalg.cholesky(K)
-    residual = (observed_values - loc[..., observed_idx]).unsqueeze(-1)  # [..., n_o, 1]
-    coef = torch.cholesky_solve(W_o_scaled.mT @ residual, L)  # K^{-1} W_o^T D_o^{-1} r, [..., r, 1]
+    scale_o = D[..., observed_idx].rsqrt()  # D_o^{-1/2}
+    U, S, Vh = torch.linalg.svd(W_o * scale_o.unsqueeze(-1), full_matrices=False)  # [..., n_o, k], [..., k], [..., k, r]
+    residual = (observed_values - loc[..., observed_idx]) * scale_o  # D_o^{-1/2} (x_o - mu_o), [..., n_o]
+    proj = (U.mT @ residual.unsqueeze(-1)).squeeze(-1) * S / (1 + S**2)  # [..., k]
+    coef = (Vh.mT @ proj.unsqueeze(-1))  # K^{-1} W_o^T D_o^{-1} (x_o - mu_o), [..., r, 1]
     mean = loc[..., unobserved_idx] + (W_u @ coef).squeeze(-1)
     if not return_cov:
-        return mean
-    cov_factor = torch.linalg.solve_triangular(L, W_u.mT, upper=False).mT  # W_u L^{-T}
-    return mean, cov_factor, D[..., unobserved_idx].expand(cov_factor.shape[:-1])
+        return mean.to(dtype)
+    # K^{-1} = Q diag(d)^2 Q^T: Q an orthonormal basis of R^r whose first k columns are V's (up to
+    # sign), d = (1 + S^2)^{-1/2} on them and 1 on the directions A does not reach (when n_o < r)
+    V = Vh.mT  # [..., r, k]
+    eye = torch.eye(r, dtype=W.dtype, device=W.device).expand(V.shape[:-2] + (r, r))
+    Q = torch.linalg.qr(torch.cat([V, eye], -1)).Q  # [..., r, r]
+    d = torch.cat([(1 + S**2).rsqrt(), torch.ones(S.shape[:-1] + (r - S.shape[-1],), dtype=S.dtype, device=S.device)], -1)
+    cov_factor = W_u @ (Q * d.unsqueeze(-2))  # W_u K^{-1/2}: W_u K^{-1} W_u^T = cov_factor cov_factor^T
+    return mean.to(dtype), cov_factor.to(dtype), D[..., unobserved_idx].expand(cov_factor.shape[:-1]).to(dtype)
 
 
 def principal_directions(mvn, k=None, include_diag=False):
