@@ -91,12 +91,18 @@ def gap_row(name, args, train, test):
            "seed": args.seed, "epochs": args.epochs, "eval_n": len(x), "samples": args.samples, "ais_steps": args.steps,
            "ais_chains": args.chains, "train_seconds": train_seconds,
            "is_seconds_per_image": is_seconds / len(x), "ais_seconds_per_image": ais_seconds / len(x)}
-    for key, values in {"log_px_is": imp.log_px, "log_px_ais": annealed.log_px, "elbo": elbo,
-                        "gap_is": imp.log_px - elbo, "gap_ais": annealed.log_px - elbo, "kl_prior": kl,
-                        "ais_minus_is": annealed.log_px - imp.log_px}.items():
+    per_image = {"log_px_is": imp.log_px, "log_px_ais": annealed.log_px, "elbo": elbo, "gap_is": imp.log_px - elbo,
+                 "gap_ais": annealed.log_px - elbo, "kl_prior": kl, "ais_minus_is": annealed.log_px - imp.log_px}
+    return finish(row, per_image, imp, out / f"gap-ais-{args.data}-e{args.epochs}-n{len(x)}-K{args.samples}-T{args.steps}-C{args.chains}.json")
+
+
+def finish(row, per_image, imp, path):
+    """The row with each per-image figure's mean and standard error and the importance weights'
+    share of k-hat > 0.7, written to ``path`` and printed as one JSON line."""
+    for key, values in per_image.items():
         row[key], row[key + "_se"] = mean_se(values)
     row["khat_above_0.7"] = float((imp.khat > 0.7).double().mean())
-    write_json(out / f"gap-ais-{args.data}-e{args.epochs}-n{len(x)}-K{args.samples}-T{args.steps}-C{args.chains}.json", row)
+    write_json(path, row)
     print(json.dumps(row), flush=True)
     return row
 
@@ -118,14 +124,10 @@ def bdmc_row(name, args, train):
     row = {"kind": "bdmc", "model": name, "pose_prior": args.pose_prior, "data": args.data, "total": args.total,
            "latent_dim": latent_dim, "seed": args.seed, "epochs": args.epochs, "eval_n": len(x), "samples": args.samples,
            "ais_steps": args.steps, "ais_chains": args.chains, "bdmc_seconds_per_image": bdmc_seconds / len(x)}
-    for key, values in {"lower": result.log_px, "upper": result.upper, "log_px_is": imp.log_px, "elbo": elbo,
-                        "gap_lower": result.log_px - elbo, "gap_upper": result.upper - elbo, "kl_prior": kl,
-                        "bdmc_gap": result.upper - result.log_px}.items():
-        row[key], row[key + "_se"] = mean_se(values)
-    row["khat_above_0.7"] = float((imp.khat > 0.7).double().mean())
-    write_json(out / f"gap-bdmc-{args.data}-e{args.epochs}-n{len(x)}-K{args.samples}-T{args.steps}-C{args.chains}.json", row)
-    print(json.dumps(row), flush=True)
-    return row
+    per_image = {"lower": result.log_px, "upper": result.upper, "log_px_is": imp.log_px, "elbo": elbo,
+                 "gap_lower": result.log_px - elbo, "gap_upper": result.upper - elbo, "kl_prior": kl,
+                 "bdmc_gap": result.upper - result.log_px}
+    return finish(row, per_image, imp, out / f"gap-bdmc-{args.data}-e{args.epochs}-n{len(x)}-K{args.samples}-T{args.steps}-C{args.chains}.json")
 
 
 def main():
