@@ -41,6 +41,23 @@ def test_summary_without_khat():
     assert r.to_dict()["khat"]["max"] is None
 
 
+def test_a_summary_of_degenerate_weights_says_loose_not_uncomputed():
+    """Log-weights a thousand nats apart (a proposal far too wide for a very peaked posterior, as an
+    SOS-VAE's with a pixel variance of 1e-5): ArviZ's k-hat is infinite, which is the heaviest tail,
+    not "not computed"; the summary calls the estimate loose and the JSON says k-hat was computed."""
+    from vaezoo.evaluation.importance import LogMarginalResult
+
+    g = torch.Generator().manual_seed(0)
+    r = LogMarginalResult.from_log_weights(1e4 * torch.randn(1000, 5, generator=g, dtype=torch.float64))
+    assert torch.isinf(r.khat).all()
+    text = format_summary(r)
+    assert "not computed" not in text and "k-hat > 0.7 (unreliable estimate): 100.0%" in text and "**loose**" in text
+    khat = r.to_dict()["khat"]
+    assert khat["computed"] and khat["frac_above_0.7"] == 1.0 and khat["median"] is None  # JSON has no infinity
+    few = LogMarginalResult.from_log_weights(torch.randn(5, 3, generator=g, dtype=torch.float64))
+    assert "not computed" in format_summary(few) and few.to_dict()["khat"]["computed"] is False
+
+
 def test_public_names_are_the_functions_and_classes():
     import importlib
     import importlib.util

@@ -247,7 +247,7 @@ def cell_record(run: Path, settings: Dict[str, Any]) -> Dict[str, Any]:
     rec["log_px"] = ev["log_px"]["mean"]
     rec["log_px_stderr"] = ev["log_px"]["stderr"]
     rec["gap"] = ev["gap"]["mean"]  # log p(x) - mean log-weight, per datapoint, on the same draws
-    rec["khat_above"] = ev["khat"]["frac_above_0.7"] if ev["khat"]["median"] is not None else "n/a: K < 21"
+    rec["khat_above"] = ev["khat"]["frac_above_0.7"] if ev["khat"].get("computed", ev["khat"]["median"] is not None) else "n/a: K < 21"
     rec["arrays"] = path.with_suffix(".npz").name
     if settings.get("ais_steps"):
         if measures["point_mass_sites"]:

@@ -31,7 +31,7 @@ def format_summary(result: LogMarginalResult, seconds: Optional[float] = None) -
     ]
     for kk in sorted(result.iwae):
         lines.append(f"- IWAE-{kk} bound: {_pm(result.mean_iwae(kk))}")
-    if torch.isfinite(result.khat).any():
+    if not torch.isnan(result.khat).all():  # computed (K >= 21); an infinite k-hat is the heaviest tail, not a gap
         loose = result.frac_khat_above(0.7)
         lines.append(
             f"- k-hat > 0.7 (unreliable estimate): {100 * loose:.1f}% of datapoints; "

@@ -81,7 +81,7 @@ class EstimatorResult:
         ``elbo``, ``mean_stderr_log_px``, ``ess``, ``khat``, ``wall_time_s``), then its own."""
         ess = self.ess.double()
         khat = self.khat.double()
-        finite_khat = khat[torch.isfinite(khat)]
+        computed = khat[~torch.isnan(khat)]  # NaN: not computed (K < 21); +inf: weights too degenerate to fit
         out = {
             "estimator": self.estimator,
             "num_samples": self.num_samples,
@@ -92,7 +92,8 @@ class EstimatorResult:
             "mean_stderr_log_px": _num(torch.nanmean(self.stderr.double()).item()),
             "ess": {"mean": _num(ess.mean().item()), "median": _num(ess.median().item()), "min": _num(ess.min().item())},
             "khat": {
-                "median": _num(finite_khat.median().item()) if finite_khat.numel() else None,
+                "computed": bool(computed.numel()),
+                "median": _num(computed.median().item()) if computed.numel() else None,
                 "max": _num(khat.max().item()),
                 "frac_above_0.5": self.frac_khat_above(0.5),
                 "frac_above_0.7": self.frac_khat_above(0.7),
