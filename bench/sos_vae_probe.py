@@ -26,9 +26,12 @@ def probe(run: str, n: int = 200, seed: int = 0) -> str:
         latent = out.shape[-1] // 2
         loc, factor, _ = m.model.decoder(out[..., :latent])  # the posterior means' decoding
         prior_loc, prior_factor, _ = m.model.decoder(torch.randn(n, latent))
+    def size(w):  # the pixel-wise independent baseline has no factor
+        return "none" if w is None else f"{w.abs().mean():.3g}"
+
     return (f"{run} (epoch {state['epoch']}): test reconstructions: mean |mu| {loc.abs().mean():.3g}, "
-            f"RMS(x - mu) {(x - loc).pow(2).mean().sqrt():.3g}, mean |W| {factor.abs().mean():.3g}; "
-            f"prior draws: mean |mu| {prior_loc.abs().mean():.3g}, mean |W| {prior_factor.abs().mean():.3g}")
+            f"RMS(x - mu) {(x - loc).pow(2).mean().sqrt():.3g}, mean |W| {size(factor)}; "
+            f"prior draws: mean |mu| {prior_loc.abs().mean():.3g}, mean |W| {size(prior_factor)}")
 
 
 def main() -> None:
