@@ -20,15 +20,15 @@ from vaezoo.fileio import atomic_write_text, atomic_writer
 #: the figures of a cell that are averaged over seeds, with their column titles
 NUMERIC = [("elbo", "test ELBO"), ("log_px", "log p(x)"), ("gap", "gap"), ("khat_above", "k-hat > 0.7"),
            ("ais", "AIS log p(x)"), ("active_units", "active units"), ("mutual_information", "I(x; z)"),
-           ("fid", "FID samples"), ("probe", "probe accuracy"), ("parameters", "parameters"),
+           ("fid_means", "FID means"), ("fid", "FID samples"), ("probe", "probe accuracy"), ("parameters", "parameters"),
            ("seconds_per_epoch", "s / epoch"), ("seconds_to_target", "s to target ELBO")]
 
 
 def _value(rec: Dict[str, Any], key: str):
-    v = rec.get(key)
-    if key == "fid" and isinstance(v, dict):
-        return v.get("samples")
-    return v
+    if key in ("fid", "fid_means"):  # one measure, {"means": ..., "samples": ...}, or why there is none
+        v = rec.get("fid")
+        return v.get("samples" if key == "fid" else "means") if isinstance(v, dict) else v
+    return rec.get(key)
 
 
 def collect(out: Path, settings: Dict[str, Any]) -> Dict[str, Any]:
