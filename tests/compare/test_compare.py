@@ -232,7 +232,7 @@ def test_paper_presets_pit_each_paper_against_its_baseline():
     command.add_parser(parser.add_subparsers())
     sos = settings.make(parser.parse_args(["compare", "--preset", "sos-vae"]))
     assert sos["models"] == ["beta-vae-gaussian-paper", "sos-vae-paper"] and sos["baseline"] == "beta-vae-gaussian-paper"
-    assert sos["train"] == {"batch_size": 25, "lr": 1e-4} and (sos["epochs"], sos["samples"], sos["n_test"]) == (5, 100, 200)
+    assert sos["train"] == {"batch_size": 25, "lr": 1e-4} and (sos["epochs"], sos["samples"], sos["n_test"]) == (10, 100, 200)
     # the two -paper entries share the constants the paper gives both models
     a, b = (zoo.make_config(name, {}) for name in sos["models"])
     assert (a.latent_dim, a.kl_target, a.cov_diag, a.multiplier_update, a.batch_sum, a.net) == \
