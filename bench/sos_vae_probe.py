@@ -13,25 +13,31 @@ import argparse
 
 import torch
 
-from vaezoo import data, runs
+from vaezoo import runs
+from vaezoo.errors import ConfigError
+from vaezoo.evaluation import observation as obs
+
+
+def _factor_size(d) -> str:
+    try:
+        flat, _ = obs.low_rank(d)
+    except ConfigError:  # the pixel-wise independent baseline has no factor
+        return "none"
+    return f"{flat.cov_factor.abs().mean():.3g}"
 
 
 def probe(run: str, n: int = 200, seed: int = 0) -> str:
     m, cfg, state = runs.load_trained(run, torch.device("cpu"))
     m.eval()
-    x = data.load(cfg["dataset"], split="test").data[:n].to(torch.float32)
+    x = runs.load_split(cfg, "test").data[:n].to(torch.float32)
     torch.manual_seed(seed)
     with torch.no_grad():
-        out = m.guide.encoder(x)
-        latent = out.shape[-1] // 2
-        loc, factor, _ = m.model.decoder(out[..., :latent])  # the posterior means' decoding
-        prior_loc, prior_factor, _ = m.model.decoder(torch.randn(n, latent))
-    def size(w):  # the pixel-wise independent baseline has no factor
-        return "none" if w is None else f"{w.abs().mean():.3g}"
-
+        recon = obs.posterior_observation(m, x)  # p(x | z) at the posterior means
+        prior = obs.prior_observation(m, n)
+    loc, prior_loc = recon.mean, prior.mean
     return (f"{run} (epoch {state['epoch']}): test reconstructions: mean |mu| {loc.abs().mean():.3g}, "
-            f"RMS(x - mu) {(x - loc).pow(2).mean().sqrt():.3g}, mean |W| {size(factor)}; "
-            f"prior draws: mean |mu| {prior_loc.abs().mean():.3g}, mean |W| {size(prior_factor)}")
+            f"RMS(x - mu) {(x - loc).pow(2).mean().sqrt():.3g}, mean |W| {_factor_size(recon)}; "
+            f"prior draws: mean |mu| {prior_loc.abs().mean():.3g}, mean |W| {_factor_size(prior)}")
 
 
 def main() -> None:
