@@ -23,8 +23,8 @@ def add_parser(sub) -> None:
     c.add_argument("--data-dir", default=None, help="folder holding mnist/ etc.")
     c.add_argument("--seeds", nargs="+", type=int, default=None, metavar="S", help="training seeds (default 0 1 2)")
     c.add_argument("--epochs", type=int, default=None, help="epochs per cell (default: the preset's, else train's default)")
-    c.add_argument("--preset", default=None, help="a published protocol: literature (Burda et al. 2016), rho-vae or sos-vae (the paper against its baseline)")
-    c.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config field of every entry")
+    c.add_argument("--preset", default=None, help="a published protocol: literature (Burda et al. 2016), rho-vae, sos-vae or spatial-vae (the paper against its baseline)")
+    c.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config field of every entry; ENTRY:KEY=VALUE of one entry")
     c.add_argument("--batch-size", type=int, default=None, help="training batch size (default train's)")
     c.add_argument("--lr", type=float, default=None, help="learning rate (default train's)")
     c.add_argument("--n-train", type=int, default=None, help=argparse.SUPPRESS)  # tiny budgets in tests
@@ -82,7 +82,7 @@ def _compare(args) -> int:
         raise RunError(f"--out {out} is a file; expected a directory for the comparison")
     runs.check_not_under_file(out, "--out", "a directory path")
     # the data and every entry are checked here, before any cell runs
-    first = zoo.make_config(settings["models"][0], settings["set"])
+    first = zoo.make_config(settings["models"][0], settings_mod.entry_overrides(settings, settings["models"][0]))
     test = runs.load_split({"dataset": settings["dataset"], "config": zoo.config_dict(first), "data_dir": None},
                            "test", settings["data_dir"])
     x = test.data[:2].to(torch.float32)
@@ -91,7 +91,8 @@ def _compare(args) -> int:
         settings["ais_subset"] = min(settings["ais_subset"], len(test))
     todo = []
     for name in settings["models"]:
-        m = zoo.create(name, data_shape=tuple(test.data.shape[1:]), **settings["set"])
+        overrides = settings_mod.entry_overrides(settings, name)
+        m = zoo.create(name, data_shape=tuple(test.data.shape[1:]), **overrides)
         deltas = measures.point_mass_sites(m, x)
         samples = 0 if measures.SITE in deltas else settings["samples"]
         ais_steps = None if deltas else settings["ais_steps"]  # AIS needs a density at every guide site
@@ -99,7 +100,7 @@ def _compare(args) -> int:
             run = cells_mod.cell_dir(out, name, seed)
             cells_mod.check_cell(run, settings_mod.expected_config(settings, name, seed), settings["epochs"])
             cell = cells_mod.Cell(model=name, seed=seed, run=str(run), log=str(out / cells_mod.LOGS / f"{name}-seed{seed}.log"),
-                                  epochs=settings["epochs"], dataset=settings["dataset"], overrides=settings["set"],
+                                  epochs=settings["epochs"], dataset=settings["dataset"], overrides=overrides,
                                   train=settings["train"], samples=samples, eval_seed=settings["eval_seed"],
                                   ais_subset=settings["ais_subset"], ais_steps=ais_steps,
                                   data_dir=settings["data_dir"], num_test=settings["num_test"],

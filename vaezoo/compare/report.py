@@ -131,6 +131,8 @@ def markdown(board: Dict[str, Any]) -> str:
     lines.append(f"{s['epochs']} epochs, seeds {', '.join(map(str, s['seeds']))}"
                  + (f", preset `{s['preset']}`" if s.get("preset") else "")
                  + (f", --set {' '.join(f'{k}={v}' for k, v in s['set'].items())}" if s.get("set") else "")
+                 + "".join(f", `{name}`: --set {' '.join(f'{k}={v}' for k, v in kv.items())}"
+                           for name, kv in s.get("set_entry", {}).items())
                  + (f", train {', '.join(f'{k}={v}' for k, v in s['train'].items())}" if s.get("train") else "")
                  + f". log p(x): importance sampling, K = {s['samples']} per test point (evaluate --seed "
                  f"{s.get('eval_seed', 0)}), on "
