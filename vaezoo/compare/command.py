@@ -48,8 +48,6 @@ def add_parser(sub) -> None:
 
 
 def cmd_compare(args) -> int:
-    from vaezoo.compare import report
-
     if args.report is not None:
         given = [f"--{k.replace('_', '-')}" for k in RUN_FLAGS if getattr(args, k) is not None]
         if given:
