@@ -124,6 +124,10 @@ def test_report_alone_rebuilds_identical_tables(compared, capsys):
                 "| `iwae` | Burda et al. 2016, Table 1 | IWAE, k=50, 3280 epochs, IS K=5000 | -84.78 |"):
         assert row in md
     assert "-86.76" not in (compared / "leaderboard.md").read_text()
+    # under a schedule that anneals to zero, the convergence flag says what a flat end means
+    cosine = dict(settings, train={**settings["train"], "schedule": "cosine"})
+    assert "settled at this budget" in report.markdown(report.collect(compared, cosine))
+    assert "settled at this budget" not in md
 
 
 @pytest.mark.slow  # trains cells in subprocesses: CI runs it apart (pytest -m slow)
