@@ -105,7 +105,7 @@ def make(args) -> Dict[str, Any]:
     # the preset's --set pairs first, so that the user's own override them
     overrides, scoped = split_overrides(_overrides(list(preset.get("set", [])) + list(args.set or [])), models)
     for name in models:  # every override must fit its entries: checked before anything runs
-        zoo.make_config(name, {**overrides, **scoped.get(name, {})})
+        zoo.make_config(name, entry_overrides({"set": overrides, "set_entry": scoped}, name))
     given = {"batch_size": args.batch_size, "lr": args.lr, "n_train": args.n_train, "schedule": args.schedule}
     given = {k: v if v is not None else preset.get(k) for k, v in given.items()}  # a flag overrides the preset
     train = runs.check_train({k: v for k, v in given.items() if v is not None},
