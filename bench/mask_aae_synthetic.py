@@ -37,9 +37,17 @@ def run(name, n, m, seed, args, overrides):
     test = data.load("synthetic", split="test", true_dim=n, num_samples=args.test)
     extra = dict(NETS, **(CRITIC if name != "wae-mmd" else {}), **(overrides if name.startswith("mask-aae") else {}))
     model = zoo.create(name, data_shape=(128,), latent_dim=m, **extra)
+    trace = []  # (epoch, active dimensions) every --trace-every epochs: has the mask stopped moving?
+
+    def record(trainer, rec):
+        if args.trace_every and model.model.mask is not None and trainer.epoch % args.trace_every == 0:
+            trace.append(f"{trainer.epoch}:{int(model.model.mask.active())}")
+
     start = time.perf_counter()
     Trainer(model.objective(), lr=args.lr, epochs=args.epochs, batch_size=args.batch_size, dtype="float32",
-            seed=seed, progress=False).fit(train)
+            seed=seed, progress=False, on_epoch_end=record).fit(train)
+    if trace:
+        print(f"  {name} n={n} m={m} seed={seed} active by epoch: {' '.join(trace)}", flush=True)
     seconds = time.perf_counter() - start
     torch.manual_seed(10_000 + seed)
     fd = frechet_distance(model.sample(args.test), test.data)
@@ -60,6 +68,8 @@ def main():
     p.add_argument("--models", nargs="+", default=["mask-aae", "wae-mmd"], choices=MODELS,
                    help="the first is the one whose active dimensions are tabled; mask-aae-open: the mask held open")
     p.add_argument("--set", nargs="*", default=[], help="config overrides of the mask-aae* entries, key=value")
+    p.add_argument("--trace-every", type=int, default=0,
+                   help="print the mask's active dimensions every this many epochs (0: at the end only)")
     args = p.parse_args()
     torch.set_num_threads(1)
     overrides = dict(kv.split("=", 1) for kv in args.set)

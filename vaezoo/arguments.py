@@ -47,3 +47,10 @@ def check_positive_float(name: str, value) -> float:
     if not is_real(value) or not (math.isfinite(value) and value > 0):
         raise ConfigError(f"{name}={value!r}; expected a finite number > 0")
     return float(value)
+
+
+def check_nonnegative_float(name: str, value) -> float:
+    """``value`` as a finite float >= 0."""
+    if not is_real(value) or not (math.isfinite(value) and value >= 0):
+        raise ConfigError(f"{name}={value!r}; expected a finite number >= 0")
+    return float(value)

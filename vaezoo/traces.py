@@ -103,6 +103,20 @@ def record(
     return Run(poutine.trace(fn).get_trace(*args, **kwargs))
 
 
+def latent_codes(sites: Mapping[str, dict], batch: int) -> torch.Tensor:
+    """The values of the latent (unobserved) sites of a run of ``batch`` datapoints, each flattened
+    per datapoint and concatenated in site order: ``[batch, D]``."""
+    return torch.cat([s["value"].reshape(batch, -1) for s in sites.values() if not s["is_observed"]], dim=-1)
+
+
+def prior_codes(model: Callable, x: torch.Tensor) -> torch.Tensor:
+    """Draws of the model's latents from its prior, one per datapoint of ``x``, as
+    :func:`latent_codes` lays them out: an unconditioned run of ``model`` (so a hierarchical prior
+    is drawn from its marginal), without gradients and hidden from any enclosing handler."""
+    with torch.no_grad(), poutine.block():
+        return latent_codes(record(model, x).sites, x.shape[0])
+
+
 def _parallel(site: dict) -> dict:
     return {"enumerate": "parallel"} if site["infer"].get("enumerate") == "sequential" else {}
 

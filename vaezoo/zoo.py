@@ -260,15 +260,19 @@ class ZooModel(PyroModule):
         compiles runs of at least ``cli.COMPILE_AUTO_STEPS`` steps, the main job included)."""
         build = entry(self.name).objective
         estimator = getattr(self.config, "estimator", "standard")
+        weights = {"beta": getattr(self.config, "beta", 1.0), "mmd_weight": getattr(self.config, "mmd_weight", 0.0)}
         if build is not None:
             if estimator != "standard":
                 raise ConfigError(f"{self.name!r} trains with its own objective, which takes no estimator={estimator!r}; "
                                   "expected estimator=standard")
+            if weights != {"beta": 1.0, "mmd_weight": 0.0}:
+                raise ConfigError(f"{self.name!r} trains with its own objective, which takes no beta={weights['beta']} "
+                                  f"or mmd_weight={weights['mmd_weight']}; expected beta=1 and mmd_weight=0")
             return build(self.config, self.model, self.guide, compile)
         kind = getattr(self.config, "objective", "elbo")
         if kind == "elbo":
             return ELBO(self.model, self.guide, analytic_kl=getattr(self.config, "analytic_kl", True), compile=compile,
-                        estimator=estimator)
+                        estimator=estimator, **weights)
         if kind == "iwae":
             return IWAE(self.model, self.guide, num_particles=getattr(self.config, "num_particles", 5), compile=compile,
                         estimator=estimator)

@@ -12,7 +12,8 @@ from torch import nn
 from vaezoo import data, zoo
 from vaezoo.evaluation.frechet import data_frechet_distance as frechet_distance, gaussian_frechet
 from vaezoo.inference import Trainer
-from vaezoo.inference.adversarial import IMQ_SCALES, gradient_penalty, mmd_imq
+from vaezoo.inference.adversarial import gradient_penalty
+from vaezoo.inference.kernels import IMQ_SCALES, mmd_imq
 
 
 def test_mmd_imq_against_a_direct_double_sum():

@@ -28,7 +28,10 @@ class CommonConfig:
     ``elbo`` or ``iwae`` with ``num_particles``; ``analytic_kl``: closed-form KL terms in the ELBO
     where they are exact; ``estimator``: the gradient estimator, ``standard``, ``stl`` (ELBO:
     sticking the landing) or ``dreg`` (IWAE: doubly reparameterized), see
-    :mod:`vaezoo.inference.estimators`."""
+    :mod:`vaezoo.inference.estimators`; ``beta`` and ``mmd_weight`` (objective ``elbo``): the weight
+    of the KL term in the training loss and of an MMD between the codes and the prior (beta-VAE:
+    ``beta`` > 1; InfoVAE: ``beta = 1 - alpha``, ``mmd_weight = alpha + lambda - 1``; see
+    :class:`~vaezoo.inference.ELBO`); the reported ELBO stays the unweighted bound."""
 
     likelihood: str = "bernoulli"
     likelihood_scale: float = 0.1
@@ -38,6 +41,8 @@ class CommonConfig:
     num_particles: int = 1
     analytic_kl: bool = True
     estimator: str = "standard"
+    beta: float = 1.0
+    mmd_weight: float = 0.0
 
     def validate(self):
         """Ranges and names (make_config has checked the types)."""
@@ -51,6 +56,12 @@ class CommonConfig:
             raise ConfigError(f"objective={self.objective!r}; expected elbo or iwae")
         if not 1 <= self.num_particles <= MAX_WIDTH:
             raise ConfigError(f"num_particles={self.num_particles}; expected an integer from 1 to {MAX_WIDTH}")
+        for name in ("beta", "mmd_weight"):
+            if not getattr(self, name) >= 0:
+                raise ConfigError(f"{name}={getattr(self, name)}; expected a number >= 0")
+        if self.objective != "elbo" and (self.beta != 1 or self.mmd_weight != 0):
+            raise ConfigError(f"beta={self.beta}, mmd_weight={self.mmd_weight} with objective={self.objective}; "
+                              "expected beta=1 and mmd_weight=0 (they weight the ELBO's terms)")
         allowed = ESTIMATORS["ELBO" if self.objective == "elbo" else "IWAE"]
         if self.estimator not in allowed:
             raise ConfigError(f"estimator={self.estimator!r} with objective={self.objective}; expected one of {', '.join(allowed)}")

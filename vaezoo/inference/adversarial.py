@@ -5,38 +5,16 @@ MaskAAE's objective is in :mod:`vaezoo.inference.mask_aae`."""
 
 from __future__ import annotations
 
-from typing import Callable, Optional, Sequence, Tuple
+from typing import Callable, Optional, Tuple
 
-import pyro
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from vaezoo import traces
 from vaezoo.arguments import check_int
+from vaezoo.inference.kernels import mmd_imq
 from vaezoo.inference.objectives import Objective, Terms
-
-#: the scales of the IMQ kernel of Tolstikhin et al. (2018), times 2 * latent_dim * prior variance
-IMQ_SCALES = (0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0)
-
-
-def imq_kernel(a: torch.Tensor, b: torch.Tensor, scale: float) -> torch.Tensor:
-    """k(a_i, b_j) = C / (C + |a_i - b_j|^2) with C = ``scale``: ``[N, D], [M, D] -> [N, M]``."""
-    return scale / (scale + torch.cdist(a, b).square())
-
-
-def mmd_imq(q: torch.Tensor, p: torch.Tensor, prior_variance: float = 1.0, scales: Sequence[float] = IMQ_SCALES) -> torch.Tensor:
-    """The unbiased estimate of MMD^2 between samples ``q  # [N, D]`` and ``p  # [N, D]`` with the
-    sum of IMQ kernels of WAE-MMD, C = 2 D s prior_variance for each s in ``scales``."""
-    n, d = q.shape
-    off = 1 - torch.eye(n, device=q.device, dtype=q.dtype)  # the unbiased estimate drops i == j
-    total = q.new_zeros(())
-    for s in scales:
-        c = 2.0 * d * prior_variance * s
-        total = total + ((imq_kernel(q, q, c) + imq_kernel(p, p, c)) * off).sum() / (n * (n - 1))
-        total = total - 2 * imq_kernel(q, p, c).mean()
-    return total
-
 
 def gradient_penalty(critic: Callable, real: torch.Tensor, fake: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
     """WGAN-GP's E[(|grad D(x_hat)| - 1)^2] at x_hat = u real + (1 - u) fake (Gulrajani et al.
@@ -58,18 +36,12 @@ class LatentMatching(Objective):
         super().__init__(model, guide, check, compile=False)
         self.weight = float(weight)
 
-    def _latents(self, run: traces.Run, x: torch.Tensor) -> torch.Tensor:
-        b = x.shape[0]
-        return torch.cat([s["value"].reshape(b, -1) for s in run.sites.values() if not s["is_observed"]], dim=-1)
-
     def codes(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``(reconstruction per datapoint, codes [B, D], prior draws [B, D])``."""
         model_run, guide_run = self._runs(x)
         log_lik = [traces.site_log_prob(s).sum() for s in model_run.sites.values() if s["is_observed"]]
         recon = -sum(log_lik) / self._per_datapoint(x)
-        with torch.no_grad(), pyro.poutine.block():
-            prior = self._latents(traces.record(self.model, x), x)
-        return recon, self._latents(guide_run, x), prior
+        return recon, traces.latent_codes(guide_run.sites, x.shape[0]), traces.prior_codes(self.model, x)
 
     def divergence(self, q: torch.Tensor, p: torch.Tensor) -> Tuple[torch.Tensor, Terms]:
         raise NotImplementedError
@@ -148,8 +120,7 @@ class _Critic(LatentMatching):
         return recon + self.weight * div, dict(terms, reconstruction=recon.detach())
 
     def _prior_like(self, x):
-        with torch.no_grad(), pyro.poutine.block():
-            return self._latents(traces.record(self.model, x), x)
+        return traces.prior_codes(self.model, x)
 
     # --- state: the critic, its optimizer and the step count travel in state_dict
     def get_extra_state(self):

@@ -226,7 +226,7 @@ class MaskAAE(_Critic):
     # ----------------------------------------------------------------------------- the paper's mode
     def _encode(self, x: torch.Tensor) -> torch.Tensor:
         """The codes E(x) ``[B, d]`` (a guide run alone)."""
-        return self._latents(traces.record(self.guide, x), x)
+        return traces.latent_codes(traces.record(self.guide, x).sites, x.shape[0])
 
     def _paper_optimizers(self) -> Dict[str, Tuple[torch.optim.Optimizer, List[nn.Parameter]]]:
         """The RMSProps of (14), (15) and (17) over their own parameters (the critic's is

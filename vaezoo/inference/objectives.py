@@ -31,9 +31,10 @@ from pyro.infer.util import MultiFrameTensor
 from torch.distributions import kl_divergence
 
 from vaezoo import particles, traces
-from vaezoo.arguments import check_int
+from vaezoo.arguments import check_int, check_nonnegative_float
 from vaezoo.errors import ConfigError, SiteError
 from vaezoo.inference import estimators
+from vaezoo.inference.kernels import mmd_imq
 
 from vaezoo.inference.objective import Objective, Terms, _same, _scaled_sum, _subsampled, _total  # noqa: F401
 
@@ -63,16 +64,25 @@ class ELBO(Objective):
     sampled with ``log q`` at stop-gradient guide parameters; reparameterized guide sites only.
     The buffer ``kl_weight`` (1 by default; the Trainer's ``kl_warmup`` sets it) weights the KL term
     in the loss, not in the ``elbo`` term; a compiled program reads it as an input.
+
+    ``beta`` and ``mmd_weight`` change the training loss, never the reported ``elbo``: the loss per
+    datapoint is ``-log_lik + beta * kl_weight * kl + mmd_weight * MMD^2(q(z), p(z))``, with the
+    MMD^2 between the batch's codes and as many prior draws (:func:`~vaezoo.inference.kernels.mmd_imq`,
+    the IMQ kernels of WAE-MMD; term ``mmd``). ``beta`` alone is the beta-VAE (Higgins et al.
+    2017); InfoVAE's (Zhao et al. 2019) ``(alpha, lambda)`` are ``beta = 1 - alpha`` and
+    ``mmd_weight = alpha + lambda - 1``.
     """
 
     #: whether the loss weights its KL term by ``kl_weight`` (a subclass with a loss of its own may not)
     weights_kl = True
 
     def __init__(self, model: Callable, guide: Callable, analytic_kl: bool = True, check: bool = True, compile: bool = False,
-                 estimator: str = "standard"):
+                 estimator: str = "standard", beta: float = 1.0, mmd_weight: float = 0.0):
         super().__init__(model, guide, check, compile)
         self.analytic_kl = analytic_kl
         self.estimator = estimators.check_estimator("ELBO", estimator)
+        self.beta = check_nonnegative_float("beta", beta)
+        self.mmd_weight = check_nonnegative_float("mmd_weight", mmd_weight)
         # the weight of the KL term in the loss (KL warm-up: the Trainer's kl_warmup sets it): a
         # buffer, so that a compiled program takes it as an input rather than freezing it; not
         # persistent (checkpoints of ELBOs before it load, and a schedule sets it from the epoch)
@@ -164,12 +174,20 @@ class ELBO(Objective):
         log_lik, kl = _total(log_liks, x), _total(kls, x)
         elbo = (log_lik - kl) / n
         terms = {"elbo": elbo.detach(), "log_lik": log_lik.detach() / n, "kl": kl.detach() / n}
-        return -(log_lik - self.kl_weight * kl) / n, terms
+        loss = -(log_lik - self.beta * self.kl_weight * kl) / n
+        if self.mmd_weight:
+            mmd = mmd_imq(traces.latent_codes(guide_sites, x.shape[0]), traces.prior_codes(self.model, x))
+            terms["mmd"] = mmd.detach()
+            loss = loss + self.mmd_weight * mmd
+        return loss, terms
 
     def _unweighted(self, what: str) -> None:
-        """Refuses a KL weight other than 1 where the loss has no KL term apart (eager paths only)."""
-        if float(self.kl_weight) != 1.0:
-            raise ConfigError(f"a KL weight (KL warm-up) needs reparameterized guide sites; this pair has {what}")
+        """Refuses a KL weight other than 1, and an MMD term, where the loss has no KL term apart
+        (eager paths only)."""
+        if float(self.kl_weight) != 1.0 or self.beta != 1.0:
+            raise ConfigError(f"a KL weight (beta={self.beta}, KL warm-up) needs reparameterized guide sites; this pair has {what}")
+        if self.mmd_weight:
+            raise ConfigError(f"mmd_weight={self.mmd_weight} needs reparameterized guide sites; this pair has {what}")
 
     def _enumerated_loss(self, x):
         self._unweighted("sites to enumerate")
