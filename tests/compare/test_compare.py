@@ -126,8 +126,10 @@ def test_report_alone_rebuilds_identical_tables(compared, capsys):
     assert "-86.76" not in (compared / "leaderboard.md").read_text()
     # under a schedule that anneals to zero, the convergence flag says what a flat end means
     cosine = dict(settings, train={**settings["train"], "schedule": "cosine"})
-    assert "settled at this budget" in report.markdown(report.collect(compared, cosine))
-    assert "settled at this budget" not in md
+    cosine_md = report.markdown(report.collect(compared, cosine))
+    assert "settled at this budget" in cosine_md and "settled at this budget" not in md
+    e = settings["epochs"]  # the rate at the start of the last tenth of the epochs, by the cosine's formula
+    assert f"under {0.5 * (1 + math.cos(math.pi * (e - math.ceil(e / 10)) / e)):.1%} of the peak" in cosine_md
 
 
 @pytest.mark.slow  # trains cells in subprocesses: CI runs it apart (pytest -m slow)

@@ -1,6 +1,6 @@
 """MaskAAE's paper mode (``training="paper"``): each of the four losses (eqs. 14-17) against a hand
 computation, each alternation step moving only its own parameters, the open-mask baseline, an exact
-resume, and the tolerance rule on a constructed case."""
+resume, and the tolerance and ablation rules on constructed cases."""
 
 import json
 import math
@@ -13,7 +13,7 @@ from torch import nn
 from vaezoo import cli, data, zoo
 from vaezoo.errors import ConfigError
 from vaezoo.inference import Trainer
-from vaezoo.inference.mask_aae import ToleranceRule, polar, variance_penalty
+from vaezoo.inference.mask_aae import AblationRule, ToleranceRule, polar, variance_penalty
 
 LOG_2PI = math.log(2 * math.pi)
 
@@ -174,7 +174,9 @@ def train_run(out, epochs, **kw):
     return m, Trainer(m.objective(), epochs=epochs, batch_size=32, device="cpu", dtype="float64", seed=1, out=out, progress=False)
 
 
-@pytest.mark.parametrize("kw", [{}, {"mask_rule": "tolerance", "mask_warmup": 2}], ids=["paper", "paper-tolerance"])
+@pytest.mark.parametrize("kw", [{}, {"mask_rule": "tolerance", "mask_warmup": 2},
+                                {"mask_rule": "ablation", "mask_warmup": 2, "ablation_every": 2}],
+                         ids=["paper", "paper-tolerance", "paper-ablation"])
 def test_resume_of_the_paper_mode_is_exact(tmp_path, kw):
     train = data.load("synthetic", split="train", true_dim=2, num_samples=96)
     test = data.load("synthetic", split="test", true_dim=2, num_samples=32)
@@ -191,9 +193,11 @@ def test_resume_of_the_paper_mode_is_exact(tmp_path, kw):
     for name, (opt, _) in full_obj._paper.items():
         for sa, sb in zip(opt.state.values(), cut_obj._paper[name][0].state.values()):
             assert torch.equal(sa["square_avg"], sb["square_avg"]), name
-    assert full_obj.steps == cut_obj.steps and full_obj.gate == cut_obj.gate
+    assert full_obj.steps == cut_obj.steps and torch.equal(torch.as_tensor(full_obj.gate), torch.as_tensor(cut_obj.gate))
     if kw:
-        assert full_obj.rule.state() == cut_obj.rule.state() and full_obj.rule.reference is not None
+        assert full_obj.rule.state() == cut_obj.rule.state()
+        assert not math.isnan(next(iter(full_obj.rule.state().values()))[0] if kw["mask_rule"] == "ablation"
+                              else full_obj.rule.reference)
     full = [json.loads(line) for line in (tmp_path / "full" / "metrics.jsonl").read_text().splitlines()]
     cut = [json.loads(line) for line in (tmp_path / "cut" / "metrics.jsonl").read_text().splitlines()]
     assert [r["train_loss"] for r in full] == [r["train_loss"] for r in cut]
@@ -264,10 +268,70 @@ def test_tolerance_rule_stops_the_critic_closing_the_mask_in_the_joint_mode():
     assert torch.allclose(g_off, g_expected, rtol=1e-10)  # no gradient from the critic's term
 
 
+# ----------------------------------------------------------------------------- the ablation rule
+def test_ablation_cost_by_hand():
+    m = pair(latent_dim=3, mask_rule="ablation", mask_warmup=1, ablation_batch=3)
+    set_alpha(m, [0.3, 0.8, 0.6])
+    obj, x = m.objective(), batch(5)
+    codes = m.guide.encoder(x[:3]).detach()  # the first ablation_batch datapoints only
+    s = m.model.likelihood.log_scale.exp()
+
+    def nll(alpha):
+        mu = m.model.decoder(codes * torch.tensor(alpha, dtype=torch.float64))
+        return float((((x[:3] - mu) / s) ** 2 / 2 + s.log() + LOG_2PI / 2).sum(-1).mean().detach())
+
+    full = nll([0.3, 0.8, 0.6])
+    expected = [nll([0.0, 0.8, 0.6]) - full, nll([0.3, 0.0, 0.6]) - full, nll([0.3, 0.8, 0.0]) - full]
+    got = obj.ablation_cost(x).tolist()
+    assert all(math.isclose(a, b, rel_tol=1e-10, abs_tol=1e-12) for a, b in zip(got, expected))
+    assert torch.allclose(obj.ablation_cost(x, m.guide.encoder(x)), torch.tensor(expected, dtype=torch.float64))
+
+
+def test_ablation_rule_on_a_constructed_sequence():
+    rule = AblationRule(nats=1.0, warmup=2, every=3, dim=3)
+    calls = []
+
+    def cost(values):
+        return lambda: calls.append(values) or torch.tensor(values)
+
+    assert rule.update(cost([0.0, 0.0, 0.0]), 0).tolist() == [0.0, 0.0, 0.0] and not calls  # the warm-up
+    assert rule.update(cost([0.5, 5.0, 2.0]), 2).tolist() == [1.0, 0.0, 0.0]  # the first reading
+    assert rule.update(cost([9.0, 9.0, 9.0]), 3).tolist() == [1.0, 0.0, 0.0] and len(calls) == 1  # not a reading step
+    assert rule.update(cost([1.2, 0.0, -0.2]), 5).tolist() == [1.0, 0.0, 1.0]  # averages 0.85, 2.5, 0.9
+    assert rule.cost.tolist() == pytest.approx([0.85, 2.5, 0.9]) and len(calls) == 2
+    assert rule.update(cost([1.0, 0.0, 1.1]), 8).tolist() == [1.0, 0.0, 0.0]  # 0.925, 1.25, 1.0: not under 1
+
+
+def test_ablation_rule_protects_the_dimensions_the_decoder_needs():
+    """In the joint mode the mask's gradient on a protected dimension is the reconstruction's and the
+    penalty's alone; on a closable one the critic's term adds to it."""
+    m = pair(training="joint", latent_dim=2, mask_rule="ablation", mask_warmup=1)
+    obj = m.objective()
+    obj.steps = obj.mask_warmup
+    obj.rule.nats = 1e9  # everything closable ...
+    obj.rule.cost = torch.tensor([float("nan"), float("nan")], dtype=torch.float64)
+    x = batch()
+    obj.rule.update(lambda: torch.tensor([0.0, 5.0]), obj.steps)  # ... then dimension 1 protected
+    obj.rule.nats = 1.0
+    obj.gate = (obj.rule.cost < obj.rule.nats).double()
+    obj.rule.every = 10**9  # no new reading in the step below
+    obj.steps += 1
+    loss, terms = obj(x)
+    assert terms["closable"].item() == 1.0
+    (g,) = torch.autograd.grad(loss, m.model.mask.raw)
+    recon = obj.codes(x)[0]
+    (g_plain,) = torch.autograd.grad(recon + obj.penalty() * polar(m.model.mask.alpha()), m.model.mask.raw)
+    assert torch.allclose(g[1], g_plain[1], rtol=1e-10)  # protected: no critic term
+    assert not torch.allclose(g[0], g_plain[0], rtol=1e-6)  # closable: the critic's term reaches it
+
+
 # ----------------------------------------------------------------------------- errors
 @pytest.mark.parametrize("kw, says", [
     ({"training": "alternate"}, "training='alternate'; expected joint or paper"),
-    ({"mask_rule": "budget"}, "mask_rule='budget'; expected none or tolerance"),
+    ({"mask_rule": "budget"}, "mask_rule='budget'; expected none or tolerance or ablation"),
+    ({"mask_rule": "ablation"}, "mask_warmup=0 with mask_rule=ablation; expected an integer >= 1"),
+    ({"ablation_nats": 0.0}, "ablation_nats=0.0; expected a number > 0"),
+    ({"ablation_every": 0}, "ablation_every=0; expected an integer >= 1"),
     ({"mask_rule": "tolerance"}, "mask_warmup=0 with mask_rule=tolerance; expected an integer >= 1"),
     ({"paper_lr": (1e-3, 1e-3)}, "paper_lr=(0.001, 0.001); expected 4 numbers > 0"),
     ({"tolerance": 0.0}, "tolerance=0.0; expected a number > 0"),

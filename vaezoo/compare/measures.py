@@ -64,6 +64,11 @@ def read_metrics(run: Path):
         return []
 
 
+def last_tenth(epochs: int) -> int:
+    """The epochs of the window :func:`convergence` reads: a tenth of them, at least one."""
+    return max(1, math.ceil(epochs / 10))
+
+
 def convergence(history, flat: float) -> Dict[str, Any]:
     """``{"flag", "rise"}``: "not converged" when the test ELBO rose by more than ``flat`` nats over
     the last tenth of the epochs (at least one), "converged" otherwise, "too short to tell" below 10
@@ -73,7 +78,7 @@ def convergence(history, flat: float) -> Dict[str, Any]:
         return {"flag": "n/a: no test ELBO", "rise": None}
     if len(elbo) < 10:
         return {"flag": "too short to tell", "rise": None}
-    window = max(1, math.ceil(len(elbo) / 10))
+    window = last_tenth(len(elbo))
     rise = float(elbo[-1] - elbo[-1 - window])
     return {"flag": "not converged" if rise > flat else "converged", "rise": rise}
 

@@ -16,6 +16,7 @@ from vaezoo.compare import measures, settings as settings_mod, stats
 from vaezoo.compare.cells import cell_dir
 from vaezoo.evaluation.arrays import read_per_datapoint
 from vaezoo.fileio import atomic_write_text, atomic_writer
+from vaezoo.inference import schedules
 
 #: the figures of a cell that are averaged over seeds, with their column titles
 NUMERIC = [("elbo", "test ELBO"), ("log_px", "log p(x)"), ("gap", "gap"), ("khat_above", "k-hat > 0.7"),
@@ -125,6 +126,11 @@ def _diff(v) -> str:
     return text + (f" ({stats.ONE_SEED})" if v["method"] == stats.ONE_SEED else "")
 
 
+def _cosine_tail(epochs: int) -> float:
+    """The cosine schedule's largest rate factor in the window the convergence flag reads."""
+    return schedules.factor("cosine", epochs)(epochs - measures.last_tenth(epochs))
+
+
 def markdown(board: Dict[str, Any]) -> str:
     s = board["settings"]
     lines = [f"# Leaderboard: {', '.join(s['models'])} on {s['dataset']}", ""]
@@ -140,9 +146,9 @@ def markdown(board: Dict[str, Any]) -> str:
                  + f"; mean ± sd over seeds. Δ vs `{s['baseline']}`: paired "
                  "difference of log p(x) over the same test points and seeds, 95% t-interval over seeds. "
                  f"Convergence: the test ELBO rose by more than {s['flat']} nats over the last tenth of the epochs."
-                 + (" Under the cosine schedule the last tenth runs at under 2.5% of the peak learning rate, so a flat "
-                    "curve there says the run settled at this budget, not that more epochs would not help."
-                    if (s.get("train") or {}).get("schedule") == "cosine" else "")
+                 + (f" Under the cosine schedule the last tenth runs at under {_cosine_tail(s['epochs']):.1%} of the peak "
+                    "learning rate, so a flat curve there says the run settled at this budget, not that more epochs "
+                    "would not help." if (s.get("train") or {}).get("schedule") == "cosine" else "")
                  + (f" s to target ELBO: training seconds until the test ELBO reached {s['target_elbo']}."
                     if s.get("target_elbo") is not None else ""))
     lines.append("")

@@ -99,9 +99,11 @@ class MaskAAEConfig(AAEConfig):
     critic's (1 - gap)^2 + the penalty) alternated in each step, each by its own RMSProp over its own
     parameters at ``paper_lr`` = (auto-encoder, critic, generator, mask) rates; the Trainer's lr and
     ``critic_lr`` and ``mask_rate`` are then unused (vaezoo/inference/mask_aae.py states each loss).
-    ``mask_rule``: ``none`` or ``tolerance``: after the ``mask_warmup`` (>= 1), the critic's term
-    closes dimensions only while the reconstruction's running average stays within ``tolerance`` x
-    |its warm-up value| above it."""
+    ``mask_rule``: ``none``, ``tolerance`` or ``ablation``, each after a ``mask_warmup`` (>= 1).
+    ``tolerance``: the critic's term closes dimensions only while the reconstruction's running
+    average stays within ``tolerance`` x |its best value| above it. ``ablation``: the critic's term
+    reaches only the dimensions whose zeroing costs the reconstruction under ``ablation_nats`` nats
+    per datapoint (measured every ``ablation_every`` steps on ``ablation_batch`` datapoints)."""
 
     weight: float = 10.0
     critic_steps: int = 5
@@ -119,6 +121,9 @@ class MaskAAEConfig(AAEConfig):
     mask_recon_weight: float = 1.0
     mask_rule: str = "none"
     tolerance: float = 0.05
+    ablation_nats: float = 1.0
+    ablation_every: int = 10
+    ablation_batch: int = 64
 
     def validate(self):
         super().validate()
@@ -126,12 +131,15 @@ class MaskAAEConfig(AAEConfig):
             raise ConfigError(f"training={self.training!r}; expected {' or '.join(TRAINING)}")
         if self.mask_rule not in MASK_RULES:
             raise ConfigError(f"mask_rule={self.mask_rule!r}; expected {' or '.join(MASK_RULES)}")
-        if self.mask_rule == "tolerance" and self.mask_warmup < 1:
-            raise ConfigError(f"mask_warmup={self.mask_warmup} with mask_rule=tolerance; expected an integer >= 1 "
-                              "(the reconstruction at the end of the warm-up is the rule's reference)")
+        if self.mask_rule != "none" and self.mask_warmup < 1:
+            raise ConfigError(f"mask_warmup={self.mask_warmup} with mask_rule={self.mask_rule}; expected an integer >= 1 "
+                              "(the rule reads networks trained by the warm-up)")
         if len(self.paper_lr) != 4 or not all(r > 0 for r in self.paper_lr):
             raise ConfigError(f"paper_lr={self.paper_lr!r}; expected 4 numbers > 0 (auto-encoder, critic, generator, mask)")
-        for name in ("tolerance", "variance_weight", "mask_recon_weight"):
+        for name in ("ablation_every", "ablation_batch"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name}={getattr(self, name)}; expected an integer >= 1")
+        for name in ("tolerance", "variance_weight", "mask_recon_weight", "ablation_nats"):
             if not getattr(self, name) > 0:
                 raise ConfigError(f"{name}={getattr(self, name)}; expected a number > 0")
         for name in ("gp_weight", "penalty", "penalty_max", "mask_init", "mask_rate"):
@@ -180,7 +188,8 @@ def _mask_objective(c, model, guide, compile):
                    penalty_doubling=c.penalty_doubling, penalty_max=c.penalty_max, critic_steps=c.critic_steps,
                    critic_lr=c.critic_lr, mask_warmup=c.mask_warmup, training=c.training, paper_lr=c.paper_lr,
                    variance_weight=c.variance_weight, mask_recon_weight=c.mask_recon_weight, mask_rule=c.mask_rule,
-                   tolerance=c.tolerance)
+                   tolerance=c.tolerance, ablation_nats=c.ablation_nats, ablation_every=c.ablation_every,
+                   ablation_batch=c.ablation_batch)
 
 
 @zoo.register("mask-aae", MaskAAEConfig, "MaskAAE: WGAN-GP critic on masked codes, a trainable mask finds the latent dimension", objective=_mask_objective)
