@@ -303,3 +303,26 @@ def test_the_leaderboard_reads_both_frechet_distances_of_a_cell():
     why = {"fid": "n/a: not 28x28"}
     assert report._value(why, "fid_means") == report._value(why, "fid") == "n/a: not 28x28"
     assert [t for k, t in report.NUMERIC if k.startswith("fid")] == ["FID means", "FID samples"]
+
+
+def test_a_cell_from_before_a_config_field_existed_reads_it_as_its_default(tmp_path):
+    """A field added to an entry after a cell was trained (its default keeps the old behaviour) is
+    read as that default, as loading the run does: the comparison goes on. A stored value that
+    differs is still refused, naming the field."""
+    from vaezoo.compare.cells import check_cell
+    from vaezoo.compare.settings import expected_config
+    from vaezoo.errors import ConfigError
+
+    settings = {"dataset": "digits", "train": {}, "set": {"latent_dim": "5"}, "set_entry": {}}
+    expected = expected_config(settings, "vae", 0)
+    old = dict(json.loads(json.dumps(expected)), data_shape=[1, 8, 8])
+    old["train"]["epochs"] = 3
+    del old["config"]["beta"], old["config"]["mmd_weight"]  # fields of this session, absent from older cells
+    run = tmp_path / "vae" / "seed0"
+    run.mkdir(parents=True)
+    (run / "config.json").write_text(json.dumps(old))
+    check_cell(run, expected, epochs=3)
+    for key, value in (("beta", 4.0), ("latent_dim", 10)):
+        (run / "config.json").write_text(json.dumps({**old, "config": {**old["config"], key: value}}))
+        with pytest.raises(ConfigError, match=f"config {key}={value!r}, not"):
+            check_cell(run, expected, epochs=3)
