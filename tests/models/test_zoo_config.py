@@ -38,7 +38,7 @@ BAD = [
     ({"likelihood": "poisson"}, r"likelihood='poisson'; expected one of bernoulli, continuous-bernoulli, normal"),
     ({"net": "resnet"}, r"net='resnet'; expected mlp or conv"),
     ({"objective": "vi"}, r"objective='vi'; expected elbo or iwae"),
-    ({"widht": 3}, r"'vae' has no config field 'widht'; expected one of: activation, "),
+    ({"widht": 3}, r"'vae' has no config field 'widht'; expected one of: (\w+, )*activation, "),
 ]
 
 
