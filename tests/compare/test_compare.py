@@ -326,3 +326,19 @@ def test_a_cell_from_before_a_config_field_existed_reads_it_as_its_default(tmp_p
         (run / "config.json").write_text(json.dumps({**old, "config": {**old["config"], key: value}}))
         with pytest.raises(ConfigError, match=f"config {key}={value!r}, not"):
             check_cell(run, expected, epochs=3)
+
+
+def test_frechet_distances_paired_by_seed_against_hand_computation():
+    ok = lambda fd, means: {"status": "ok", "fid": {"samples": fd, "means": means}}  # noqa: E731
+    cells = {("vae", 0): ok(100.0, 50.0), ("vae", 1): ok(110.0, 52.0), ("vae", 2): ok(90.0, 48.0),
+             ("rho-vae", 0): ok(80.0, 60.0), ("rho-vae", 1): ok(95.0, 61.0), ("rho-vae", 2): {"status": "failed"}}
+    d = report._paired_cells(cells, "rho-vae", "vae", [0, 1, 2], "fid")  # seed 2 failed: seeds 0 and 1
+    per_seed = [-20.0, -15.0]
+    half = 12.7062047 * np.std(per_seed, ddof=1) / math.sqrt(2)  # t(0.975, 1 degree of freedom)
+    assert d["per_seed"] == {"0": -20.0, "1": -15.0} and d["mean"] == -17.5
+    assert d["low"] == pytest.approx(-17.5 - half) and d["high"] == pytest.approx(-17.5 + half)
+    assert report._paired_cells(cells, "rho-vae", "vae", [0, 1, 2], "fid_means")["mean"] == pytest.approx(9.5)
+    one = report._paired_cells(cells, "rho-vae", "vae", [0], "fid")
+    assert one["mean"] == -20.0 and one["low"] is None and report._diff(one) == "-20.00"  # one seed: no interval
+    assert report._paired_cells({**cells, ("vae", 0): {"status": "ok", "fid": "n/a: not 28x28"}},
+                                "rho-vae", "vae", [0], "fid") is None

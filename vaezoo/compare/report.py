@@ -81,9 +81,23 @@ def collect(out: Path, settings: Dict[str, Any]) -> Dict[str, Any]:
             entry["vs_baseline"] = diff.to_dict() if diff is not None else "no common seed"
         else:
             entry["vs_baseline"] = "n/a: missing cells"
+    for entry in entries:  # the Frechet distances, paired by seed (a lower one is better)
+        entry["fid_vs_baseline"] = None if entry["entry"] == base else {
+            kind: _paired_cells(cells, entry["entry"], base, settings["seeds"], kind) for kind in ("fid", "fid_means")}
     return {"settings": settings, "entries": entries,
             "cells": [cells[(n, s)] for n in settings["models"] for s in settings["seeds"]],
             "published": settings_mod.published(settings)}
+
+
+def _paired_cells(cells, name: str, base: str, seeds, key: str):
+    """The paired difference over seeds of the number ``key`` of the two entries' cells, as a
+    dict, or None where fewer than one seed has it in both."""
+    values = {n: {s: v for s in seeds if isinstance(v := _value(cells[(n, s)], key), float) and math.isfinite(v)
+                  and cells[(n, s)].get("status") == "ok"} for n in (name, base)}
+    diff = stats.paired_over_seeds(values[name], values[base])
+    if diff is None:
+        return None
+    return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in diff.to_dict().items()}  # JSON: no NaN
 
 
 def _convergence(flags: List[str]) -> str:
@@ -164,6 +178,13 @@ def markdown(board: Dict[str, Any]) -> str:
         row += [_summary(e[k], k) for k, _ in shown]
         row += [e["convergence"]]
         lines.append("| " + " | ".join(row) + " |")
+    fd_rows = [e for e in board["entries"] if any((e.get("fid_vs_baseline") or {}).values())]
+    if fd_rows:
+        lines += ["", f"Frechet distances against `{s['baseline']}` (entry minus baseline, paired by seed, 95% "
+                  "t-interval over seeds; lower is better):", "",
+                  f"| entry | Δ FID samples vs {s['baseline']} | Δ FID means vs {s['baseline']} |", "| --- | --- | --- |"]
+        lines += [f"| `{e['entry']}` | {_diff(e['fid_vs_baseline']['fid'])} | {_diff(e['fid_vs_baseline']['fid_means'])} |"
+                  for e in fd_rows]
     lines += ["", "Per cell:", "", "| entry | seed | status | test ELBO | log p(x) ± se | gap | k-hat > 0.7 | "
               "active units | probe | s / epoch | last-tenth rise | convergence |", "|" + " --- |" * 12]
     for c in board["cells"]:

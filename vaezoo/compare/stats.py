@@ -94,3 +94,17 @@ def paired_difference(entry: Dict[int, np.ndarray], baseline: Dict[int, np.ndarr
         mean, low, high = t_interval(diffs[seeds[0]], level)
         method = ONE_SEED
     return PairedDifference(mean, low, high, per_seed, method)
+
+
+def paired_over_seeds(entry: Dict[int, float], baseline: Dict[int, float],
+                      level: float = LEVEL) -> Optional[PairedDifference]:
+    """The paired difference of a per-cell measure (one value per seed, such as a Frechet
+    distance), ``entry[seed]`` minus ``baseline[seed]`` over the seeds both have: the ``level``
+    t-interval over seeds (no interval from one seed); None when they share no seed."""
+    seeds = sorted(set(entry) & set(baseline))
+    if not seeds:
+        return None
+    per_seed = {s: float(entry[s]) - float(baseline[s]) for s in seeds}
+    mean, low, high = t_interval(np.array([per_seed[s] for s in seeds]), level)
+    method = f"{len(seeds)} seeds: t-interval over seeds" if len(seeds) >= 2 else ONE_SEED
+    return PairedDifference(mean, low, high, per_seed, method)
