@@ -139,7 +139,7 @@ class ToleranceRule:
 
 class AblationRule:
     """Which dimensions the mask may close: every ``every`` steps from step ``warmup`` on, the
-    reconstruction's rise when one dimension is zeroed (``cost(codes, alpha)`` returns it for every
+    reconstruction's rise when one dimension is zeroed (:meth:`update`'s ``cost_fn()`` returns it for every
     dimension, in nats per datapoint, on a sub-batch), averaged over these measurements (decay
     :data:`ABLATION_DECAY`). :meth:`update` returns the gate ``[d]``: 1.0 where the average cost is
     under ``nats`` (the critic may close the dimension), 0.0 where closing it would cost the
@@ -170,7 +170,8 @@ class MaskAAE(_Critic):
     tolerance rule). ``mask`` is the model's own :class:`vaezoo.models.aae.LatentMask` (or an
     ``OpenMask``: alpha = 1, nothing to train, the paper's baseline). Terms: ``reconstruction``,
     ``wasserstein`` (-gap), ``active_dims`` (alpha >= 0.1), ``penalty`` (c_t); in the paper mode
-    ``variance`` (the second term of (14) unweighted); with the tolerance rule ``closing``."""
+    ``variance`` (the second term of (14) unweighted); with the tolerance rule ``closing``, with the
+    ablation rule ``closable`` (the dimensions the critic may close)."""
 
     def __init__(self, model, guide, critic: nn.Module, mask: nn.Module, weight: float = 100.0, gp_weight: float = 10.0,
                  penalty: float = 1.0, penalty_doubling: int = 100, penalty_max: float = 100.0, critic_steps: int = 5,
