@@ -91,7 +91,7 @@ def collect(out: Path, settings: Dict[str, Any]) -> Dict[str, Any]:
 
 def _paired_cells(cells, name: str, base: str, seeds, key: str):
     """The paired difference over seeds of the number ``key`` of the two entries' cells, as a
-    dict, or None where fewer than one seed has it in both."""
+    dict, or None where no seed has it in both (one seed: the difference without an interval)."""
     values = {n: {s: v for s in seeds if isinstance(v := _value(cells[(n, s)], key), float) and math.isfinite(v)
                   and cells[(n, s)].get("status") == "ok"} for n in (name, base)}
     diff = stats.paired_over_seeds(values[name], values[base])
