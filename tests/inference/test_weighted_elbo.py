@@ -94,6 +94,7 @@ def test_the_mmd_term_trains_the_encoder():
     assert (g - g0).abs().max() > 1e-6
 
 
+@pytest.mark.slow  # compiles a program (~10 s): CI runs it with the slow tests
 def test_compiled_weighted_elbo_equals_eager():
     pyro.clear_param_store()
     model, guide, x = _pair()
