@@ -34,16 +34,21 @@ def test_beta_is_trace_elbo_with_the_latent_site_scaled_by_beta(beta):
     torch.testing.assert_close(loss, -(terms["log_lik"] - beta * terms["kl"]))
 
 
+class _ScaleSite(poutine.messenger.Messenger):
+    """Pyro's ``poutine.scale`` for one sample site (``name``) instead of every site."""
+
+    def __init__(self, name, scale):
+        super().__init__()
+        self.name, self.scale = name, scale
+
+    def _process_message(self, msg):
+        if msg["type"] == "sample" and msg["name"] == self.name:
+            msg["scale"] = msg["scale"] * self.scale
+
+
 def _scale_site(fn, name, scale):
-    """``fn`` with the sample site ``name`` scaled by ``scale`` (Pyro's poutine.scale, one site)."""
-    def scaled(*args):
-        def messenger(msg):
-            if msg["type"] == "sample" and msg["name"] == name:
-                msg["scale"] = msg["scale"] * scale
-        with poutine.messenger.Messenger() as m:
-            m._process_message = messenger
-            return fn(*args)
-    return scaled
+    """``fn`` with the sample site ``name`` scaled by ``scale``."""
+    return _ScaleSite(name, scale)(fn)
 
 
 def test_beta_with_the_closed_form_kl_weights_the_kl_term():
