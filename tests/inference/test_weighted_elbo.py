@@ -117,6 +117,18 @@ def test_compiled_weighted_elbo_equals_eager():
     torch.testing.assert_close(terms, ref_terms)
     torch.testing.assert_close(loss, ref_loss)
     torch.testing.assert_close(torch.autograd.grad(loss, params), torch.autograd.grad(ref_loss, params))
+    # beta changed after compiling is read by the program (an input), never frozen at 4
+    fast.beta.fill_(2.0)
+    eager.beta.fill_(2.0)
+    torch.manual_seed(6)
+    loss, _ = fast(x)
+    torch.manual_seed(6)
+    torch.testing.assert_close(loss, eager(x)[0])
+    assert fast.compiles and len(fast._programs) == 1
+    with pytest.raises(TypeError):
+        fast.beta = 3.0  # a plain float would leave the program's input behind: refused
+    with pytest.raises(AttributeError):
+        fast.mmd_weight = 0.0  # it decides the program's structure: fixed at construction
 
 
 def test_config_checks_and_the_entries_that_take_the_weights():

@@ -81,8 +81,11 @@ class ELBO(Objective):
         super().__init__(model, guide, check, compile)
         self.analytic_kl = analytic_kl
         self.estimator = estimators.check_estimator("ELBO", estimator)
-        self.beta = check_nonnegative_float("beta", beta)
-        self.mmd_weight = check_nonnegative_float("mmd_weight", mmd_weight)
+        # beta: a buffer, as kl_weight, so that a compiled program reads it as an input (a value
+        # changed after compiling is used, not frozen); mmd_weight decides whether the program has
+        # an MMD term at all, so it is fixed at construction (read-only)
+        self.register_buffer("beta", torch.tensor(check_nonnegative_float("beta", beta)), persistent=False)
+        self._mmd_weight = check_nonnegative_float("mmd_weight", mmd_weight)
         # the weight of the KL term in the loss (KL warm-up: the Trainer's kl_warmup sets it): a
         # buffer, so that a compiled program takes it as an input rather than freezing it; not
         # persistent (checkpoints of ELBOs before it load, and a schedule sets it from the epoch)
@@ -181,11 +184,16 @@ class ELBO(Objective):
             loss = loss + self.mmd_weight * mmd
         return loss, terms
 
+    @property
+    def mmd_weight(self) -> float:
+        """The weight of the MMD term (fixed at construction: it decides the program's structure)."""
+        return self._mmd_weight
+
     def _unweighted(self, what: str) -> None:
         """Refuses a KL weight other than 1, and an MMD term, where the loss has no KL term apart
         (eager paths only)."""
-        if float(self.kl_weight) != 1.0 or self.beta != 1.0:
-            raise ConfigError(f"a KL weight (beta={self.beta}, KL warm-up) needs reparameterized guide sites; this pair has {what}")
+        if float(self.kl_weight) != 1.0 or float(self.beta) != 1.0:
+            raise ConfigError(f"a KL weight (beta={float(self.beta)}, KL warm-up) needs reparameterized guide sites; this pair has {what}")
         if self.mmd_weight:
             raise ConfigError(f"mmd_weight={self.mmd_weight} needs reparameterized guide sites; this pair has {what}")
 
