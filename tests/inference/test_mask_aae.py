@@ -231,6 +231,24 @@ def test_tolerance_rule_on_a_constructed_sequence():
     assert neg.bound() == -2.0
 
 
+def test_tolerance_rule_in_nats_does_not_move_with_the_likelihoods_constant():
+    """The same reconstructions shifted by a constant (a normal likelihood's sigma moves R's zero):
+    the bound in nats gives the same switches; the relative one does not."""
+    seq = [10.0, 10.0, 10.5, 12.0, 30.0, 0.0]
+    switches = {}
+    for unit in ("nats", "relative"):
+        for shift in (0.0, -100.0):
+            rule = ToleranceRule(tolerance=1.0 if unit == "nats" else 0.1, warmup=2, unit=unit)
+            switches[unit, shift] = [rule.update(r + shift, i) for i, r in enumerate(seq)]
+            if shift == 0.0 and unit == "nats":
+                assert math.isclose(rule.bound(), rule.reference + 1.0)
+    assert switches["nats", 0.0] == switches["nats", -100.0] == [0.0, 0.0, 1.0, 1.0, 0.0, 1.0]
+    # relative: 10% of |R_0| is 1 nat at R_0 = 10 and 9 at R_0 = -90, so the rise to 12.0 (average
+    # 10.2, within 1) and to 30.0 (average 12.2) are both within the shifted run's bound
+    assert switches["relative", 0.0] == [0.0, 0.0, 1.0, 1.0, 0.0, 1.0]
+    assert switches["relative", -100.0] == [0.0, 0.0, 1.0, 1.0, 1.0, 1.0]
+
+
 def _forced_off(obj):
     """The rule past its warm-up with a reference the reconstruction cannot meet."""
     obj.steps = obj.mask_warmup
@@ -335,6 +353,7 @@ def test_ablation_rule_protects_the_dimensions_the_decoder_needs():
     ({"mask_rule": "tolerance"}, "mask_warmup=0 with mask_rule=tolerance; expected an integer >= 1"),
     ({"paper_lr": (1e-3, 1e-3)}, "paper_lr=(0.001, 0.001); expected 4 numbers > 0"),
     ({"tolerance": 0.0}, "tolerance=0.0; expected a number > 0"),
+    ({"tolerance_unit": "percent"}, "tolerance_unit='percent'; expected relative or nats"),
 ])
 def test_config_errors_name_the_value(kw, says):
     with pytest.raises(ConfigError) as err:

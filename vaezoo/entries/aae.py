@@ -10,7 +10,7 @@ from vaezoo.entries.vae import BINARIZE, MAX_WIDTH, build_nets
 from vaezoo.errors import ConfigError
 from vaezoo.guides.deterministic import DeltaGuide
 from vaezoo.inference.adversarial import AAE, WAEMMD
-from vaezoo.inference.mask_aae import MASK_RULES, PAPER_LR, TRAINING, MaskAAE
+from vaezoo.inference.mask_aae import PAPER_LR, MaskAAE, check_settings
 from vaezoo.models import LIKELIHOODS
 from vaezoo.models.aae import LatentMask, MaskedDecoderModel, OpenMask
 from vaezoo.nets import ACTIVATIONS, MLP
@@ -101,7 +101,9 @@ class MaskAAEConfig(AAEConfig):
     ``critic_lr`` and ``mask_rate`` are then unused (vaezoo/inference/mask_aae.py states each loss).
     ``mask_rule``: ``none``, ``tolerance`` or ``ablation``, each after a ``mask_warmup`` (>= 1).
     ``tolerance``: the critic's term closes dimensions only while the reconstruction's running
-    average stays within ``tolerance`` x |its best value| above it. ``ablation``: the critic's term
+    average stays within ``tolerance`` x |its best value| above it (``tolerance_unit=relative``), or
+    within ``tolerance`` nats per datapoint (``tolerance_unit=nats``: the same amount on every data
+    set; a relative bound moves with the likelihood's constant). ``ablation``: the critic's term
     reaches only the dimensions whose zeroing costs the reconstruction under ``ablation_nats`` nats
     per datapoint (measured every ``ablation_every`` steps on ``ablation_batch`` datapoints)."""
 
@@ -121,28 +123,18 @@ class MaskAAEConfig(AAEConfig):
     mask_recon_weight: float = 1.0
     mask_rule: str = "none"
     tolerance: float = 0.05
+    tolerance_unit: str = "relative"
     ablation_nats: float = 1.0
     ablation_every: int = 10
     ablation_batch: int = 64
 
     def validate(self):
         super().validate()
-        if self.training not in TRAINING:
-            raise ConfigError(f"training={self.training!r}; expected {' or '.join(TRAINING)}")
-        if self.mask_rule not in MASK_RULES:
-            raise ConfigError(f"mask_rule={self.mask_rule!r}; expected {' or '.join(MASK_RULES)}")
-        if self.mask_rule != "none" and self.mask_warmup < 1:
-            raise ConfigError(f"mask_warmup={self.mask_warmup} with mask_rule={self.mask_rule}; expected an integer >= 1 "
-                              "(the rule reads networks trained by the warm-up)")
-        if len(self.paper_lr) != 4 or not all(r > 0 for r in self.paper_lr):
-            raise ConfigError(f"paper_lr={self.paper_lr!r}; expected 4 numbers > 0 (auto-encoder, critic, generator, mask)")
-        for name in ("ablation_every", "ablation_batch"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name}={getattr(self, name)}; expected an integer >= 1")
-        for name in ("tolerance", "variance_weight", "mask_recon_weight", "ablation_nats"):
-            if not getattr(self, name) > 0:
-                raise ConfigError(f"{name}={getattr(self, name)}; expected a number > 0")
-        for name in ("gp_weight", "penalty", "penalty_max", "mask_init", "mask_rate"):
+        check_settings(training=self.training, mask_rule=self.mask_rule, mask_warmup=self.mask_warmup,
+                       tolerance=self.tolerance, tolerance_unit=self.tolerance_unit, ablation_nats=self.ablation_nats,
+                       ablation_every=self.ablation_every, ablation_batch=self.ablation_batch, paper_lr=self.paper_lr)
+        for name in ("variance_weight", "mask_recon_weight", "gp_weight", "penalty", "penalty_max", "mask_init",
+                     "mask_rate"):
             if not getattr(self, name) > 0:
                 raise ConfigError(f"{name}={getattr(self, name)}; expected a number > 0")
         if self.penalty_doubling < 1:
@@ -188,7 +180,7 @@ def _mask_objective(c, model, guide, compile):
                    penalty_doubling=c.penalty_doubling, penalty_max=c.penalty_max, critic_steps=c.critic_steps,
                    critic_lr=c.critic_lr, mask_warmup=c.mask_warmup, training=c.training, paper_lr=c.paper_lr,
                    variance_weight=c.variance_weight, mask_recon_weight=c.mask_recon_weight, mask_rule=c.mask_rule,
-                   tolerance=c.tolerance, ablation_nats=c.ablation_nats, ablation_every=c.ablation_every,
+                   tolerance=c.tolerance, tolerance_unit=c.tolerance_unit, ablation_nats=c.ablation_nats, ablation_every=c.ablation_every,
                    ablation_batch=c.ablation_batch)
 
 
