@@ -84,21 +84,27 @@ def run_one(name, m, seed, args, train, test):
         return None
     torch.manual_seed(seed)
     model = create(name, m, dict(kv.split("=", 1) for kv in args.set))
+    mask = getattr(model.model, "mask", None)
+    trace = []  # the mask's active dimensions at the end of every epoch: has it stopped moving?
+
+    def record(trainer, rec):
+        if mask is not None:
+            trace.append(int(mask.active()))
+
     trainer = Trainer(model.objective(), epochs=args.epochs, batch_size=100, lr=args.lr, seed=seed, out=out,
-                      progress=False, metadata={"model": name, "latent_dim": m})
+                      progress=False, metadata={"model": name, "latent_dim": m}, on_epoch_end=record)
     start = time.perf_counter()
     history = trainer.fit(train)
     seconds = time.perf_counter() - start
     model.eval()
     z = codes(model, test.data)
-    mask = getattr(model.model, "mask", None)
     if mask is not None:
         active = mask.alpha() >= 0.1
     else:
         active = z.var(0) > 0.01
     row = {
         "model": name, "set": args.set if name.startswith("mask-aae") else [], "m": m, "seed": seed, "epochs": args.epochs, "train_seconds": seconds,
-        "active": int(active.sum()),
+        "active": int(active.sum()), "active_by_epoch": trace,
         "nac": nac(z[:, active] if mask is not None else z),
         "fd": frechet_distance(model, test.data, seed=seed),
         "last": {k: v for k, v in history[-1].items() if isinstance(v, (int, float))},
@@ -133,10 +139,12 @@ def main():
                 if row is not None:
                     rows.append(row)
     print("\ncommand: " + " ".join(shlex.quote(a) for a in sys.argv))
-    print("| m | model | seed | active dims | Frechet distance (classifier features) | NAC | train s |")
-    print("| ---: | --- | ---: | ---: | ---: | ---: | ---: |")
+    print("| m | model | seed | active dims | by epoch | Frechet distance (classifier features) | NAC | train s |")
+    print("| ---: | --- | ---: | ---: | --- | ---: | ---: | ---: |")
     for r in sorted(rows, key=lambda r: (r["m"], args.models.index(r["model"]), r["seed"])):
-        print(f"| {r['m']} | {r['model']} | {r['seed']} | {r['active']} | {r['fd']:.2f} | {r['nac']:.3f} | {r['train_seconds']:.0f} |")
+        by_epoch = ", ".join(map(str, r.get("active_by_epoch") or [])) or "-"  # rows cached before the trace: -
+        print(f"| {r['m']} | {r['model']} | {r['seed']} | {r['active']} | {by_epoch} | {r['fd']:.2f} | {r['nac']:.3f} "
+              f"| {r['train_seconds']:.0f} |")
 
 
 if __name__ == "__main__":
