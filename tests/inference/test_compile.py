@@ -140,9 +140,11 @@ CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 
 
 @pytest.mark.parametrize("optimizer, options, clip_norm, device", [
-    (torch.optim.Adam, {}, None, "cpu"),
+    # the default run keeps the case with the most options (clipping, weight decay, amsgrad); the
+    # other two compile for 10 s each and run with the slow tests (CI runs both)
+    pytest.param(torch.optim.Adam, {}, None, "cpu", marks=pytest.mark.slow),
     (torch.optim.Adam, {"weight_decay": 0.1, "amsgrad": True}, 0.5, "cpu"),
-    (torch.optim.AdamW, {"weight_decay": 0.1, "maximize": True}, None, "cpu"),
+    pytest.param(torch.optim.AdamW, {"weight_decay": 0.1, "maximize": True}, None, "cpu", marks=pytest.mark.slow),
     pytest.param(torch.optim.Adam, {}, 0.5, "cuda", marks=CUDA),
 ])
 def test_the_one_program_step_is_torch_adams_step(optimizer, options, clip_norm, device):
@@ -386,6 +388,7 @@ def test_log_marginal_compiled_equals_eager_and_keeps_its_program():
     assert len(importance._PROGRAMS[m.model]) == 1
 
 
+@pytest.mark.slow  # two processes' worth of compiling a zoo entry (about 15 s quiet); CI runs it with the slow tests
 def test_vaezoo_train_compile_is_recorded_and_kept_on_resume(tmp_path, capsys):
     from vaezoo import cli
 
