@@ -91,7 +91,9 @@ class MaskAAEConfig(AAEConfig):
     finds n within 1 in 19 of 27 runs (every run for n = 4, 8 of 9 for n = 8, 2 of 9 for n = 16),
     where the default keeps about 2/3 of m; on MNIST that setting closes every dimension at m >= 32.
     The default (weight 10, no warm-up) is MNIST's: 5-11 dimensions kept, Frechet distances below
-    wae-mmd's at m >= 32.
+    wae-mmd's at m >= 32. One setting served both once the mask's closing was bounded by the
+    reconstruction in nats: ``weight=50, mask_warmup=480, mask_rule=tolerance, tolerance=1,
+    tolerance_unit=nats`` (at m = 2n on the synthetic data; bench/RESULTS.md).
 
     ``training``: ``joint`` (the above) or ``paper``: the paper's four losses (eqs. 14-17: the
     auto-encoder's with its ``variance_weight`` term on the closed dimensions, the generator's, the

@@ -59,7 +59,7 @@ loss) is switched on (``closing`` 1) while the average stays within R_0 + ``tole
 (``closing`` 0) otherwise: the mask then follows only the reconstruction (and the polarizing penalty),
 which reopens dimensions until the reconstruction is back within the bound. The relative bound
 depends on where R's zero lies, which a continuous likelihood leaves to its constant (a normal of
-sigma 0.3 puts R near -20 nats on the synthetic data and -100 on MNIST, so 5% is 1 nat on one and 5
+sigma 0.3 puts R near -20 nats on the synthetic data and -120 on MNIST, so 5% is 1 nat on one and 6
 on the other); the bound in nats is the same amount of reconstruction on every data set.
 
 The ablation form (``mask_rule="ablation"``, needs ``mask_warmup`` >= 1), a gate per dimension
