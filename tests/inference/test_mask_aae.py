@@ -249,6 +249,17 @@ def test_tolerance_rule_in_nats_does_not_move_with_the_likelihoods_constant():
     assert switches["relative", -100.0] == [0.0, 0.0, 1.0, 1.0, 1.0, 1.0]
 
 
+def test_the_entrys_tolerance_unit_reaches_the_rule():
+    for unit in ("relative", "nats"):
+        m = zoo.create("mask-aae", data_shape=(3,), latent_dim=2, mask_rule="tolerance", mask_warmup=1, tolerance=0.5,
+                       tolerance_unit=unit)
+        rule = m.objective().rule
+        rule.update(-4.0, 0), rule.update(-4.0, 1)
+        assert rule.bound() == (-3.5 if unit == "nats" else -2.0)
+    with pytest.raises(ConfigError, match="unit='nat'; expected relative or nats"):
+        ToleranceRule(tolerance=1.0, warmup=1, unit="nat")
+
+
 def _forced_off(obj):
     """The rule past its warm-up with a reference the reconstruction cannot meet."""
     obj.steps = obj.mask_warmup

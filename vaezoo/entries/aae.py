@@ -182,8 +182,8 @@ def _mask_objective(c, model, guide, compile):
                    penalty_doubling=c.penalty_doubling, penalty_max=c.penalty_max, critic_steps=c.critic_steps,
                    critic_lr=c.critic_lr, mask_warmup=c.mask_warmup, training=c.training, paper_lr=c.paper_lr,
                    variance_weight=c.variance_weight, mask_recon_weight=c.mask_recon_weight, mask_rule=c.mask_rule,
-                   tolerance=c.tolerance, tolerance_unit=c.tolerance_unit, ablation_nats=c.ablation_nats, ablation_every=c.ablation_every,
-                   ablation_batch=c.ablation_batch)
+                   tolerance=c.tolerance, tolerance_unit=c.tolerance_unit, ablation_nats=c.ablation_nats,
+                   ablation_every=c.ablation_every, ablation_batch=c.ablation_batch)
 
 
 @zoo.register("mask-aae", MaskAAEConfig, "MaskAAE: WGAN-GP critic on masked codes, a trainable mask finds the latent dimension", objective=_mask_objective)

@@ -136,6 +136,8 @@ class ToleranceRule:
     warm-up, when the mask is held anyway)."""
 
     def __init__(self, tolerance: float, warmup: int, unit: str = "relative"):
+        if unit not in TOLERANCE_UNITS:
+            raise ConfigError(f"unit={unit!r}; expected {' or '.join(TOLERANCE_UNITS)}")
         self.tolerance, self.warmup, self.unit = float(tolerance), int(warmup), unit
         self.average: Optional[float] = None
         self.reference: Optional[float] = None
