@@ -109,11 +109,20 @@ def latent_codes(sites: Mapping[str, dict], batch: int) -> torch.Tensor:
     return torch.cat([s["value"].reshape(batch, -1) for s in sites.values() if not s["is_observed"]], dim=-1)
 
 
-def prior_codes(model: Callable, x: torch.Tensor) -> torch.Tensor:
+def prior_codes(model: Callable, x: torch.Tensor, sites: Optional[Mapping[str, dict]] = None) -> torch.Tensor:
     """Draws of the model's latents from its prior, one per datapoint of ``x``, as
     :func:`latent_codes` lays them out: an unconditioned run of ``model`` (so a hierarchical prior
-    is drawn from its marginal), without gradients and hidden from any enclosing handler."""
+    is drawn from its marginal), without gradients and hidden from any enclosing handler.
+
+    ``sites``: the model's sites from a run on ``x`` (replayed against a guide, say). Where they
+    hold one latent site, nothing upstream of it is random, so its distribution there is its prior
+    whatever the guide drew: it is drawn from directly, as the sample statement draws, and the rest
+    of the model (its decoder) is not run again. The draws are the same, from the same random stream."""
     with torch.no_grad(), poutine.block():
+        latents = [] if sites is None else [s for s in sites.values() if not s["is_observed"]]
+        if len(latents) == 1:
+            site = latents[0]
+            return site["fn"](*site["args"], **site["kwargs"]).reshape(x.shape[0], -1)
         return latent_codes(record(model, x).sites, x.shape[0])
 
 

@@ -160,3 +160,28 @@ def test_the_old_name_of_the_data_frechet_distance_warns_and_agrees():
     x, y = torch.randn(50, 3, dtype=torch.float64), torch.randn(60, 3, dtype=torch.float64) + 1
     with pytest.warns(DeprecationWarning, match="data_frechet_distance"):
         assert frechet.frechet_distance(x, y) == frechet_distance(x, y)
+
+
+@pytest.mark.parametrize("name", ["vae", "wae-mmd", "mask-aae", "rho-vae", "vae-2l"])
+def test_the_prior_draws_from_the_models_sites_are_the_full_runs_draws(name):
+    """``traces.prior_codes`` given a replayed run's sites: with one latent site it draws from that
+    site's distribution without running the decoder again, and the draws are the full run's, from the
+    same random stream; with two (``vae-2l``, a hierarchical prior) it runs the model unconditioned,
+    so z1 is drawn from its marginal, not from p(z1 | the guide's z2)."""
+    from vaezoo import traces
+
+    pyro.clear_param_store()
+    model = zoo.create(name, (1, 28, 28))
+    x = torch.bernoulli(torch.full((5, 1, 28, 28), 0.3))
+    guide_run = traces.record(model.guide, x)
+    sites = traces.record(model.model, x, replay=guide_run.trace).sites
+    torch.manual_seed(3)
+    full = traces.prior_codes(model.model, x)
+    torch.manual_seed(3)
+    fast = traces.prior_codes(model.model, x, sites)
+    assert torch.equal(full, fast)
+    if name == "vae-2l":  # not the replayed sites' conditional draw: their z2 is the guide's
+        torch.manual_seed(3)
+        latents = [s for s in sites.values() if not s["is_observed"]]
+        conditional = torch.cat([s["fn"]().reshape(5, -1) for s in latents], dim=-1)
+        assert not torch.equal(conditional, fast)

@@ -41,7 +41,7 @@ class LatentMatching(Objective):
         model_run, guide_run = self._runs(x)
         log_lik = [traces.site_log_prob(s).sum() for s in model_run.sites.values() if s["is_observed"]]
         recon = -sum(log_lik) / self._per_datapoint(x)
-        return recon, traces.latent_codes(guide_run.sites, x.shape[0]), traces.prior_codes(self.model, x)
+        return recon, traces.latent_codes(guide_run.sites, x.shape[0]), traces.prior_codes(self.model, x, model_run.sites)
 
     def divergence(self, q: torch.Tensor, p: torch.Tensor) -> Tuple[torch.Tensor, Terms]:
         raise NotImplementedError

@@ -179,7 +179,7 @@ class ELBO(Objective):
         terms = {"elbo": elbo.detach(), "log_lik": log_lik.detach() / n, "kl": kl.detach() / n}
         loss = -(log_lik - self.beta * self.kl_weight * kl) / n
         if self.mmd_weight:
-            mmd = mmd_imq(traces.latent_codes(guide_sites, x.shape[0]), traces.prior_codes(self.model, x))
+            mmd = mmd_imq(traces.latent_codes(guide_sites, x.shape[0]), traces.prior_codes(self.model, x, model_sites))
             terms["mmd"] = mmd.detach()
             loss = loss + self.mmd_weight * mmd
         return loss, terms
