@@ -185,3 +185,56 @@ def test_the_prior_draws_from_the_models_sites_are_the_full_runs_draws(name):
         latents = [s for s in sites.values() if not s["is_observed"]]
         conditional = torch.cat([s["fn"]().reshape(5, -1) for s in latents], dim=-1)
         assert not torch.equal(conditional, fast)
+
+
+def _losses(name, full_run, steps=3, **overrides):
+    """The training losses of ``steps`` Adam steps of ``name``'s objective on one batch, the critic's
+    prior draws taken from the latent site (as the objective does) or from a full model run."""
+    from vaezoo import traces
+    from vaezoo.inference.adversarial import LatentMatching
+
+    pyro.clear_param_store()
+    torch.manual_seed(0)
+    objective = zoo.create(name, (1, 12, 12), **overrides).objective()
+    objective.train()
+    opt = torch.optim.Adam(objective.parameters(), lr=1e-3)
+    x = torch.bernoulli(torch.full((16, 1, 12, 12), 0.3))
+    losses = []
+    with pytest.MonkeyPatch.context() as mp:
+        if full_run:
+            mp.setattr(LatentMatching, "_prior_like", lambda self, x: traces.prior_codes(self.model, x))
+        for _ in range(steps):
+            loss, _ = objective(x)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            losses.append(float(loss.detach()))
+    return losses
+
+
+@pytest.mark.parametrize("name, overrides", [("wae-gan", {}), ("mask-aae", {"mask_warmup": 1}),
+                                             ("mask-aae", {"training": "paper", "mask_warmup": 1})])
+def test_the_critics_prior_draws_skip_the_decoder_and_change_nothing(name, overrides):
+    """The critic steps draw from the latent site of the step's own model run instead of running the
+    model again (five decoder runs a step, 1.4-1.6x a step's time): the losses are the same, bit for bit."""
+    fast = _losses(name, False, **overrides)
+    assert fast == _losses(name, True, **overrides)
+    assert len(set(fast)) == len(fast)  # the steps move the pair: a loss repeated would hide nothing
+
+
+def test_the_critics_prior_draws_for_another_batch_run_the_model():
+    from vaezoo.inference.adversarial import LatentMatching
+
+    pyro.clear_param_store()
+    objective = zoo.create("wae-gan", (1, 12, 12)).objective()
+    x, y = torch.rand(6, 1, 12, 12), torch.rand(3, 1, 12, 12)
+    objective.codes(x)
+    calls = []
+    with pytest.MonkeyPatch.context() as mp:
+        from vaezoo import traces
+
+        real = traces.prior_codes
+        mp.setattr(traces, "prior_codes", lambda model, data, sites=None: calls.append(sites) or real(model, data, sites))
+        assert LatentMatching._prior_like(objective, y).shape[0] == 3
+        assert LatentMatching._prior_like(objective, x).shape[0] == 6
+    assert calls[0] is None and calls[1] is not None

@@ -35,13 +35,22 @@ class LatentMatching(Objective):
     def __init__(self, model: Callable, guide: Callable, weight: float = 1.0, check: bool = True):
         super().__init__(model, guide, check, compile=False)
         self.weight = float(weight)
+        self._last_run = None  # (x, the model's latent sites) of the last codes(x)
 
     def codes(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``(reconstruction per datapoint, codes [B, D], prior draws [B, D])``."""
         model_run, guide_run = self._runs(x)
+        self._last_run = (x, {n: s for n, s in model_run.sites.items() if not s["is_observed"]})
         log_lik = [traces.site_log_prob(s).sum() for s in model_run.sites.values() if s["is_observed"]]
         recon = -sum(log_lik) / self._per_datapoint(x)
-        return recon, traces.latent_codes(guide_run.sites, x.shape[0]), traces.prior_codes(self.model, x, model_run.sites)
+        return recon, traces.latent_codes(guide_run.sites, x.shape[0]), self._prior_like(x)
+
+    def _prior_like(self, x: torch.Tensor) -> torch.Tensor:
+        """Prior draws ``[B, D]`` for the batch ``x``: from the model's latent site of the last
+        :meth:`codes` on this same ``x`` where there is one (no decoder run: a critic step draws
+        afresh each time), else from a run of the model (:func:`traces.prior_codes`)."""
+        last_x, sites = self._last_run or (None, None)
+        return traces.prior_codes(self.model, x, sites if last_x is x else None)
 
     def divergence(self, q: torch.Tensor, p: torch.Tensor) -> Tuple[torch.Tensor, Terms]:
         raise NotImplementedError
@@ -119,8 +128,6 @@ class _Critic(LatentMatching):
         div, terms = self.divergence(q, p)
         return recon + self.weight * div, dict(terms, reconstruction=recon.detach())
 
-    def _prior_like(self, x):
-        return traces.prior_codes(self.model, x)
 
     # --- state: the critic, its optimizer and the step count travel in state_dict
     def get_extra_state(self):
