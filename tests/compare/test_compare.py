@@ -13,6 +13,7 @@ import torch
 from vaezoo import cli, zoo
 from vaezoo.compare import measures, report, stats
 from vaezoo.compare.cells import _environment
+from vaezoo.errors import RunError
 from vaezoo.evaluation.arrays import read_per_datapoint
 
 TINY = ["--dataset", "digits", "--epochs", "2", "--n-train", "128", "--samples", "32"]
@@ -342,3 +343,78 @@ def test_frechet_distances_paired_by_seed_against_hand_computation():
     assert one["mean"] == -20.0 and one["low"] is None and report._diff(one) == "-20.00"  # one seed: no interval
     assert report._paired_cells({**cells, ("vae", 0): {"status": "ok", "fid": "n/a: not 28x28"}},
                                 "rho-vae", "vae", [0], "fid") is None
+
+
+def test_an_interrupted_comparison_stops_its_running_commands_and_starts_no_more(tmp_path):
+    """``Children.stop``: a command that does not stop on its own within the grace gets the signal;
+    one that does (a terminal's Ctrl-C reached it too) gets none; no command starts after."""
+    import signal
+    import sys
+    import threading
+    import time
+
+    from vaezoo.compare.cells import Cell, Children, run_cell
+
+    children = Children()
+    sleeper = [sys.executable, "-c", "import time; time.sleep(60)"]
+    # exits by itself in 0.5 s, and with status 7 had it been sent SIGTERM
+    quick = [sys.executable, "-c", "import signal, sys, time; signal.signal(signal.SIGTERM, lambda *a: sys.exit(7)); time.sleep(0.5)"]
+    results = {}
+
+    def run(name, argv):
+        with open(tmp_path / f"{name}.log", "w") as log:
+            results[name] = children.run(argv, log, dict(os.environ))
+
+    threads = [threading.Thread(target=run, args=a) for a in (("sleeper", sleeper), ("quick", quick))]
+    for t in threads:
+        t.start()
+    while len(children._running()) < 2:
+        time.sleep(0.01)
+    start = time.monotonic()
+    children.stop(signal.SIGTERM, grace=2.0)
+    for t in threads:
+        t.join(30)
+    assert results["sleeper"][0] == -signal.SIGTERM and results["quick"][0] == 0
+    assert time.monotonic() - start < 30
+    cell = Cell(model="vae", seed=0, run=str(tmp_path / "vae" / "seed0"), log=str(tmp_path / "logs" / "c.log"), epochs=1,
+                dataset="digits", overrides={}, train={}, samples=0, eval_seed=0, ais_subset=None, ais_steps=None,
+                data_dir=None)
+    with pytest.raises(RunError, match="not started: the comparison was interrupted"):
+        run_cell(cell, children)
+    assert not (tmp_path / "vae").exists()
+
+
+@pytest.mark.slow  # processes of their own: ~20-40 s of start-up and training
+def test_sigterm_to_a_comparison_alone_stops_its_cell(tmp_path):
+    """`kill` (or `timeout`) reaches `vaezoo compare` and not its cells' processes: it passes the
+    signal on, so the running cell keeps its checkpoint and leaves no lock, the later cells never
+    start, and the comparison exits 143 with one line instead of waiting for the cell to finish."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from vaezoo import runlock, runs
+
+    out = tmp_path / "board"
+    argv = [sys.executable, "-m", "vaezoo", "compare", "--models", "vae", "--seeds", "0", "1", "--jobs", "1",
+            "--dataset", "digits", "--epochs", "100000", "--n-train", "64", "--samples", "8", "--out", str(out)]
+    p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         env=dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path)))
+    run = out / "vae" / "seed0"
+    try:
+        deadline = time.time() + 180
+        while not (run / "checkpoint.pt").exists() and time.time() < deadline and p.poll() is None:
+            time.sleep(0.1)
+        assert (run / "checkpoint.pt").exists(), p.communicate()
+        p.send_signal(signal.SIGTERM)
+        _, err = p.communicate(timeout=120)
+    finally:
+        if p.poll() is None:
+            p.kill()
+    assert p.returncode == 143 and "Traceback" not in err, err
+    assert err.strip().splitlines()[-1].startswith("vaezoo compare: interrupted")
+    log = (out / "logs" / "vae-seed0.log").read_text()
+    assert "vaezoo train: interrupted; the last checkpoint is kept (SIGTERM" in log
+    assert not (run / runlock.LOCK).exists() and not (out / "vae" / "seed1").exists()
+    runs.load_trained(run, torch.device("cpu"))  # whole, and checked

@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -18,6 +20,10 @@ from vaezoo import runs, zoo
 from vaezoo.errors import ConfigError, MissingDependencyError, RunError
 
 LOGS = "logs"
+#: seconds a cell's running command is given to stop on its own when this process is interrupted
+#: (a terminal's Ctrl-C reaches both) before the signal is passed on to it (a ``kill`` or a
+#: ``timeout`` reaches this process alone)
+FORWARD_GRACE = 10.0
 SLURM_CPUS = 4  # cores (and torch threads) per cell on a cluster: an MLP cell gains little beyond
 
 
@@ -153,24 +159,65 @@ def _environment(threads: Optional[int]) -> Dict[str, str]:
     return env
 
 
-def run_cell(cell: Cell) -> Dict[str, Any]:
+def run_cell(cell: Cell, children: Optional[Children] = None) -> Dict[str, Any]:
     """Trains and evaluates ``cell`` with ``python -m vaezoo ...`` subprocesses (what is done already
     is not redone; an interrupted cell resumes from its checkpoint). Returns ``{"run", "commands"}``;
-    a failing command is a :class:`RunError` naming its last line and the log."""
+    a failing command is a :class:`RunError` naming its last line and the log. ``children``: where
+    the running command is registered, so that :func:`run_local` can stop it."""
+    children = children if children is not None else Children()
     Path(cell.log).parent.mkdir(parents=True, exist_ok=True)
     commands = plan(cell)
     with open(cell.log, "a") as log:
         for command in commands:
+            if children.stopping.is_set():
+                raise RunError(f"cell {cell.run}: not started: the comparison was interrupted")
             log.write("$ vaezoo " + " ".join(command) + "\n")
             log.flush()
-            proc = subprocess.run([sys.executable, "-m", "vaezoo"] + command, stdout=log, stderr=subprocess.PIPE,
-                                  text=True, env=_environment(cell.threads))
-            log.write(proc.stderr)
-            if proc.returncode != 0:
-                lines = [line for line in proc.stderr.strip().splitlines() if line.strip()]
-                last = lines[-1] if lines else f"exit status {proc.returncode}"
+            returncode, stderr = children.run([sys.executable, "-m", "vaezoo"] + command, log, _environment(cell.threads))
+            log.write(stderr)
+            if returncode != 0:
+                lines = [line for line in stderr.strip().splitlines() if line.strip()]
+                last = lines[-1] if lines else f"exit status {returncode}"
                 raise RunError(f"cell {cell.run}: vaezoo {command[0]} failed: {last} (log {cell.log})")
     return {"run": cell.run, "commands": [" ".join(c) for c in commands]}
+
+
+class Children:
+    """The cells' running commands, so that an interrupted comparison stops them. ``subprocess.run``
+    alone would leave a ``kill`` of this process waiting for the running cells to finish (hours) while
+    they never hear of it; a terminal's Ctrl-C reaches them too, so they are first given
+    :data:`FORWARD_GRACE` seconds to stop on their own (a second signal could cut their cleanup short)."""
+
+    def __init__(self):
+        self.stopping = threading.Event()
+        self._live: set = set()
+        self._lock = threading.Lock()
+
+    def run(self, argv: List[str], log, env: Dict[str, str]):
+        """``(returncode, stderr)`` of ``argv``, its stdout into ``log``."""
+        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.PIPE, text=True, env=env)
+        with self._lock:
+            self._live.add(proc)
+        try:
+            _, stderr = proc.communicate()
+        finally:
+            with self._lock:
+                self._live.discard(proc)
+        return proc.returncode, stderr
+
+    def stop(self, signum: int, grace: float = FORWARD_GRACE) -> None:
+        """No new command starts; the running ones get ``grace`` seconds, then ``signum``."""
+        self.stopping.set()
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline and self._running():
+            time.sleep(0.05)
+        for proc in self._running():
+            proc.send_signal(signum)
+
+    def _running(self) -> list:
+        with self._lock:
+            return [p for p in self._live if p.poll() is None]
+
 
 
 class CellJob:
@@ -199,16 +246,23 @@ def run_local(cells: List[Cell], jobs: int) -> List[str]:
     threads = max(1, cores() // jobs)
     errors = []
     lock = threading.Lock()
+    children = Children()
 
     def work(cell: Cell):
         try:
-            run_cell(Cell(**{**asdict(cell), "threads": threads}))
+            run_cell(Cell(**{**asdict(cell), "threads": threads}), children)
         except RunError as e:
             with lock:
                 errors.append(str(e))
 
-    with ThreadPoolExecutor(max_workers=jobs) as pool:
+    pool = ThreadPoolExecutor(max_workers=jobs)
+    try:
         list(pool.map(work, cells))
+    except BaseException as e:  # Ctrl-C, or the CLI's SIGTERM (a kill, a timeout, a scheduler)
+        children.stop(signal.SIGINT if isinstance(e, KeyboardInterrupt) else signal.SIGTERM)
+        raise
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
     return errors
 
 
