@@ -219,7 +219,6 @@ class Children:
             return [p for p in self._live if p.poll() is None]
 
 
-
 class CellJob:
     """``run_cell`` as a submitit job that is requeued when SLURM preempts it or its time runs out:
     the requeued job calls ``run_cell`` again, which resumes the run from its last checkpoint."""

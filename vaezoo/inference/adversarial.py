@@ -128,7 +128,6 @@ class _Critic(LatentMatching):
         div, terms = self.divergence(q, p)
         return recon + self.weight * div, dict(terms, reconstruction=recon.detach())
 
-
     # --- state: the critic, its optimizer and the step count travel in state_dict
     def get_extra_state(self):
         opt = self._optimizer.state_dict() if self._optimizer is not None else None
