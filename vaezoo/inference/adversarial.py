@@ -28,8 +28,9 @@ class LatentMatching(Objective):
     """Base class: loss = reconstruction + ``weight`` x a divergence between the codes z ~ q(z | x)
     and draws from the prior, per datapoint. The reconstruction is -log p(x | z) of the model's
     observed sites at the guide's codes; the codes are the guide's latent sites, flattened and
-    concatenated ``[B, D]``; the prior draws come from an unconditioned run of the model (so any
-    prior, hierarchical or not, is drawn from its marginal). Never compiled (``compile`` is off): the critic
+    concatenated ``[B, D]``; the prior draws come from the model's latent site where it has one,
+    else from an unconditioned run of the model (so any prior, hierarchical or not, is drawn from
+    its marginal; :func:`vaezoo.traces.prior_codes`). Never compiled (``compile`` is off): the critic
     steps are Python control flow."""
 
     def __init__(self, model: Callable, guide: Callable, weight: float = 1.0, check: bool = True):
