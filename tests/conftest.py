@@ -1,5 +1,36 @@
-"""Test-wide settings: figures render off-screen."""
+"""Test-wide settings: figures render off-screen; a helper that signals a command as a scheduler does."""
 
 import os
 
+import pytest
+
 os.environ.setdefault("MPLBACKEND", "Agg")
+
+
+@pytest.fixture
+def signal_when_checkpointed():
+    """The function :func:`_signal_when_checkpointed`."""
+    return _signal_when_checkpointed
+
+
+def _signal_when_checkpointed(argv, checkpoint, signum, start_timeout=180, stop_timeout=120):
+    """Runs ``argv`` (a ``python -m vaezoo ...`` command) as a process of its own with this test run's
+    ``sys.path``, sends it ``signum`` once ``checkpoint`` exists (what a scheduler's preemption, a
+    ``kill`` or a ``timeout`` does), and returns ``(returncode, stderr)``."""
+    import subprocess
+    import sys
+    import time
+
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        deadline = time.time() + start_timeout
+        while not checkpoint.exists() and time.time() < deadline and p.poll() is None:
+            time.sleep(0.1)
+        assert checkpoint.exists(), p.communicate()
+        p.send_signal(signum)
+        _, err = p.communicate(timeout=stop_timeout)
+    finally:
+        if p.poll() is None:
+            p.kill()
+    return p.returncode, err

@@ -292,29 +292,17 @@ def test_the_owner_beats_while_it_holds_the_lock(tmp_path, monkeypatch):
 
 
 @pytest.mark.slow  # a process of its own: ~5-30 s of start-up
-def test_sigterm_to_a_training_process(tmp_path):
+def test_sigterm_to_a_training_process(tmp_path, signal_when_checkpointed):
     """The real thing: a `vaezoo train` process preempted between epochs exits 143 with one line,
     keeps a checkpoint that resumes, and leaves no lock."""
-    import subprocess
     import sys
 
     run = tmp_path / "preempted"
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
     argv = [sys.executable, "-m", "vaezoo", "train", "--out", str(run), "--dataset", "digits", "--n-train", "64",
             "--epochs", "100000", "--eval-samples", "0", "--quiet", "--device", "cpu",
             "--no-compile"]  # eager: this is about the signal, not about compiling (seconds of it)
-    p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-    try:
-        deadline = time.time() + 120
-        while not (run / "checkpoint.pt").exists() and time.time() < deadline and p.poll() is None:
-            time.sleep(0.1)
-        assert (run / "checkpoint.pt").exists(), p.communicate()
-        p.send_signal(signal.SIGTERM)
-        _, err = p.communicate(timeout=60)
-    finally:
-        if p.poll() is None:
-            p.kill()
-    assert p.returncode == 143 and "Traceback" not in err, err
+    returncode, err = signal_when_checkpointed(argv, run / "checkpoint.pt", signal.SIGTERM, start_timeout=120, stop_timeout=60)
+    assert returncode == 143 and "Traceback" not in err, err
     assert err.strip().splitlines()[-1].startswith("vaezoo train: interrupted; the last checkpoint is kept (SIGTERM")
     assert not (run / runlock.LOCK).exists() and not list(run.glob(".*.part"))
     from vaezoo import runs

@@ -385,34 +385,20 @@ def test_an_interrupted_comparison_stops_its_running_commands_and_starts_no_more
 
 
 @pytest.mark.slow  # processes of their own: ~20-40 s of start-up and training
-def test_sigterm_to_a_comparison_alone_stops_its_cell(tmp_path):
+def test_sigterm_to_a_comparison_alone_stops_its_cell(tmp_path, signal_when_checkpointed):
     """`kill` (or `timeout`) reaches `vaezoo compare` and not its cells' processes: it passes the
     signal on, so the running cell keeps its checkpoint and leaves no lock, the later cells never
     start, and the comparison exits 143 with one line instead of waiting for the cell to finish."""
     import signal
-    import subprocess
     import sys
-    import time
-
     from vaezoo import runlock, runs
 
     out = tmp_path / "board"
     argv = [sys.executable, "-m", "vaezoo", "compare", "--models", "vae", "--seeds", "0", "1", "--jobs", "1",
             "--dataset", "digits", "--epochs", "100000", "--n-train", "64", "--samples", "8", "--out", str(out)]
-    p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                         env=dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path)))
     run = out / "vae" / "seed0"
-    try:
-        deadline = time.time() + 180
-        while not (run / "checkpoint.pt").exists() and time.time() < deadline and p.poll() is None:
-            time.sleep(0.1)
-        assert (run / "checkpoint.pt").exists(), p.communicate()
-        p.send_signal(signal.SIGTERM)
-        _, err = p.communicate(timeout=120)
-    finally:
-        if p.poll() is None:
-            p.kill()
-    assert p.returncode == 143 and "Traceback" not in err, err
+    returncode, err = signal_when_checkpointed(argv, run / "checkpoint.pt", signal.SIGTERM)
+    assert returncode == 143 and "Traceback" not in err, err
     assert err.strip().splitlines()[-1].startswith("vaezoo compare: interrupted")
     log = (out / "logs" / "vae-seed0.log").read_text()
     assert "vaezoo train: interrupted; the last checkpoint is kept (SIGTERM" in log
