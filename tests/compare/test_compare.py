@@ -357,8 +357,10 @@ def test_an_interrupted_comparison_stops_its_running_commands_and_starts_no_more
 
     children = Children()
     sleeper = [sys.executable, "-c", "import time; time.sleep(60)"]
-    # exits by itself in 0.5 s, and with status 7 had it been sent SIGTERM
-    quick = [sys.executable, "-c", "import signal, sys, time; signal.signal(signal.SIGTERM, lambda *a: sys.exit(7)); time.sleep(0.5)"]
+    # once started (the file written), exits by itself in 0.5 s, and with status 7 had it been sent SIGTERM
+    ready = tmp_path / "ready"
+    quick = [sys.executable, "-c", "import pathlib, signal, sys, time; signal.signal(signal.SIGTERM, lambda *a: sys.exit(7)); "
+             f"pathlib.Path({str(ready)!r}).touch(); time.sleep(0.5)"]
     results = {}
 
     def run(name, argv):
@@ -368,10 +370,12 @@ def test_an_interrupted_comparison_stops_its_running_commands_and_starts_no_more
     threads = [threading.Thread(target=run, args=a) for a in (("sleeper", sleeper), ("quick", quick))]
     for t in threads:
         t.start()
-    while len(children._running()) < 2:
+    deadline = time.monotonic() + 120
+    while not ready.exists() and time.monotonic() < deadline:
         time.sleep(0.01)
+    assert ready.exists(), results
     start = time.monotonic()
-    children.stop(signal.SIGTERM, grace=2.0)
+    children.stop(signal.SIGTERM, grace=5.0)
     for t in threads:
         t.join(30)
     assert results["sleeper"][0] == -signal.SIGTERM and results["quick"][0] == 0
@@ -391,6 +395,7 @@ def test_sigterm_to_a_comparison_alone_stops_its_cell(tmp_path, signal_when_chec
     start, and the comparison exits 143 with one line instead of waiting for the cell to finish."""
     import signal
     import sys
+
     from vaezoo import runlock, runs
 
     out = tmp_path / "board"
