@@ -375,7 +375,7 @@ def test_an_interrupted_comparison_stops_its_running_commands_and_starts_no_more
         time.sleep(0.01)
     assert ready.exists(), results
     start = time.monotonic()
-    children.stop(signal.SIGTERM, grace=5.0)
+    children.stop(signal.SIGTERM, grace=2.0)
     for t in threads:
         t.join(30)
     assert results["sleeper"][0] == -signal.SIGTERM and results["quick"][0] == 0

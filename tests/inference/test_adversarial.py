@@ -212,8 +212,10 @@ def _losses(name, full_run, steps=3, **overrides):
     return losses
 
 
-@pytest.mark.parametrize("name, overrides", [("wae-gan", {}), ("mask-aae", {"mask_warmup": 1}),
-                                             ("mask-aae", {"training": "paper", "mask_warmup": 1})])
+@pytest.mark.parametrize("name, overrides", [
+    pytest.param("wae-gan", {}, marks=pytest.mark.slow),  # ~10 s: CI runs it with the slow tests
+    ("mask-aae", {"mask_warmup": 1}),
+    pytest.param("mask-aae", {"training": "paper", "mask_warmup": 1}, marks=pytest.mark.slow)])
 def test_the_critics_prior_draws_skip_the_decoder_and_change_nothing(name, overrides):
     """The critic steps draw from the latent site of the step's own model run instead of running the
     model again (five decoder runs a step, 1.4-1.6x a step's time): the losses are the same, bit for bit."""
