@@ -173,7 +173,10 @@ def run_cell(cell: Cell, children: Optional[Children] = None) -> Dict[str, Any]:
                 raise RunError(f"cell {cell.run}: not started: the comparison was interrupted")
             log.write("$ vaezoo " + " ".join(command) + "\n")
             log.flush()
-            returncode, stderr = children.run([sys.executable, "-m", "vaezoo"] + command, log, _environment(cell.threads))
+            done = children.run([sys.executable, "-m", "vaezoo"] + command, log, _environment(cell.threads))
+            if done is None:  # the comparison was stopped between the check above and the start
+                raise RunError(f"cell {cell.run}: not started: the comparison was interrupted")
+            returncode, stderr = done
             log.write(stderr)
             if returncode != 0:
                 lines = [line for line in stderr.strip().splitlines() if line.strip()]
@@ -194,9 +197,13 @@ class Children:
         self._lock = threading.Lock()
 
     def run(self, argv: List[str], log, env: Dict[str, str]):
-        """``(returncode, stderr)`` of ``argv``, its stdout into ``log``."""
-        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.PIPE, text=True, env=env)
+        """``(returncode, stderr)`` of ``argv``, its stdout into ``log``; None, not started, once
+        :meth:`stop` was called (the start and the registration are one step under the lock, so
+        :meth:`stop` sees every command that started)."""
         with self._lock:
+            if self.stopping.is_set():
+                return None
+            proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.PIPE, text=True, env=env)
             self._live.add(proc)
         try:
             _, stderr = proc.communicate()
@@ -207,7 +214,8 @@ class Children:
 
     def stop(self, signum: int, grace: float = FORWARD_GRACE) -> None:
         """No new command starts; the running ones get ``grace`` seconds, then ``signum``."""
-        self.stopping.set()
+        with self._lock:
+            self.stopping.set()
         deadline = time.monotonic() + grace
         while time.monotonic() < deadline and self._running():
             time.sleep(0.05)
