@@ -203,6 +203,24 @@ def test_point_mass_guides_and_threads_per_job():
     assert os.path.isdir(os.path.join(env["PYTHONPATH"].split(os.pathsep)[0], "vaezoo"))
 
 
+def test_threads_per_cell_are_the_flag_else_the_cores_shared_by_the_jobs(tmp_path, monkeypatch, capsys):
+    from vaezoo.compare import cells as cells_mod
+
+    seen = []
+    monkeypatch.setattr(cells_mod, "run_cell", lambda cell, children=None: seen.append(cell.threads))
+    monkeypatch.setattr(cells_mod, "cores", lambda: 7)
+    cell = cells_mod.Cell(model="vae", seed=0, run=str(tmp_path / "vae" / "seed0"), log=str(tmp_path / "log"), epochs=1,
+                          dataset="digits", overrides={}, train={}, samples=5, eval_seed=0, ais_subset=None,
+                          ais_steps=None, data_dir=None, num_test=10, n_test=None)
+    assert cells_mod.run_local([cell, cell], 2) == [] and seen == [3, 3]  # 7 cores // 2 jobs
+    assert cells_mod.run_local([cell], 2, threads=1) == [] and seen[-1] == 1
+    assert cells_mod.run_local([cell], 9) == [] and seen[-1] == 1  # never 0
+    assert cli.main(["compare", "--models", "vae", "--dataset", "digits", "--threads", "0",
+                     "--out", str(tmp_path / "c")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--threads" in err[0] and "0" in err[0]
+
+
 def test_plan_passes_schedule_and_test_subset(tmp_path):
     from vaezoo.compare.cells import Cell, plan
 

@@ -247,10 +247,10 @@ def cores() -> int:
         return os.cpu_count() or 1
 
 
-def run_local(cells: List[Cell], jobs: int) -> List[str]:
-    """Runs ``cells`` ``jobs`` at a time on this machine, each with max(1, cores // jobs) threads;
-    returns the error lines of the cells that failed."""
-    threads = max(1, cores() // jobs)
+def run_local(cells: List[Cell], jobs: int, threads: Optional[int] = None) -> List[str]:
+    """Runs ``cells`` ``jobs`` at a time on this machine, each with ``threads`` torch threads (default
+    max(1, cores // jobs)); returns the error lines of the cells that failed."""
+    threads = threads if threads is not None else max(1, cores() // jobs)
     errors = []
     lock = threading.Lock()
     children = Children()
@@ -274,7 +274,7 @@ def run_local(cells: List[Cell], jobs: int) -> List[str]:
 
 
 def run_submitit(cells: List[Cell], out: Path, jobs: int, local: bool, partition: Optional[str] = None,
-                 timeout_min: int = 24 * 60) -> List[str]:
+                 timeout_min: int = 24 * 60, threads: Optional[int] = None) -> List[str]:
     """Runs ``cells`` as one submitit job array: on SLURM (``submitit.AutoExecutor``, which falls back
     to local processes where there is no SLURM) or, with ``local``, ``submitit.LocalExecutor``.
 
@@ -289,14 +289,15 @@ def run_submitit(cells: List[Cell], out: Path, jobs: int, local: bool, partition
         raise MissingDependencyError("--launcher submitit needs submitit; expected it installed "
                                      "(pip install \"vaezoo[cluster]\")") from None
     folder = Path(out) / "submitit"
-    threads = max(1, cores() // jobs) if local else SLURM_CPUS
+    if threads is None:
+        threads = max(1, cores() // jobs) if local else SLURM_CPUS
     cells = [Cell(**{**asdict(c), "threads": threads}) for c in cells]
     if local:
         executor = submitit.LocalExecutor(folder=folder)
         executor.update_parameters(timeout_min=timeout_min)
     else:
         executor = submitit.AutoExecutor(folder=folder)
-        params = dict(timeout_min=timeout_min, slurm_array_parallelism=jobs, cpus_per_task=SLURM_CPUS)
+        params = dict(timeout_min=timeout_min, slurm_array_parallelism=jobs, cpus_per_task=threads)
         if partition:
             params["slurm_partition"] = partition
         executor.update_parameters(**params)

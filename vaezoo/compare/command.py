@@ -13,7 +13,7 @@ from vaezoo.errors import ConfigError, RunError
 LAUNCHERS = ("local", "submitit", "submitit-local")
 RUN_FLAGS = ("models", "dataset", "seeds", "epochs", "preset", "set", "samples", "ais_subset", "ais_steps",
              "baseline", "out", "jobs", "batch_size", "lr", "n_train", "flat", "partition", "target_elbo",
-             "n_test", "schedule")
+             "n_test", "schedule", "threads")
 
 
 def add_parser(sub) -> None:
@@ -41,6 +41,9 @@ def add_parser(sub) -> None:
                    help="also report each cell's training seconds until its test ELBO first reached NATS")
     c.add_argument("--out", default=None, help="comparison directory (default runs/compare-<dataset>)")
     c.add_argument("--jobs", type=int, default=None, help="cells run at once (default 1)")
+    c.add_argument("--threads", type=int, default=None, metavar="N",
+                   help="torch threads of each cell (default: the cores this process may use divided by --jobs, "
+                        "at least 1; on SLURM 4)")
     c.add_argument("--launcher", default="local", choices=LAUNCHERS,
                    help="local processes, submitit on SLURM, or submitit's local executor")
     c.add_argument("--partition", default=None, help="SLURM partition for --launcher submitit")
@@ -75,6 +78,7 @@ def _compare(args) -> int:
 
     settings = settings_mod.make(args)
     jobs = _count(args.jobs, "--jobs", 1, 1)
+    threads = _count(args.threads, "--threads", 1)
     out = Path(args.out) if args.out is not None else Path("runs") / f"compare-{settings['dataset']}"
     if out.exists() and not out.is_dir():
         raise RunError(f"--out {out} is a file; expected a directory for the comparison")
@@ -113,9 +117,10 @@ def _compare(args) -> int:
     start = time.perf_counter()
     errors = []
     if todo and args.launcher == "local":
-        errors = cells_mod.run_local(todo, jobs)
+        errors = cells_mod.run_local(todo, jobs, threads)
     elif todo:
-        errors = cells_mod.run_submitit(todo, out, jobs, local=args.launcher == "submitit-local", partition=args.partition)
+        errors = cells_mod.run_submitit(todo, out, jobs, local=args.launcher == "submitit-local", partition=args.partition,
+                                        threads=threads)
     if todo:
         print(f"compare: cells done in {time.perf_counter() - start:.1f} s", file=sys.stderr)
     _write_report(out, settings)
