@@ -83,8 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--dtype", default=None, choices=DTYPE_NAMES, help="default float32")
     t.add_argument("--seed", type=int, default=None, help="default 0")
     t.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
-                   help="compiled training steps and log p(x) passes (torch.compile: ~20 s per batch shape on a CPU, "
-                        f"then faster steps); default: on for runs of at least {COMPILE_AUTO_STEPS:,} steps")
+                   help="compiled training steps and log p(x) passes (torch.compile: ~20 s per batch shape on a CPU the "
+                        f"first time, then faster steps); default: on for runs of at least {COMPILE_AUTO_STEPS:,} steps")
     t.add_argument("--out", default=None, help="run directory (default runs/<model>-<dataset>-<time>)")
     t.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
     t.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config field (repeatable)")

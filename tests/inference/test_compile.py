@@ -106,11 +106,18 @@ def uninterrupted():
     return _train()
 
 
-def test_the_same_seed_gives_the_same_compiled_run(uninterrupted):
+@pytest.mark.skipif(not torch._inductor.config.fx_graph_cache, reason="inductor's FX graph cache is turned off")
+def test_the_same_seed_gives_the_same_compiled_run_loaded_from_inductors_cache(uninterrupted):
+    from torch._dynamo.utils import counters
+
     trainer, history, params = uninterrupted
     assert trainer.objective.compiles and trainer.optimizer.defaults["fused"]
     assert history[0]["compile_seconds"] > 0 and "compile_seconds" not in history[1]
+    hits, bypassed = counters["inductor"]["fxgraph_cache_hit"], counters["inductor"]["fxgraph_cache_bypass"]
     _, again, params_again = _train()
+    # the same step is not compiled again (compiled._inductor_compile), and the program loaded
+    # from the cache takes exactly the compiled steps
+    assert counters["inductor"]["fxgraph_cache_hit"] > hits and counters["inductor"]["fxgraph_cache_bypass"] == bypassed
     assert [r["train_loss"] for r in again] == [r["train_loss"] for r in history]
     assert all(torch.equal(a, b) for a, b in zip(params_again, params))
     _, _, eager = _train(compile=False)  # compiled and eager draw differently: documented

@@ -74,10 +74,13 @@ def private_api_problem(version: Optional[str] = None) -> Optional[str]:
         return (f"torch {version} is outside the releases its private compiler APIs were checked against "
                 f"({low[0]}.{low[1]} to {high[0]}.{high[1]})")
     import torch._functorch.config as functorch_config
+    import torch._guards as guards
     import torch._inductor as inductor
 
     for owner, name, where in ((inductor, "compile", "torch._inductor.compile"),
-                               (functorch_config, "patch", "torch._functorch.config.patch")):
+                               (functorch_config, "patch", "torch._functorch.config.patch"),
+                               (guards, "tracing", "torch._guards.tracing"),
+                               (guards, "TracingContext", "torch._guards.TracingContext")):
         if not callable(getattr(owner, name, None)):
             return f"{where} is missing from torch {version}"
     return None
@@ -166,6 +169,22 @@ class Program(Captured):
         self.compile_seconds += time.perf_counter() - start
         self._first = False
         return out
+
+
+def _inductor_compile(graph: torch.fx.GraphModule, inputs: List[torch.Tensor]) -> Callable:
+    """``torch._inductor.compile(graph, inputs)`` with inductor's caches in use. Called without
+    dynamo there is no tracing context, and inductor's FX graph cache needs one with a shape
+    environment ("Bypassing FX Graph Cache because 'No shape env'"): every run compiled the same
+    step anew, 10-20 s on a CPU (each cell of a comparison, each resume). Dynamo gives its graphs a
+    context around a fake mode with a ``ShapeEnv``; this gives the same to a graph of static shapes,
+    so the cache keys it (the graph's code and constants, the inputs' shapes, strides and dtypes,
+    the compiler's settings) and a hit loads the program compiled before (about 1 s)."""
+    from torch._guards import TracingContext, tracing
+    from torch._subclasses.fake_tensor import FakeTensorMode
+    from torch.fx.experimental.symbolic_shapes import ShapeEnv
+
+    with tracing(TracingContext(FakeTensorMode(shape_env=ShapeEnv()))):
+        return torch._inductor.compile(graph, inputs)
 
 
 def _check_no_frozen_state(graph: torch.fx.GraphModule, tensors: List[torch.Tensor], names: List[str]) -> None:
@@ -275,7 +294,7 @@ class TrainingStep:
         self.capture_seconds = time.perf_counter() - start
         with torch.no_grad(), warnings.catch_warnings():  # no_grad: the program is an inference graph
             warnings.filterwarnings("ignore", category=FutureWarning, module=r"torch\._inductor")
-            self.fn = torch._inductor.compile(self.graph, [*self.tensors, *states, self._lr(), x])
+            self.fn = _inductor_compile(self.graph, [*self.tensors, *states, self._lr(), x])
         self.compile_seconds = time.perf_counter() - start
 
     @staticmethod
