@@ -183,11 +183,9 @@ class _LinearDecoder(nn.Module):
         return self.linear(z.flatten(-3)).reshape(z.shape[:-3] + self.out_shape)
 
 
-@pytest.mark.parametrize("guide", ["naive", "mvn", "lowrank", "mvn-full"])
-def test_log_marginal_and_ais_of_a_linear_gaussian_spatial_model(guide):
-    """With a linear decoder and a normal likelihood, x ~ N(b, W W^T + s^2 I) exactly. Importance
-    sampling from each spatial guide (unbiased whatever the proposal, so a wrong log q would show)
-    and AIS recover it."""
+def _linear_gaussian(guide):
+    """A linear-Gaussian spatial model, ``guide``'s pair for it (a proposal wider than the posterior),
+    4 data points and their exact log p(x)."""
     torch.manual_seed(0)
     maps, data_shape = (1, 2, 2), (1, 4, 4)
     decoder = _LinearDecoder(maps, data_shape)
@@ -206,9 +204,27 @@ def test_log_marginal_and_ais_of_a_linear_gaussian_spatial_model(guide):
     x = torch.randn((4,) + data_shape, dtype=torch.float64)
     W, b = decoder.linear.weight, decoder.linear.bias
     exact = MultivariateNormal(b, W @ W.mT + 0.25 * torch.eye(16, dtype=torch.float64)).log_prob(x.flatten(1)).detach()
+    return model, q, x, exact
+
+
+@pytest.mark.parametrize("guide", ["naive", "mvn", "lowrank", "mvn-full"])
+def test_log_marginal_of_a_linear_gaussian_spatial_model(guide):
+    """With a linear decoder and a normal likelihood, x ~ N(b, W W^T + s^2 I) exactly. Importance
+    sampling from each spatial guide (unbiased whatever the proposal, so a wrong log q would show)
+    recovers it."""
+    model, q, x, exact = _linear_gaussian(guide)
     res = evaluation.log_marginal(model, q, x, num_samples=20000, seed=0)
     assert ((res.log_px - exact).abs() < 4 * res.stderr + 1e-3).all(), (res.log_px, exact, res.stderr)
-    # AIS from the same guide, with HMC moving the maps: 50 steps of 8 chains, so a loose check
+
+
+# AIS moves the maps by HMC whatever the guide, which only gives the start: the default run keeps the
+# guide with correlated locations, the other three run with the slow tests (CI runs both)
+@pytest.mark.parametrize("guide", [pytest.param("naive", marks=pytest.mark.slow), pytest.param("mvn", marks=pytest.mark.slow),
+                                   pytest.param("lowrank", marks=pytest.mark.slow), "mvn-full"])
+def test_ais_of_a_linear_gaussian_spatial_model(guide):
+    """AIS from the guide, with HMC moving the maps, recovers the exact log p(x): 50 steps of 8
+    chains, so a loose check."""
+    model, q, x, exact = _linear_gaussian(guide)
     ais = evaluation.ais(model, q, x, steps=50, chains=8, seed=0)
     assert ais.log_px.shape == (4,) and ((ais.log_px - exact).abs() < 3.0).all(), (ais.log_px, exact)
 
