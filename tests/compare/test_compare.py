@@ -215,10 +215,31 @@ def test_threads_per_cell_are_the_flag_else_the_cores_shared_by_the_jobs(tmp_pat
     assert cells_mod.run_local([cell, cell], 2) == [] and seen == [3, 3]  # 7 cores // 2 jobs
     assert cells_mod.run_local([cell], 2, threads=1) == [] and seen[-1] == 1
     assert cells_mod.run_local([cell], 9) == [] and seen[-1] == 1  # never 0
+    capsys.readouterr()
     assert cli.main(["compare", "--models", "vae", "--dataset", "digits", "--threads", "0",
                      "--out", str(tmp_path / "c")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--threads" in err[0] and "0" in err[0]
+
+
+def test_a_comparison_reports_each_cell_as_it_starts_and_finishes(tmp_path, monkeypatch, capsys):
+    from vaezoo.compare import cells as cells_mod
+
+    def run_cell(cell, children=None):
+        if cell.seed == 1:
+            raise RunError(f"cell {cell.run}: vaezoo train failed: boom")
+
+    monkeypatch.setattr(cells_mod, "run_cell", run_cell)
+    cells = [cells_mod.Cell(model="vae", seed=s, run=str(tmp_path / "vae" / f"seed{s}"), log=str(tmp_path / f"vae-seed{s}.log"),
+                            epochs=1, dataset="digits", overrides={}, train={}, samples=5, eval_seed=0, ais_subset=None,
+                            ais_steps=None, data_dir=None, num_test=10, n_test=None) for s in (0, 1)]
+    errors = cells_mod.run_local(cells, 1)
+    assert errors == [f"cell {tmp_path / 'vae' / 'seed1'}: vaezoo train failed: boom"]
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[0] == f"compare: vae seed 0: started (log {tmp_path / 'vae-seed0.log'})"
+    assert lines[1].startswith("compare: cell 1 of 2 done: vae seed 0 (") and lines[1].endswith(" min)")
+    assert lines[2].startswith("compare: vae seed 1: started")
+    assert lines[3].startswith("compare: cell 2 of 2 failed: vae seed 1 (")
 
 
 def test_plan_passes_schedule_and_test_subset(tmp_path):

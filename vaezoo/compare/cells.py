@@ -240,6 +240,11 @@ class CellJob:
         return submitit.helpers.DelayedSubmission(self, cell)
 
 
+def progress(line: str) -> None:
+    """A comparison's progress line, on stderr: which cell started (and its log), which finished."""
+    print(f"compare: {line}", file=sys.stderr, flush=True)
+
+
 def cores() -> int:
     try:
         return len(os.sched_getaffinity(0))
@@ -254,13 +259,23 @@ def run_local(cells: List[Cell], jobs: int, threads: Optional[int] = None) -> Li
     errors = []
     lock = threading.Lock()
     children = Children()
+    finished = [0]
 
     def work(cell: Cell):
+        start = time.monotonic()
+        progress(f"{cell.model} seed {cell.seed}: started (log {cell.log})")
         try:
             run_cell(Cell(**{**asdict(cell), "threads": threads}), children)
+            outcome = "done"
         except RunError as e:
             with lock:
                 errors.append(str(e))
+            outcome = "failed"
+        with lock:
+            finished[0] += 1
+            count = finished[0]
+        progress(f"cell {count} of {len(cells)} {outcome}: {cell.model} seed {cell.seed} "
+                 f"({(time.monotonic() - start) / 60:.1f} min)")
 
     pool = ThreadPoolExecutor(max_workers=jobs)
     try:
@@ -302,12 +317,16 @@ def run_submitit(cells: List[Cell], out: Path, jobs: int, local: bool, partition
             params["slurm_partition"] = partition
         executor.update_parameters(**params)
     submitted = executor.map_array(CellJob(), cells)
+    progress(f"{len(cells)} cells submitted (submitit's logs in {folder}; each cell's own in its log)")
     errors = []
-    for cell, job in zip(cells, submitted):
+    for count, (cell, job) in enumerate(zip(cells, submitted), 1):
+        outcome = "done"
         try:
             job.result()
         except Exception as e:  # submitit wraps the job's exception in its own FailedJobError
             lines = [line for line in str(e).strip().splitlines() if line.strip()]
             reason = next((line.split(": ", 1)[1] for line in reversed(lines) if line.startswith("vaezoo.errors.")), None)
             errors.append(reason or f"cell {cell.run}: job {job.job_id} failed ({lines[-1] if lines else e}); see {folder}")
+            outcome = "failed"
+        progress(f"cell {count} of {len(cells)} {outcome}: {cell.model} seed {cell.seed}")
     return errors
