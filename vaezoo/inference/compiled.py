@@ -172,19 +172,28 @@ class Program(Captured):
 
 
 def _inductor_compile(graph: torch.fx.GraphModule, inputs: List[torch.Tensor]) -> Callable:
-    """``torch._inductor.compile(graph, inputs)`` with inductor's caches in use. Called without
-    dynamo there is no tracing context, and inductor's FX graph cache needs one with a shape
-    environment ("Bypassing FX Graph Cache because 'No shape env'"): every run compiled the same
-    step anew, 10-20 s on a CPU (each cell of a comparison, each resume). Dynamo gives its graphs a
-    context around a fake mode with a ``ShapeEnv``; this gives the same to a graph of static shapes,
-    so the cache keys it (the graph's code and constants, the inputs' shapes, strides and dtypes,
-    the compiler's settings) and a hit loads the program compiled before (about 1 s)."""
+    """``torch._inductor.compile(graph, inputs)`` with inductor's caches in use and static shapes.
+
+    Called without dynamo there is no tracing context, and inductor's FX graph cache needs one with a
+    shape environment ("Bypassing FX Graph Cache because 'No shape env'"): every run compiled the
+    same step anew, 10-20 s on a CPU (each cell of a comparison, each resume). Dynamo gives its
+    graphs a context around a fake mode with a ``ShapeEnv``; this gives the same to ours, so the
+    cache keys it (the graph's code and constants, the inputs' shapes, strides and dtypes, the
+    compiler's settings) and a hit loads the program compiled before. ``ignore_shape_env`` keeps
+    the inputs' shapes static, as they were: with a shape environment and no dynamo, AOTAutograd
+    would otherwise give every dimension a symbol and inductor would compile code for any size.
+    A torch whose ``compile_fx`` lacks the flag compiles as before, without the cache."""
+    import inspect
+
     from torch._guards import TracingContext, tracing
+    from torch._inductor.compile_fx import compile_fx
     from torch._subclasses.fake_tensor import FakeTensorMode
     from torch.fx.experimental.symbolic_shapes import ShapeEnv
 
-    with tracing(TracingContext(FakeTensorMode(shape_env=ShapeEnv()))):
+    if "ignore_shape_env" not in inspect.signature(compile_fx).parameters:
         return torch._inductor.compile(graph, inputs)
+    with tracing(TracingContext(FakeTensorMode(shape_env=ShapeEnv()))):
+        return compile_fx(graph, inputs, ignore_shape_env=True)
 
 
 def _check_no_frozen_state(graph: torch.fx.GraphModule, tensors: List[torch.Tensor], names: List[str]) -> None:
