@@ -257,6 +257,18 @@ def test_a_training_step_that_cannot_be_built_warns_once_and_runs_the_compiled_o
     assert history[0]["compile_seconds"] > 0
 
 
+def test_a_compiler_without_static_shapes_under_a_shape_env_compiles_as_before(monkeypatch):
+    """``compile_fx`` without ``ignore_shape_env`` (an older torch): the step is compiled by
+    ``torch._inductor.compile`` outside a tracing context, as before the cache was used."""
+    import torch._inductor.compile_fx as compile_fx_module
+
+    calls = []
+    monkeypatch.setattr(compile_fx_module, "compile_fx", lambda graph, inputs: calls.append("compile_fx"))
+    monkeypatch.setattr(compiled.torch._inductor, "compile",
+                        lambda graph, inputs: calls.append(torch._guards.TracingContext.try_get()) or "program")
+    assert compiled._inductor_compile(None, []) == "program" and calls == [None]
+
+
 @pytest.mark.parametrize("version, problem", [("2.13.0+cpu", None), ("2.6.0", None), ("2.5.1", "outside"),
                                               ("2.14.0.dev20270101", "outside"), ("3.0.0", "outside")])
 def test_private_compiler_apis_are_gated_by_the_torch_release(version, problem):

@@ -76,8 +76,10 @@ def private_api_problem(version: Optional[str] = None) -> Optional[str]:
     import torch._functorch.config as functorch_config
     import torch._guards as guards
     import torch._inductor as inductor
+    import torch._inductor.compile_fx as compile_fx
 
     for owner, name, where in ((inductor, "compile", "torch._inductor.compile"),
+                               (compile_fx, "compile_fx", "torch._inductor.compile_fx.compile_fx"),
                                (functorch_config, "patch", "torch._functorch.config.patch"),
                                (guards, "tracing", "torch._guards.tracing"),
                                (guards, "TracingContext", "torch._guards.TracingContext")):
