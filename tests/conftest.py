@@ -6,6 +6,12 @@ import pytest
 
 os.environ.setdefault("MPLBACKEND", "Agg")
 
+# Under pytest-xdist (-n N) the N workers share the cores: each takes its share of torch's threads
+# (and passes it on to the commands it starts), set before torch is first imported
+if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
+    _cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, _cores // int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))))
+
 
 @pytest.fixture
 def signal_when_checkpointed():
