@@ -203,15 +203,21 @@ def test_point_mass_guides_and_threads_per_job():
     assert os.path.isdir(os.path.join(env["PYTHONPATH"].split(os.pathsep)[0], "vaezoo"))
 
 
+def _tiny_cell(tmp_path, seed=0):
+    from vaezoo.compare.cells import Cell
+
+    return Cell(model="vae", seed=seed, run=str(tmp_path / "vae" / f"seed{seed}"), log=str(tmp_path / f"vae-seed{seed}.log"),
+                epochs=1, dataset="digits", overrides={}, train={}, samples=5, eval_seed=0, ais_subset=None,
+                ais_steps=None, data_dir=None, num_test=10, n_test=None)
+
+
 def test_threads_per_cell_are_the_flag_else_the_cores_shared_by_the_jobs(tmp_path, monkeypatch, capsys):
     from vaezoo.compare import cells as cells_mod
 
     seen = []
     monkeypatch.setattr(cells_mod, "run_cell", lambda cell, children=None: seen.append(cell.threads))
     monkeypatch.setattr(cells_mod, "cores", lambda: 7)
-    cell = cells_mod.Cell(model="vae", seed=0, run=str(tmp_path / "vae" / "seed0"), log=str(tmp_path / "log"), epochs=1,
-                          dataset="digits", overrides={}, train={}, samples=5, eval_seed=0, ais_subset=None,
-                          ais_steps=None, data_dir=None, num_test=10, n_test=None)
+    cell = _tiny_cell(tmp_path)
     assert cells_mod.run_local([cell, cell], 2) == [] and seen == [3, 3]  # 7 cores // 2 jobs
     assert cells_mod.run_local([cell], 2, threads=1) == [] and seen[-1] == 1
     assert cells_mod.run_local([cell], 9) == [] and seen[-1] == 1  # never 0
@@ -230,9 +236,7 @@ def test_a_comparison_reports_each_cell_as_it_starts_and_finishes(tmp_path, monk
             raise RunError(f"cell {cell.run}: vaezoo train failed: boom")
 
     monkeypatch.setattr(cells_mod, "run_cell", run_cell)
-    cells = [cells_mod.Cell(model="vae", seed=s, run=str(tmp_path / "vae" / f"seed{s}"), log=str(tmp_path / f"vae-seed{s}.log"),
-                            epochs=1, dataset="digits", overrides={}, train={}, samples=5, eval_seed=0, ais_subset=None,
-                            ais_steps=None, data_dir=None, num_test=10, n_test=None) for s in (0, 1)]
+    cells = [_tiny_cell(tmp_path, s) for s in (0, 1)]
     errors = cells_mod.run_local(cells, 1)
     assert errors == [f"cell {tmp_path / 'vae' / 'seed1'}: vaezoo train failed: boom"]
     lines = capsys.readouterr().err.splitlines()

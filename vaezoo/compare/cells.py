@@ -252,16 +252,25 @@ def cores() -> int:
         return os.cpu_count() or 1
 
 
+def cell_threads(jobs: int, threads: Optional[int] = None, local: bool = True) -> int:
+    """A cell's torch threads: ``threads`` if given, else the cores this process may use shared by
+    ``jobs`` cells at once (at least 1), or :data:`SLURM_CPUS` for a cluster's job."""
+    if threads is not None:
+        return threads
+    return max(1, cores() // jobs) if local else SLURM_CPUS
+
+
 def run_local(cells: List[Cell], jobs: int, threads: Optional[int] = None) -> List[str]:
-    """Runs ``cells`` ``jobs`` at a time on this machine, each with ``threads`` torch threads (default
-    max(1, cores // jobs)); returns the error lines of the cells that failed."""
-    threads = threads if threads is not None else max(1, cores() // jobs)
+    """Runs ``cells`` ``jobs`` at a time on this machine, each with :func:`cell_threads` torch
+    threads; returns the error lines of the cells that failed."""
+    threads = cell_threads(jobs, threads)
     errors = []
     lock = threading.Lock()
     children = Children()
-    finished = [0]
+    finished = 0
 
     def work(cell: Cell):
+        nonlocal finished
         start = time.monotonic()
         progress(f"{cell.model} seed {cell.seed}: started (log {cell.log})")
         try:
@@ -272,8 +281,8 @@ def run_local(cells: List[Cell], jobs: int, threads: Optional[int] = None) -> Li
                 errors.append(str(e))
             outcome = "failed"
         with lock:
-            finished[0] += 1
-            count = finished[0]
+            finished += 1
+            count = finished
         progress(f"cell {count} of {len(cells)} {outcome}: {cell.model} seed {cell.seed} "
                  f"({(time.monotonic() - start) / 60:.1f} min)")
 
@@ -304,8 +313,7 @@ def run_submitit(cells: List[Cell], out: Path, jobs: int, local: bool, partition
         raise MissingDependencyError("--launcher submitit needs submitit; expected it installed "
                                      "(pip install \"vaezoo[cluster]\")") from None
     folder = Path(out) / "submitit"
-    if threads is None:
-        threads = max(1, cores() // jobs) if local else SLURM_CPUS
+    threads = cell_threads(jobs, threads, local)
     cells = [Cell(**{**asdict(c), "threads": threads}) for c in cells]
     if local:
         executor = submitit.LocalExecutor(folder=folder)
