@@ -1,0 +1,66 @@
+"""What a longer budget changed (:mod:`vaezoo.compare.budget`): two ``vaezoo compare`` directories
+of the same entries, seeds and test points at two budgets (say 30 and 50 epochs).
+
+    python bench/budget_change.py runs/spatial30 runs/spatial50 [--baseline vae] [--entries A B ...]
+
+Prints a markdown table: per entry, the change (longer minus shorter) of the final test ELBO, of
+log p(x) and of the samples' Frechet distance, and of the entry's difference from the baseline in
+log p(x) and sample FD; each as a 95% t-interval over the seeds both have, with the per-seed values.
+A difference from the baseline that moves less than its own interval's half-width leaves the
+verdict where it was.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+
+from vaezoo.compare.budget import MEASURES, VERSUS_BASELINE, budget_changes
+from vaezoo.errors import ConfigError
+
+TITLES = {"test_elbo": "test ELBO", "log_px": "log p(x)", "fd_samples": "FD samples"}
+
+
+def cell(summary) -> str:
+    if summary is None:
+        return "-"
+    per = ", ".join(f"{v:+.2f}" for v in summary["per_seed"].values())
+    if math.isnan(summary["low"]):
+        return f"{summary['mean']:+.2f} ({per})"
+    return f"{summary['mean']:+.2f} [{summary['low']:+.2f}, {summary['high']:+.2f}] ({per})"
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("shorter", help="the comparison at the shorter budget")
+    p.add_argument("longer", help="the same comparison at the longer budget")
+    p.add_argument("--baseline", default="vae", help="the entry the differences are taken against (default vae)")
+    p.add_argument("--entries", nargs="+", help="entries to show (default: every entry both have)")
+    args = p.parse_args(argv)
+    boards = []
+    for d in (args.shorter, args.longer):
+        path = Path(d) / "leaderboard.json"
+        if not path.is_file():
+            sys.exit(f"budget_change: {path} does not exist; expected a vaezoo compare directory")
+        boards.append(json.loads(path.read_text()))
+    try:
+        rows = budget_changes(*boards, baseline=args.baseline, entries=args.entries)
+    except ConfigError as e:
+        sys.exit(f"budget_change: {e}")
+    epochs = [b["settings"].get("epochs") for b in boards]
+    print(f"Budgets: {epochs[0]} -> {epochs[1]} epochs; change = longer - shorter, 95% t-interval over seeds "
+          "(per seed in brackets).\n")
+    cols = [f"Δ {TITLES[k]}" for k in MEASURES] + [f"Δ of ({TITLES[k]} - `{args.baseline}`)" for k in VERSUS_BASELINE]
+    print("| entry | seeds | " + " | ".join(cols) + " |")
+    print("|" + " --- |" * (2 + len(cols)))
+    for name, row in rows.items():
+        vs = [("baseline" if name == args.baseline else cell(row["versus_baseline"].get(k))) for k in VERSUS_BASELINE]
+        print(f"| `{name}` | {', '.join(map(str, row['seeds']))} | "
+              + " | ".join([cell(row["change"][k]) for k in MEASURES] + vs) + " |")
+
+
+if __name__ == "__main__":
+    main()

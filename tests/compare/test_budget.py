@@ -1,0 +1,61 @@
+"""vaezoo.compare.budget: the change of each figure between two budgets of one comparison, paired
+by seed, checked against hand-computed values on two small leaderboards."""
+
+import math
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from vaezoo.compare.budget import budget_changes
+from vaezoo.errors import ConfigError
+
+
+def _cell(entry, seed, elbo, log_px, fd, status="ok"):
+    return {"entry": entry, "seed": seed, "status": status, "curve": [[1, elbo - 10.0], [2, elbo]],
+            "log_px": log_px, "fid": {"samples": fd, "means": 0.0}}
+
+
+def _board(rows):
+    return {"cells": [_cell(*r) for r in rows], "settings": {}}
+
+
+SHORT = _board([("vae", 0, -100.0, -95.0, 50.0), ("vae", 1, -101.0, -96.0, 60.0), ("vae", 2, -99.0, -94.0, 55.0),
+                ("rho", 0, -98.0, -94.0, 80.0), ("rho", 1, -99.5, -95.0, 90.0), ("rho", 2, -97.0, -93.5, 70.0)])
+LONG = _board([("vae", 0, -99.0, -94.0, 45.0), ("vae", 1, -100.0, -95.5, 58.0), ("vae", 2, -98.5, -93.0, 52.0),
+               ("rho", 0, -96.0, -92.0, 60.0), ("rho", 1, -98.5, -94.5, 75.0),
+               ("rho", 2, -90.0, -90.0, 0.0, "failed")])
+
+
+def _t(values):
+    v = np.asarray(values)
+    half = stats.t.ppf(0.975, v.size - 1) * v.std(ddof=1) / math.sqrt(v.size)
+    return v.mean(), v.mean() - half, v.mean() + half
+
+
+def test_changes_are_paired_by_seed_over_finished_cells():
+    out = budget_changes(SHORT, LONG, baseline="vae")
+    assert list(out) == ["vae", "rho"]
+    vae, rho = out["vae"], out["rho"]
+    assert vae["seeds"] == [0, 1, 2] and rho["seeds"] == [0, 1]  # rho's seed 2 failed at the longer budget
+    assert vae["change"]["test_elbo"]["per_seed"] == {0: 1.0, 1: 1.0, 2: 0.5}
+    assert vae["change"]["log_px"]["per_seed"] == {0: 1.0, 1: 0.5, 2: 1.0}
+    assert vae["change"]["fd_samples"]["per_seed"] == {0: -5.0, 1: -2.0, 2: -3.0}
+    mean, low, high = _t([-5.0, -2.0, -3.0])
+    s = vae["change"]["fd_samples"]
+    assert (s["mean"], s["low"], s["high"]) == pytest.approx((mean, low, high), abs=1e-12)
+    assert vae["versus_baseline"] == {}
+    # rho's gap to the vae: log p(x) +1.0 -> +2.0 (seed 0), +1.0 -> +1.0 (seed 1); FD +30 -> +15, +30 -> +17
+    assert rho["versus_baseline"]["log_px"]["per_seed"] == {0: 1.0, 1: 0.0}
+    assert rho["versus_baseline"]["fd_samples"]["per_seed"] == {0: -15.0, 1: -13.0}
+    mean, low, high = _t([-15.0, -13.0])
+    s = rho["versus_baseline"]["fd_samples"]
+    assert (s["mean"], s["low"], s["high"]) == pytest.approx((mean, low, high), abs=1e-12)
+
+
+def test_one_seed_has_no_interval_and_a_missing_entry_is_refused():
+    one = budget_changes(_board([("vae", 0, -100.0, -95.0, 50.0)]), _board([("vae", 0, -99.0, -94.5, 40.0)]))
+    s = one["vae"]["change"]["log_px"]
+    assert s["mean"] == 0.5 and math.isnan(s["low"]) and math.isnan(s["high"])
+    with pytest.raises(ConfigError, match="'iwae' is not in both comparisons; expected one of vae, rho"):
+        budget_changes(SHORT, LONG, entries=["iwae"])
