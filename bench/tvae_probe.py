@@ -13,21 +13,27 @@ on the training set (mean and std of the fold accuracies), then fitted on the wh
 several seeds: mean ± sd over seeds of the CV mean and the test accuracy, and the per-seed
 ``dtvae-affine`` minus ``tvae-affine`` differences with a 95% t-interval over seeds.
 
-Full MNIST, the real run (not run here):
+Full MNIST to convergence, probing the same training runs at 20, 50 and 100 epochs (``--probe-at``:
+the probe runs inside a forked RNG, so the training stream is the one an unprobed run takes):
 
-    VAEZOO_DATA_DIR=/work/shared/data OMP_NUM_THREADS=1 python bench/tvae_probe.py --dataset mnist \\
-        --epochs 20 --seeds 0 1 2 --no-figure
+    VAEZOO_DATA_DIR=../shared/data OMP_NUM_THREADS=1 python bench/tvae_probe.py --dataset mnist \\
+        --epochs 100 --probe-at 20 50 100 --seeds S --no-figure --no-baselines     # S = 0, 1, 2
+
+Every epoch's test ELBO (the fixed binarization of the test set) is recorded, and the last table gives
+each run's rise over the last tenth of the epochs, the flatness rule of ``vaezoo compare``. With the
+deterministic pose (``pose_prior=none``) a transformer entry's ELBO is a density of x given the encoded
+pose, so it tells whether that run has settled, not how the entries compare.
 
 Measured on full MNIST (one thread, 2-core CPU shared with another job; 1 epoch, batch 100, dim z 8):
 seconds per epoch vae 6.0, tvae-affine 7.4 (11 in a second run: the other job's load varies), tvae-tps
-8.1, dtvae-affine 13.1, so 20 epochs x 3 seeds x these 4 models ~ 20 x 3 x 34.6 s = 35 min of training
-(up to ~50 min under more contention). LinearSVC on 60000 x 8 features: 1.2 s to fit,
-4.8 s for the 9-fold CV, so the z probes need no ``--probe-n`` (about 1 min over 4 models x 3 seeds).
-The raw-pixel baseline (60000 x 784) is the slow part: 26 s to fit (1.9 s on 10000), so about 4 min with
-its CV; the baselines run on the first seed only (they do not depend on training; only their folds would),
-``--no-baselines`` skips them, ``--probe-n`` subsamples every probe alike. Estimated total of the command
-above: about 41 min of one core, up to ~55 under load (35 training, 1.5 z probes, 4 baselines); the figure's tvae-affine5 adds
-about 3 min when ``--no-figure`` is left out.
+8.1, dtvae-affine 13.1 (34.6 s an epoch for the four), so a seed of the command above is about
+100 x 34.6 s = 58 min of one core's training (3 seeds: 3 core-hours; the test ELBO of each epoch, one
+pass over 10,000 images, not timed separately). LinearSVC on 60000 x 8 features: 1.2 s to fit, 4.8 s for
+the 9-fold CV, so the z probes need no ``--probe-n`` (about 25 s a seed at each probed epoch). The
+raw-pixel baseline (60000 x 784) is the slow part: 26 s to fit (1.9 s on 10000), so about 4 min with its
+CV; the baselines run on the first seed only (they do not depend on training; only their folds would),
+``--no-baselines`` skips them, ``--probe-n`` subsamples every probe alike. The figure's tvae-affine5 adds
+``--epochs`` x about 9 s when ``--no-figure`` is left out.
 """
 
 import argparse
@@ -41,19 +47,30 @@ from sklearn.model_selection import StratifiedKFold, cross_val_score, train_test
 from sklearn.svm import LinearSVC
 
 from vaezoo import data, traces, zoo
+from vaezoo.compare.measures import convergence
 from vaezoo.inference import Trainer
 
 MODELS = ["vae", "tvae-affine", "tvae-tps", "dtvae-affine"]
 NETS = dict(hidden=(256, 256), activation="relu")
+FLAT = 0.1  # nats: vaezoo compare's default rule for a flat curve (the test ELBO's rise over the last tenth)
 
 
-def train(name, args, train_set, seed, **config):
+def train(name, args, train_set, seed, test_set=None, at_epochs=(), on_probe=None, **config):
+    """Trains ``name``; with ``test_set`` the test ELBO of every epoch is in the history. At each epoch
+    of ``at_epochs``, ``on_probe(model, epoch, record)`` runs inside a forked RNG, so probing does not
+    change the training stream."""
     torch.manual_seed(seed)
     m = zoo.create(name, data_shape=(1, 28, 28), latent_dim=args.latent_dim, **NETS, **config)
+
+    def at_epoch_end(trainer, record):
+        if on_probe is not None and record["epoch"] in at_epochs:
+            with torch.random.fork_rng():
+                on_probe(m, record["epoch"], record)
+
     start = time.perf_counter()
     history = Trainer(m.objective(), epochs=args.epochs, batch_size=100, lr=args.lr, device="cpu", seed=seed,
-                      progress=False).fit(train_set)
-    return m, history[-1], time.perf_counter() - start
+                      progress=False, on_epoch_end=at_epoch_end).fit(train_set, test_set)
+    return m, history, time.perf_counter() - start
 
 
 @torch.no_grad()
@@ -112,9 +129,10 @@ def t_interval(values, level=0.95):
     return values.mean(), sd, stats.t.ppf(0.5 + level / 2, len(values) - 1) * sd / len(values) ** 0.5
 
 
-def summary(rows, models, seeds):
-    """Mean ± sd over seeds per input, and the per-seed dtvae-affine - tvae-affine differences."""
-    print(f"\nover seeds {seeds}: mean ± sd (over seeds) of the 9-fold CV mean accuracy and of the test accuracy")
+def summary(rows, models, seeds, epoch):
+    """Mean ± sd over seeds per input, and the per-seed dtvae-affine - tvae-affine differences, at
+    ``epoch`` (``rows`` are that epoch's and the baselines')."""
+    print(f"\nepoch {epoch}, over seeds {seeds}: mean ± sd (over seeds) of the 9-fold CV mean accuracy and of the test accuracy")
     print("| input | seeds | CV mean accuracy (%) | mean fold std (%) | test accuracy (%) | train time (s) |")
     print("| --- | ---: | --- | ---: | --- | ---: |")
     for label in dict.fromkeys(r["input"] for r in rows):
@@ -126,7 +144,7 @@ def summary(rows, models, seeds):
     if not {"tvae-affine", "dtvae-affine"} <= set(models):
         return
     by = {(r["model"], r["seed"]): r for r in rows if r.get("model")}
-    print("\ndtvae-affine minus tvae-affine, per seed (accuracy points)")
+    print(f"\nepoch {epoch}: dtvae-affine minus tvae-affine, per seed (accuracy points)")
     print("| seed | CV mean | test |")
     print("| ---: | ---: | ---: |")
     diffs = {"cv": [], "test": []}
@@ -154,6 +172,8 @@ def main():
     parser.add_argument("--models", nargs="*", default=MODELS)
     parser.add_argument("--no-baselines", action="store_true", help="skip the raw-pixel and PCA probes")
     parser.add_argument("--no-figure", action="store_true", help="skip the tvae-affine5 samples figure")
+    parser.add_argument("--probe-at", nargs="+", type=int, default=None, metavar="E",
+                        help="probe after each of these epochs of the one training run (default: the last)")
     parser.add_argument("--out", default="bench/tvae_samples.png")
     args = parser.parse_args()
     seeds = [args.seed] if args.seed is not None else args.seeds
@@ -169,34 +189,55 @@ def main():
           f"{args.probe_n or len(y_train)} training images; {args.epochs} epochs of batch 100, Adam lr {args.lr}, "
           f"seeds {seeds}, 1 thread", flush=True)
 
-    rows = []
+    rows, curves = [], []
+    at = sorted(set(args.probe_at or [args.epochs]))
+    if at[0] < 1 or at[-1] > args.epochs:
+        parser.error(f"--probe-at {' '.join(map(str, at))}: expected epochs between 1 and --epochs {args.epochs}")
 
-    def add(label, model, seed, features, test_features, seconds, loss=""):
+    def add(label, model, seed, epoch, features, test_features, seconds, elbo=None):
         idx = subset(y_train, args.probe_n, seed)
         mean, std, test = probe(features[idx], y_train[idx], test_features, y_test, seed)
-        rows.append(dict(input=label, model=model, seed=seed, cv=mean, cv_std=std, test=test, seconds=seconds, loss=loss))
-        print(f"| {label} | {seed} | {mean:.2f} | {std:.2f} | {test:.2f} | {seconds:.0f} | {loss} |", flush=True)
+        rows.append(dict(input=label, model=model, seed=seed, epoch=epoch, cv=mean, cv_std=std, test=test,
+                         seconds=seconds))
+        shown = "" if elbo is None else f"{elbo:.2f}"
+        print(f"| {label} | {seed} | {epoch} | {mean:.2f} | {std:.2f} | {test:.2f} | {seconds:.0f} | {shown} |", flush=True)
 
-    print("\n| input | seed | 9-fold CV mean accuracy (%) | std (%) | test accuracy (%) | train time (s) | last train loss |")
-    print("| --- | ---: | --- | --- | --- | --- | --- |")
+    print("\n| input | seed | epoch | 9-fold CV mean accuracy (%) | std (%) | test accuracy (%) | train time (s) | test ELBO |")
+    print("| --- | ---: | ---: | --- | --- | --- | --- | --- |")
     for seed in seeds:
         if not args.no_baselines and seed == seeds[0]:
             start = time.perf_counter()
-            add("raw pixels (784)", None, seed, flat_train, flat_test, time.perf_counter() - start)
+            add("raw pixels (784)", None, seed, "-", flat_train, flat_test, time.perf_counter() - start)
             start = time.perf_counter()
             pca = PCA(args.latent_dim, random_state=seed).fit(flat_train)
-            add(f"PCA ({args.latent_dim})", None, seed, pca.transform(flat_train), pca.transform(flat_test),
+            add(f"PCA ({args.latent_dim})", None, seed, "-", pca.transform(flat_train), pca.transform(flat_test),
                 time.perf_counter() - start)
         for name in args.models:
-            m, last, seconds = train(name, args, train_set, seed)
-            z_train, z_test = posterior_mean_z(m, x_train.data), posterior_mean_z(m, x_test.data)
-            add(f"{name} ({args.latent_dim})", name, seed, z_train, z_test, seconds,
-                f"{last['train_loss']:.1f}" if "train_loss" in last else "")
-    summary(rows, args.models, seeds)
+            clock = {"probing": 0.0, "start": time.perf_counter()}
+
+            def on_probe(m, epoch, record, name=name, seed=seed, clock=clock):
+                begin = time.perf_counter()
+                z_train, z_test = posterior_mean_z(m, x_train.data), posterior_mean_z(m, x_test.data)
+                add(f"{name} ({args.latent_dim})", name, seed, epoch, z_train, z_test,
+                    begin - clock["start"] - clock["probing"], record.get("test_elbo"))
+                clock["probing"] += time.perf_counter() - begin
+
+            _, history, _ = train(name, args, train_set, seed, test_set=x_test, at_epochs=at, on_probe=on_probe)
+            curves.append(dict(model=name, seed=seed, **convergence(history, FLAT),
+                               elbo=history[-1].get("test_elbo") if history else None))
+    for epoch in at:
+        summary([r for r in rows if r["epoch"] in (epoch, "-")], args.models, seeds, epoch)
+    print(f"\ntest ELBO (fixed binarization, all {len(y_test)} test images) at the last epoch, and its rise over the "
+          f"last tenth of the epochs ({FLAT} nats or less: flat)")
+    print("| model | seed | test ELBO | rise over the last tenth | flat? |")
+    print("| --- | ---: | ---: | ---: | --- |")
+    for c in curves:
+        rise = "-" if c["rise"] is None else f"{c['rise']:+.3f}"
+        print(f"| {c['model']} | {c['seed']} | {c['elbo']:.2f} | {rise} | {c['flag']} |")
 
     if args.no_figure:
         return
-    m, last, seconds = train("tvae-affine5", args, train_set, seeds[0], pose_prior="normal")
+    m, _, seconds = train("tvae-affine5", args, train_set, seeds[0], pose_prior="normal")
     sample_figure(m, args.out, seed=seeds[0])
     scale = torch.nn.functional.softplus(m.model.pose_prior.raw_scale).detach().numpy().round(3)
     print(f"\n{args.out}: tvae-affine5, pose_prior=normal ({seconds:.0f} s); prior mean of u = (psi, log Sx, log Sy, Tx, Ty): "
