@@ -12,7 +12,7 @@ entry's difference from the baseline in log p(x) and sample FD (what a verdict r
 
 from __future__ import annotations
 
-from typing import Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 import numpy as np
 
@@ -52,13 +52,24 @@ def _summary(values: Dict[int, float]) -> Optional[dict]:
     return {"mean": mean, "low": low, "high": high, "per_seed": values}
 
 
-def _change(short: Dict[int, dict], long: Dict[int, dict], figure) -> Optional[dict]:
+def _change(short: Dict[int, Any], long: Dict[int, Any], figure) -> Optional[dict]:
+    """The change, longer minus shorter, of ``figure`` of each seed's item, summarized over the seeds."""
     per_seed = {}
     for s in sorted(set(short) & set(long)):
         a, b = figure(short[s]), figure(long[s])
         if a is not None and b is not None:
             per_seed[s] = float(b) - float(a)
     return _summary(per_seed)
+
+
+def _gaps(entry: Dict[int, dict], base: Dict[int, dict], figure) -> Dict[int, Optional[float]]:
+    """``{seed: figure(entry's cell) - figure(baseline's cell)}`` over the seeds both have (None where
+    either lacks the figure)."""
+    out = {}
+    for s in sorted(set(entry) & set(base)):
+        e, b = figure(entry[s]), figure(base[s])
+        out[s] = None if e is None or b is None else float(e) - float(b)
+    return out
 
 
 def budget_changes(shorter: dict, longer: dict, baseline: str = "vae",
@@ -80,11 +91,7 @@ def budget_changes(shorter: dict, longer: dict, baseline: str = "vae",
                "versus_baseline": {}}
         if name != baseline and baseline in a and baseline in b:
             for k in VERSUS_BASELINE:
-                f = MEASURES[k]
-                gap = lambda c, base: (None if f(c) is None or f(base) is None  # noqa: E731
-                                       else float(f(c)) - float(f(base)))
-                short = {s: {"gap": gap(a[name][s], a[baseline][s])} for s in a[name] if s in a[baseline]}
-                long = {s: {"gap": gap(b[name][s], b[baseline][s])} for s in b[name] if s in b[baseline]}
-                row["versus_baseline"][k] = _change(short, long, lambda c: c["gap"])
+                short, long = _gaps(a[name], a[baseline], MEASURES[k]), _gaps(b[name], b[baseline], MEASURES[k])
+                row["versus_baseline"][k] = _change(short, long, lambda c: c)
         out[name] = row
     return out
