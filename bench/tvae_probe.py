@@ -48,11 +48,11 @@ from sklearn.svm import LinearSVC
 
 from vaezoo import data, traces, zoo
 from vaezoo.compare.measures import convergence
+from vaezoo.compare.settings import DEFAULT_FLAT as FLAT  # nats: the rise over the last tenth of a flat curve
 from vaezoo.inference import Trainer
 
 MODELS = ["vae", "tvae-affine", "tvae-tps", "dtvae-affine"]
 NETS = dict(hidden=(256, 256), activation="relu")
-FLAT = 0.1  # nats: vaezoo compare's default rule for a flat curve (the test ELBO's rise over the last tenth)
 
 
 def train(name, args, train_set, seed, test_set=None, at_epochs=(), on_probe=None, **config):
