@@ -19,6 +19,11 @@ the probe runs inside a forked RNG, so the training stream is the one an unprobe
     VAEZOO_DATA_DIR=../shared/data OMP_NUM_THREADS=1 python bench/tvae_probe.py --dataset mnist \\
         --epochs 100 --probe-at 20 50 100 --seeds S --no-figure --no-baselines     # S = 0, 1, 2
 
+Seeds run as separate processes (one a core) are summarized together, with the paired differences
+at each probed epoch and how they moved between probed epochs, by
+
+    python bench/tvae_probe.py --from-logs seed0.log seed1.log seed2.log
+
 Every epoch's test ELBO (the fixed binarization of the test set) is recorded, and the last table gives
 each run's rise over the last tenth of the epochs, the flatness rule of ``vaezoo compare``. With the
 deterministic pose (``pose_prior=none``) a transformer entry's ELBO is a density of x given the encoded
@@ -41,7 +46,6 @@ import time
 
 import numpy as np
 import torch
-from scipy import stats
 from sklearn.decomposition import PCA
 from sklearn.model_selection import StratifiedKFold, cross_val_score, train_test_split
 from sklearn.svm import LinearSVC
@@ -49,6 +53,7 @@ from sklearn.svm import LinearSVC
 from vaezoo import data, traces, zoo
 from vaezoo.compare.measures import convergence
 from vaezoo.compare.settings import DEFAULT_FLAT as FLAT  # nats: the rise over the last tenth of a flat curve
+from vaezoo.compare.stats import t_interval
 from vaezoo.inference import Trainer
 
 MODELS = ["vae", "tvae-affine", "tvae-tps", "dtvae-affine"]
@@ -120,18 +125,29 @@ def sample_figure(m, path, n=64, seed=0):
     plt.close(fig)
 
 
-def t_interval(values, level=0.95):
-    """Mean, sd and the half-width of the t-interval of the mean over ``values`` (NaN with one)."""
-    values = np.asarray(values, dtype=float)
-    if len(values) < 2:
-        return values.mean(), float("nan"), float("nan")
-    sd = values.std(ddof=1)
-    return values.mean(), sd, stats.t.ppf(0.5 + level / 2, len(values) - 1) * sd / len(values) ** 0.5
+def interval(values):
+    """``mean [low, high] (per seed)`` of paired differences over seeds."""
+    mean, low, high = t_interval(values)
+    per = ", ".join(f"{v:+.2f}" for v in values)
+    return f"{mean:+.2f} ({per})" if np.isnan(low) else f"{mean:+.2f} [{low:+.2f}, {high:+.2f}] ({per})"
+
+
+def pairs_of(models):
+    """The differences the paper's Table 1 reads: ``dtvae-affine`` against ``tvae-affine``, and each
+    transformer entry against the ``vae``."""
+    wanted = [("dtvae-affine", "tvae-affine")] + [(m, "vae") for m in models if m != "vae"]
+    return [(a, b) for a, b in wanted if a in models and b in models]
+
+
+def paired(rows, key, entry, baseline, seeds):
+    """``{seed: entry's key minus baseline's}`` over the seeds both have."""
+    by = {(r["model"], r["seed"]): r[key] for r in rows if r.get("model")}
+    return {s: by[(entry, s)] - by[(baseline, s)] for s in seeds if (entry, s) in by and (baseline, s) in by}
 
 
 def summary(rows, models, seeds, epoch):
-    """Mean ± sd over seeds per input, and the per-seed dtvae-affine - tvae-affine differences, at
-    ``epoch`` (``rows`` are that epoch's and the baselines')."""
+    """Mean ± sd over seeds per input, and the paired differences of :func:`pairs_of` with 95%
+    t-intervals over seeds, at ``epoch`` (``rows`` are that epoch's and the baselines')."""
     print(f"\nepoch {epoch}, over seeds {seeds}: mean ± sd (over seeds) of the 9-fold CV mean accuracy and of the test accuracy")
     print("| input | seeds | CV mean accuracy (%) | mean fold std (%) | test accuracy (%) | train time (s) |")
     print("| --- | ---: | --- | ---: | --- | ---: |")
@@ -141,25 +157,77 @@ def summary(rows, models, seeds, epoch):
         sd = (lambda v: f" ± {np.std(v, ddof=1):.2f}" if len(v) > 1 else "")
         print(f"| {label} | {len(rs)} | {np.mean(cv):.2f}{sd(cv)} | {np.mean([r['cv_std'] for r in rs]):.2f} "
               f"| {np.mean(test):.2f}{sd(test)} | {np.mean([r['seconds'] for r in rs]):.0f} |")
-    if not {"tvae-affine", "dtvae-affine"} <= set(models):
+    if not pairs_of(models):
         return
-    by = {(r["model"], r["seed"]): r for r in rows if r.get("model")}
-    print(f"\nepoch {epoch}: dtvae-affine minus tvae-affine, per seed (accuracy points)")
-    print("| seed | CV mean | test |")
-    print("| ---: | ---: | ---: |")
-    diffs = {"cv": [], "test": []}
-    for seed in seeds:
-        a, b = by[("dtvae-affine", seed)], by[("tvae-affine", seed)]
-        for key in diffs:
-            diffs[key].append(a[key] - b[key])
-        print(f"| {seed} | {diffs['cv'][-1]:+.2f} | {diffs['test'][-1]:+.2f} |")
-    for key, label in (("cv", "CV mean"), ("test", "test")):
-        mean, sd, half = t_interval(diffs[key])
-        print(f"{label}: mean {mean:+.2f}, sd {sd:.2f}, 95% t-interval over {len(seeds)} seeds "
-              f"[{mean - half:+.2f}, {mean + half:+.2f}]")
+    print(f"\nepoch {epoch}: paired differences over seeds (accuracy points; 95% t-interval, per seed in brackets)")
+    print("| difference | CV mean | test |")
+    print("| --- | --- | --- |")
+    for a, b in pairs_of(models):
+        cv, test = (list(paired(rows, key, a, b, seeds).values()) for key in ("cv", "test"))
+        print(f"| {a} - {b} | {interval(cv)} | {interval(test)} |")
 
 
-def main():
+def budget_summary(rows, models, seeds, epochs):
+    """How each paired CV difference moved between probed epochs of the same runs (the budget-stability
+    clause of bench/RESULTS.md): per seed, the difference at the later epoch minus at the earlier."""
+    if len(epochs) < 2 or not pairs_of(models):
+        return
+    steps = list(zip(epochs, epochs[1:])) + ([(epochs[0], epochs[-1])] if len(epochs) > 2 else [])
+    print("\nchange of each CV difference between probed epochs (later minus earlier, paired by seed; 95% t-interval)")
+    print("| difference | " + " | ".join(f"{e0} -> {e1}" for e0, e1 in steps) + " |")
+    print("| --- |" + " --- |" * len(steps))
+    for a, b in pairs_of(models):
+        cells = []
+        for e0, e1 in steps:
+            before, after = (paired([r for r in rows if r["epoch"] == e], "cv", a, b, seeds) for e in (e0, e1))
+            cells.append(interval([after[s] - before[s] for s in seeds if s in before and s in after]))
+        print(f"| {a} - {b} | " + " | ".join(cells) + " |")
+
+
+def row_line(row, elbo=None):
+    """One probe row as the log shows it (and :func:`read_logs` reads it back)."""
+    shown = "" if elbo is None else f"{elbo:.2f}"
+    return (f"| {row['input']} | {row['seed']} | {row['epoch']} | {row['cv']:.2f} | {row['cv_std']:.2f} "
+            f"| {row['test']:.2f} | {row['seconds']:.0f} | {shown} |")
+
+
+def read_logs(paths):
+    """The probe rows and the flatness rows this script printed to ``paths`` (one log a seed, say),
+    to summarize runs made in separate processes."""
+    rows, curves = [], []
+    for path in paths:
+        for line in open(path):
+            cells = [c.strip() for c in line.strip().strip("|").split("|")]
+            if not line.startswith("| ") or len(cells) < 2 or not cells[1].isdigit():
+                continue
+            if len(cells) == 8 and (cells[2].isdigit() or cells[2] == "-"):
+                label, seed, epoch, cv, cv_std, test, seconds, _ = cells
+                rows.append(dict(input=label, model=None if epoch == "-" else label.rsplit(" (", 1)[0], seed=int(seed),
+                                 epoch=epoch if epoch == "-" else int(epoch), cv=float(cv), cv_std=float(cv_std),
+                                 test=float(test), seconds=float(seconds)))
+            elif len(cells) == 5:
+                model, seed, elbo, rise, flag = cells
+                curves.append(dict(model=model, seed=int(seed), elbo=float(elbo),
+                                   rise=None if rise == "-" else float(rise), flag=flag))
+    return rows, curves
+
+
+def report(rows, curves, models, seeds, at, n_test):
+    """The summaries at each probed epoch, their changes between epochs, and the flatness table."""
+    for epoch in at:
+        summary([r for r in rows if r["epoch"] in (epoch, "-")], models, seeds, epoch)
+    budget_summary(rows, models, seeds, at)
+    images = "all" if n_test is None else f"all {n_test}"
+    print(f"\ntest ELBO (fixed binarization, {images} test images) at the last epoch, and its rise over the "
+          f"last tenth of the epochs ({FLAT} nats or less: flat)")
+    print("| model | seed | test ELBO | rise over the last tenth | flat? |")
+    print("| --- | ---: | ---: | ---: | --- |")
+    for c in curves:
+        rise = "-" if c["rise"] is None else f"{c['rise']:+.3f}"
+        print(f"| {c['model']} | {c['seed']} | {c['elbo']:.2f} | {rise} | {c['flag']} |")
+
+
+def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dataset", default="mnist-small", choices=["mnist", "mnist-small"])
     parser.add_argument("--data-dir", default=None, help="where MNIST is (default: VAEZOO_DATA_DIR, else downloaded)")
@@ -175,7 +243,17 @@ def main():
     parser.add_argument("--probe-at", nargs="+", type=int, default=None, metavar="E",
                         help="probe after each of these epochs of the one training run (default: the last)")
     parser.add_argument("--out", default="bench/tvae_samples.png")
-    args = parser.parse_args()
+    parser.add_argument("--from-logs", nargs="+", metavar="LOG",
+                        help="train nothing: summarize the logs of earlier runs (one a seed, say) over their seeds")
+    args = parser.parse_args(argv)
+    if args.from_logs:
+        rows, curves = read_logs(args.from_logs)
+        if not rows:
+            parser.error(f"--from-logs {' '.join(args.from_logs)}: no probe rows; expected logs this script printed")
+        models = [m for m in MODELS if any(r["model"] == m for r in rows)]
+        seeds = sorted({r["seed"] for r in rows if r["model"]})
+        report(rows, curves, models, seeds, sorted({r["epoch"] for r in rows if r["model"]}), None)
+        return
     seeds = [args.seed] if args.seed is not None else args.seeds
     torch.set_num_threads(1)
 
@@ -199,8 +277,7 @@ def main():
         mean, std, test = probe(features[idx], y_train[idx], test_features, y_test, seed)
         rows.append(dict(input=label, model=model, seed=seed, epoch=epoch, cv=mean, cv_std=std, test=test,
                          seconds=seconds))
-        shown = "" if elbo is None else f"{elbo:.2f}"
-        print(f"| {label} | {seed} | {epoch} | {mean:.2f} | {std:.2f} | {test:.2f} | {seconds:.0f} | {shown} |", flush=True)
+        print(row_line(rows[-1], elbo), flush=True)
 
     print("\n| input | seed | epoch | 9-fold CV mean accuracy (%) | std (%) | test accuracy (%) | train time (s) | test ELBO |")
     print("| --- | ---: | ---: | --- | --- | --- | --- | --- |")
@@ -225,15 +302,7 @@ def main():
             _, history, _ = train(name, args, train_set, seed, test_set=x_test, at_epochs=at, on_probe=on_probe)
             curves.append(dict(model=name, seed=seed, **convergence(history, FLAT),
                                elbo=history[-1].get("test_elbo") if history else None))
-    for epoch in at:
-        summary([r for r in rows if r["epoch"] in (epoch, "-")], args.models, seeds, epoch)
-    print(f"\ntest ELBO (fixed binarization, all {len(y_test)} test images) at the last epoch, and its rise over the "
-          f"last tenth of the epochs ({FLAT} nats or less: flat)")
-    print("| model | seed | test ELBO | rise over the last tenth | flat? |")
-    print("| --- | ---: | ---: | ---: | --- |")
-    for c in curves:
-        rise = "-" if c["rise"] is None else f"{c['rise']:+.3f}"
-        print(f"| {c['model']} | {c['seed']} | {c['elbo']:.2f} | {rise} | {c['flag']} |")
+    report(rows, curves, args.models, seeds, at, len(y_test))
 
     if args.no_figure:
         return

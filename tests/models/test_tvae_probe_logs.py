@@ -1,0 +1,95 @@
+"""``bench/tvae_probe.py --from-logs``: the rows a probe run prints are read back as they were
+written, and the paired differences and their changes between probed epochs are the ones computed
+by hand from the same numbers."""
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy import stats
+
+BENCH = Path(__file__).resolve().parents[2] / "bench" / "tvae_probe.py"
+
+# CV accuracy per (model, seed, epoch); test accuracy is CV + 0.5
+CV = {
+    ("vae", 0, 20): 86.00, ("vae", 1, 20): 87.00, ("vae", 2, 20): 86.50,
+    ("tvae-affine", 0, 20): 92.00, ("tvae-affine", 1, 20): 93.00, ("tvae-affine", 2, 20): 92.40,
+    ("dtvae-affine", 0, 20): 92.50, ("dtvae-affine", 1, 20): 92.80, ("dtvae-affine", 2, 20): 93.10,
+    ("vae", 0, 40): 86.20, ("vae", 1, 40): 87.30, ("vae", 2, 40): 86.60,
+    ("tvae-affine", 0, 40): 92.10, ("tvae-affine", 1, 40): 93.40, ("tvae-affine", 2, 40): 92.30,
+    ("dtvae-affine", 0, 40): 93.60, ("dtvae-affine", 1, 40): 94.00, ("dtvae-affine", 2, 40): 94.20,
+}
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("tvae_probe", BENCH)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def rows():
+    return [dict(input=f"{m} (8)", model=m, seed=s, epoch=e, cv=cv, cv_std=0.3, test=cv + 0.5, seconds=100.0 * e)
+            for (m, s, e), cv in CV.items()]
+
+
+@pytest.fixture
+def logs(bench, tmp_path):
+    """One log a seed, as three processes would print them: the header, the probe rows, a summary
+    table (which is not read back) and the flatness table."""
+    paths = []
+    for seed in (0, 1, 2):
+        path = tmp_path / f"seed{seed}.log"
+        lines = ["mnist, fixed binarization: ...", "",
+                 "| input | seed | epoch | 9-fold CV mean accuracy (%) | std (%) | test accuracy (%) | train time (s) | test ELBO |",
+                 "| --- | ---: | ---: | --- | --- | --- | --- | --- |",
+                 bench.row_line(dict(input="raw pixels (784)", model=None, seed=seed, epoch="-", cv=91.0, cv_std=0.2,
+                                     test=91.5, seconds=30.0))]
+        lines += [bench.row_line(r, elbo=-90.0) for r in rows() if r["seed"] == seed]
+        lines += ["", "| vae (8) | 1 | 86.00 | 0.30 | 86.50 | 2000 |", "| 0 | -0.29 | -0.15 |", "",
+                  "| model | seed | test ELBO | rise over the last tenth | flat? |", "| --- | ---: | ---: | ---: | --- |",
+                  f"| vae | {seed} | -95.12 | +0.050 | flat |", f"| dtvae-affine | {seed} | -88.00 | +0.300 | rising |"]
+        path.write_text("\n".join(lines) + "\n")
+        paths.append(str(path))
+    return paths
+
+
+def test_read_logs_gives_back_the_rows_printed(bench, logs):
+    read, curves = bench.read_logs(logs)
+    assert [r for r in read if r["model"]] == sorted(rows(), key=lambda r: r["seed"])
+    assert [r["input"] for r in read if not r["model"]] == ["raw pixels (784)"] * 3
+    assert curves[:2] == [dict(model="vae", seed=0, elbo=-95.12, rise=0.05, flag="flat"),
+                          dict(model="dtvae-affine", seed=0, elbo=-88.0, rise=0.3, flag="rising")]
+    assert len(curves) == 6
+
+
+def interval(values):
+    values = np.asarray(values)
+    half = stats.t.ppf(0.975, len(values) - 1) * values.std(ddof=1) / np.sqrt(len(values))
+    return f"{values.mean():+.2f} [{values.mean() - half:+.2f}, {values.mean() + half:+.2f}]"
+
+
+def test_from_logs_prints_the_paired_differences_and_their_change(bench, logs, capsys):
+    bench.main(["--from-logs", *logs])
+    out = capsys.readouterr().out
+    d20 = [CV[("dtvae-affine", s, 20)] - CV[("tvae-affine", s, 20)] for s in (0, 1, 2)]
+    d40 = [CV[("dtvae-affine", s, 40)] - CV[("tvae-affine", s, 40)] for s in (0, 1, 2)]
+    epoch40 = out.split("epoch 40: paired differences")[1].split("\n\n")[0]
+    assert f"| dtvae-affine - tvae-affine | {interval(d40)} (+1.50, +0.60, +1.90) |" in epoch40
+    t40 = [CV[("tvae-affine", s, 40)] - CV[("vae", s, 40)] for s in (0, 1, 2)]
+    assert f"| tvae-affine - vae | {interval(t40)}" in epoch40
+    change = out.split("change of each CV difference")[1].split("\n\n")[0]
+    assert f"| dtvae-affine - tvae-affine | {interval(np.subtract(d40, d20))}" in change
+    assert "20 -> 40" in change
+    assert "| dtvae-affine | 2 | -88.00 | +0.300 | rising |" in out
+
+
+def test_from_logs_without_probe_rows_is_one_clear_error(bench, tmp_path, capsys):
+    empty = tmp_path / "old.log"
+    empty.write_text("| vae (8) | 0 | 85.91 | 0.33 | 86.63 | 213 | 104.6 |\n")  # the older format: no epoch column
+    with pytest.raises(SystemExit) as e:
+        bench.main(["--from-logs", str(empty)])
+    assert e.value.code == 2
+    assert f"--from-logs {empty}: no probe rows" in capsys.readouterr().err
