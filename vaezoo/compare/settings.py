@@ -38,7 +38,8 @@ PRESETS: Dict[str, Dict[str, Any]] = {
                 "samples": 5000, "n_test": 1000, "batch_size": 100},
     # Langley et al., the SOS-VAE against its beta-VAE baseline with the paper's shared constants (the
     # -paper entries: latent 128, KL target 45, the reference code's two-sided multipliers) and the
-    # reference code's Adam 1e-4 on batches of 25. The paper trains 72 GPU-hours on CelebA; 10 epochs
+    # reference code's Adam 1e-4 on batches of 25. The paper trains 72 hours on one T4 GPU (its
+    # dataset unnamed); 10 epochs
     # of MNIST take 17-25 minutes a cell on one CPU core (at 5 the SOS-VAE's means still carry a
     # brightness offset and the comparison reads the other way, bench/RESULTS.md). Its claim is about samples (the
     # leaderboard's Frechet distances of means and samples). log p(x), a density of continuous pixels
@@ -47,7 +48,7 @@ PRESETS: Dict[str, Dict[str, Any]] = {
     # images gives the leaderboard its row, a loose lower bound that says so.
     "sos-vae": {"models": ["beta-vae-gaussian-paper", "sos-vae-paper"], "dataset": "mnist", "seeds": [0, 1, 2],
                 "epochs": 10, "samples": 100, "n_test": 200, "batch_size": 25, "lr": 1e-4},
-    # Ghosh et al.'s spatial VAEs against the vector VAE at matched decoder size, the MNIST analogue of
+    # Wang, Yuan and Ji's spatial VAEs against the vector VAE at matched decoder size, the MNIST analogue of
     # bench/spatial_mnist.py's "narrow" match: the spatial entries' default deconvolutional decoder
     # (42,593 parameters) and the conv vae's decoder narrowed to the same stack fed through a linear
     # layer (2 maps of 7x7 after its 256 units: 39,811). The paper's own data (CelebA, CIFAR-10) and

@@ -118,7 +118,7 @@ class SOSVAEPaperConfig(SOSVAEConfig):
       below its unconstrained value: -3324, -4.24 per pixel. (``sos-vae``'s -3.125 per pixel leaves
       about 950 nats of entropy to the factor at 1e-5, and on full MNIST the variance then explodes
       as the paper's Appendix A describes: by epoch 7 the means of the test reconstructions were
-      5e4 in absolute value, cancelled inside the factor's span, bench/RESULTS.md);
+      2.4e5 in absolute value, cancelled inside the factor's span, bench/RESULTS.md);
     - the networks: ``net=conv`` (two strided convolutions each way, ``features`` channels read by
       1x1 heads) instead of the reference's ResNet (eight residual blocks each way, batch
       normalization, 512 channels); the mean head starts at PyTorch's default weights instead of
