@@ -14,23 +14,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 from pathlib import Path
 
-from vaezoo.compare.budget import MEASURES, VERSUS_BASELINE, budget_changes
+from vaezoo.compare.budget import MEASURES, VERSUS_BASELINE, budget_changes, shown as cell
 from vaezoo.errors import ConfigError
 
 TITLES = {"test_elbo": "test ELBO", "log_px": "log p(x)", "fd_samples": "FD samples"}
-
-
-def cell(summary) -> str:
-    if summary is None:
-        return "-"
-    per = ", ".join(f"{v:+.2f}" for v in summary["per_seed"].values())
-    if math.isnan(summary["low"]):
-        return f"{summary['mean']:+.2f} ({per})"
-    return f"{summary['mean']:+.2f} [{summary['low']:+.2f}, {summary['high']:+.2f}] ({per})"
 
 
 def main(argv=None) -> None:

@@ -12,6 +12,7 @@ entry's difference from the baseline in log p(x) and sample FD (what a verdict r
 
 from __future__ import annotations
 
+import math
 from typing import Any, Callable, Dict, List, Optional
 
 import numpy as np
@@ -50,6 +51,17 @@ def _summary(values: Dict[int, float]) -> Optional[dict]:
         return None
     mean, low, high = t_interval(np.asarray(list(values.values())))
     return {"mean": mean, "low": low, "high": high, "per_seed": values}
+
+
+def shown(summary: Optional[dict]) -> str:
+    """A summary as a table cell: ``mean [low, high] (per seed)``, or ``mean (per seed)`` without an
+    interval, or ``-``."""
+    if summary is None:
+        return "-"
+    per = ", ".join(f"{v:+.2f}" for v in summary["per_seed"].values())
+    if math.isnan(summary["low"]):
+        return f"{summary['mean']:+.2f} ({per})"
+    return f"{summary['mean']:+.2f} [{summary['low']:+.2f}, {summary['high']:+.2f}] ({per})"
 
 
 def _change(short: Dict[int, Any], long: Dict[int, Any], figure) -> Optional[dict]:
