@@ -13,6 +13,22 @@ if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
     os.environ.setdefault("OMP_NUM_THREADS", str(max(1, _cores // int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))))
 
 
+@pytest.fixture(scope="session")
+def bench_script():
+    """``load(name)``: the script ``bench/<name>.py`` as a module (``bench/`` is not a package), for
+    the tests that check a benchmark's own functions."""
+    import importlib.util
+    from pathlib import Path
+
+    def load(name):
+        spec = importlib.util.spec_from_file_location(name, Path(__file__).resolve().parents[1] / "bench" / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+
+    return load
+
+
 @pytest.fixture
 def signal_when_checkpointed():
     """The function :func:`_signal_when_checkpointed`."""

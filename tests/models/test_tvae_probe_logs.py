@@ -2,14 +2,10 @@
 written, and the paired differences and their changes between probed epochs are the ones computed
 by hand from the same numbers."""
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 import pytest
 from scipy import stats
 
-BENCH = Path(__file__).resolve().parents[2] / "bench" / "tvae_probe.py"
 
 # CV accuracy per (model, seed, epoch); test accuracy is CV + 0.5
 CV = {
@@ -23,11 +19,8 @@ CV = {
 
 
 @pytest.fixture(scope="module")
-def bench():
-    spec = importlib.util.spec_from_file_location("tvae_probe", BENCH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def bench(bench_script):
+    return bench_script("tvae_probe")
 
 
 def rows():

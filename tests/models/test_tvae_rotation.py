@@ -4,21 +4,13 @@ about 1 (the reference pose's offset is free), and with psi frozen the same chec
 alone is a weak criterion: after one epoch corr(psi, theta) is already 0.95-0.99 at a slope of 0.2-0.3,
 so the slope is checked too."""
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 import torch
 
-BENCH = Path(__file__).resolve().parents[2] / "bench" / "tvae_rotation.py"
-
 
 @pytest.fixture(scope="module")
-def bench():
-    spec = importlib.util.spec_from_file_location("tvae_rotation", BENCH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def bench(bench_script):
+    return bench_script("tvae_rotation")
 
 
 @pytest.fixture(autouse=True)
