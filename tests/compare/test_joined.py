@@ -63,9 +63,17 @@ def test_boards_of_another_protocol_are_refused_naming_the_field(key):
         join([OLD, other])
 
 
+def test_an_entry_configured_differently_in_two_boards_is_refused():
+    wide = _board([("vae", 5, -90.0, 10.0)], set_entry={"vae": {"net": "conv", "latent_dim": 784}})
+    with pytest.raises(ConfigError, match='^vae has --set {"latent_dim": 784, "net": "conv"} in comparison 2, '
+                                          '{"net": "conv"} in comparison 1; expected one configuration an entry$'):
+        join([OLD, wide])
+    assert sorted(join([OLD, _board([("vae", 5, -90.0, 10.0)], set_entry={"vae": {"net": "conv"}})])["vae"]) == [0, 1, 2, 5]
+
+
 def test_a_cell_in_two_boards_and_a_missing_baseline_are_refused():
     with pytest.raises(ConfigError, match="^vae seed 1 is in two comparisons; expected each cell in one$"):
-        join([OLD, _board([("vae", 1, -90.0, 10.0)])])
+        join([OLD, _board([("vae", 1, -90.0, 10.0)], set_entry={"vae": {"net": "conv"}})])
     with pytest.raises(ConfigError, match="^baseline 'vae' has no finished cell; expected one of lowrank$"):
         joined_differences([NEW])
     with pytest.raises(ConfigError, match="^entry 'iwae' has no finished cell"):

@@ -31,8 +31,9 @@ def _shown(value) -> str:
 
 def join(boards: List[dict]) -> Dict[str, Dict[int, dict]]:
     """``{entry: {seed: cell}}`` of the finished cells of ``boards`` (``leaderboard.json``'s
-    contents). Boards of different protocols (a field of :data:`PROTOCOL`), or a cell (entry and
-    seed) in two boards, are a ConfigError naming the field or the cell."""
+    contents). Boards of different protocols (a field of :data:`PROTOCOL`), an entry configured
+    differently in two boards (``set_entry``), or a cell (entry and seed) in two boards, are a
+    ConfigError naming the field, the entry or the cell."""
     if not boards:
         raise ConfigError("no comparison to join; expected two or more leaderboards")
     first = boards[0]["settings"]
@@ -43,8 +44,14 @@ def join(boards: List[dict]) -> Dict[str, Dict[int, dict]]:
                 raise ConfigError(f"comparison {i} has {key} {_shown(b)}, comparison 1 {_shown(a)}; expected one "
                                   "protocol (only the entries may differ)")
     cells: Dict[str, Dict[int, dict]] = {}
-    for board in boards:
+    configured: Dict[str, tuple] = {}  # entry -> (its --set in the first board that ran it, that board)
+    for i, board in enumerate(boards, start=1):
         for c in board["cells"]:
+            mine = (board["settings"].get("set_entry") or {}).get(c["entry"], {})
+            seen, where = configured.setdefault(c["entry"], (mine, i))
+            if mine != seen:
+                raise ConfigError(f"{c['entry']} has --set {_shown(mine)} in comparison {i}, {_shown(seen)} in "
+                                  f"comparison {where}; expected one configuration an entry")
             if c.get("status") != "ok":
                 continue
             seeds = cells.setdefault(c["entry"], {})
