@@ -6,12 +6,14 @@ mean of z (dim z = 8), next to raw pixels and PCA, over one or several training 
 
 All inputs are the fixed binarization of ``--dataset`` (mnist-small: 10000 train / 2000 test; mnist:
 60000 / 10000, from ``--data-dir`` or ``VAEZOO_DATA_DIR``); the models train on its dynamic binarization
-with the paper's nets (two ReLU layers of 256, localization 128), Adam, batch 100, seeded by each of
+with the paper's nets (two ReLU layers of 256, localization 128), Adam 1e-3 (or the paper's Adadelta,
+``--optimizer adadelta``), batch 100, seeded by each of
 ``--seeds``. Probe: LinearSVC (C = 1, primal, inputs not rescaled), 9-fold stratified cross-validation
 on the training set (mean and std of the fold accuracies), then fitted on the whole training set (or on
 ``--probe-n`` of its images, a stratified subset drawn with the seed) and scored on the test set. With
-several seeds: mean ± sd over seeds of the CV mean and the test accuracy, and the per-seed
-``dtvae-affine`` minus ``tvae-affine`` differences with a 95% t-interval over seeds.
+several seeds: mean ± sd over seeds of the CV mean and the test accuracy, and the paired differences
+(``dtvae-affine`` minus ``tvae-affine``, each transformer entry minus the ``vae``) with 95% t-intervals
+over seeds.
 
 Full MNIST to convergence, probing the same training runs at 20, 50 and 100 epochs (``--probe-at``:
 the probe runs inside a forked RNG, so the training stream is the one an unprobed run takes):
@@ -60,8 +62,8 @@ MODELS = ["vae", "tvae-affine", "tvae-tps", "dtvae-affine"]
 NETS = dict(hidden=(256, 256), activation="relu")
 
 
-#: the paper's optimizer: Adadelta "with default hyperparameters, see Lasagne documentation" (section
-#: 7); Lasagne's defaults are rate 1.0, rho 0.95, epsilon 1e-6 (torch's rho is 0.9)
+#: the paper's optimizer: Adadelta "with default hyperparameters, see Lasagne documentation" (its
+#: appendix A); Lasagne's defaults are rate 1.0, rho 0.95, epsilon 1e-6 (torch's rho is 0.9)
 LR = {"adam": 1e-3, "adadelta": 1.0}
 
 
