@@ -16,7 +16,7 @@ import json
 import sys
 from pathlib import Path
 
-from vaezoo.compare.budget import shown
+from vaezoo.compare.budget import VERSUS_BASELINE, shown
 from vaezoo.compare.joined import joined_differences
 from vaezoo.errors import ConfigError
 
@@ -45,7 +45,7 @@ def main(argv=None) -> None:
     for name, row in rows.items():
         flags = ", ".join(f"{s}: {f}" for s, f in row["flags"].items())
         diffs = ["baseline", "baseline"] if name == args.baseline else [
-            shown(row["versus_baseline"][k]) for k in ("log_px", "fd_samples")]
+            shown(row["versus_baseline"][k]) for k in VERSUS_BASELINE]
         print(f"| `{name}` | {', '.join(map(str, row['seeds']))} | {diffs[0]} | {diffs[1]} | {flags} |")
 
 

@@ -53,6 +53,7 @@ from sklearn.model_selection import StratifiedKFold, cross_val_score, train_test
 from sklearn.svm import LinearSVC
 
 from vaezoo import data, traces, zoo
+from vaezoo.compare.budget import shown
 from vaezoo.compare.measures import convergence
 from vaezoo.compare.settings import DEFAULT_FLAT as FLAT  # nats: the rise over the last tenth of a flat curve
 from vaezoo.compare.stats import t_interval
@@ -139,10 +140,9 @@ def sample_figure(m, path, n=64, seed=0):
 
 
 def interval(values):
-    """``mean [low, high] (per seed)`` of paired differences over seeds."""
+    """``mean [low, high] (per seed)`` of paired differences over seeds, as compare's tables show it."""
     mean, low, high = t_interval(values)
-    per = ", ".join(f"{v:+.2f}" for v in values)
-    return f"{mean:+.2f} ({per})" if np.isnan(low) else f"{mean:+.2f} [{low:+.2f}, {high:+.2f}] ({per})"
+    return shown({"mean": mean, "low": low, "high": high, "per_seed": dict(enumerate(values))})
 
 
 def pairs_of(models):

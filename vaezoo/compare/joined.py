@@ -12,6 +12,7 @@ leaderboard gives; with one, no interval (the per-test-point arrays are not read
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from typing import Dict, List, Optional
 
@@ -87,7 +88,6 @@ def joined_differences(boards: List[dict], baseline: str = "vae",
                 mine = {s: figure(c) for s, c in cells[name].items() if figure(c) is not None}
                 base = {s: figure(c) for s, c in cells[baseline].items() if figure(c) is not None}
                 diff = paired_over_seeds(mine, base)
-                row["versus_baseline"][k] = None if diff is None else {
-                    "mean": diff.mean, "low": diff.low, "high": diff.high, "per_seed": diff.per_seed, "method": diff.method}
+                row["versus_baseline"][k] = None if diff is None else dataclasses.asdict(diff)
         out[name] = row
     return out
