@@ -10,7 +10,8 @@ deterministic pose (``pose_prior=none``: Delta guide, flat prior, so u adds noth
 likelihood, 6 pose dimensions for the affine transformer and 18 (3x3 control points) for TPS; a total
 below dim u + 1 is skipped. Reconstruction error: -E_q[log p(x | z, u)] per test image (one draw per
 image over the whole test set); KL(q || prior): closed form for z; log p(x): importance sampling with
-K = ``--samples`` on the first ``--eval-n`` test images, with the K-sample ELBO on the same draws.
+K = ``--samples`` on the first ``--eval-n`` test images, with the K-sample ELBO on the same draws;
+the test ELBO after every epoch, and its flag under compare's flatness rule.
 Every run is cached in ``--out`` as JSON, so the script resumes and ``--no-train`` only reports.
 """
 
@@ -29,6 +30,8 @@ except ImportError:  # run from a checkout without installing
 import torch  # noqa: E402
 
 from vaezoo import data, evaluation, traces, zoo  # noqa: E402
+from vaezoo.compare.measures import convergence  # noqa: E402
+from vaezoo.compare.settings import DEFAULT_FLAT as FLAT  # noqa: E402
 from vaezoo.fileio import write_json  # noqa: E402
 from vaezoo.inference import Trainer  # noqa: E402
 
@@ -80,8 +83,9 @@ def run_one(name, total, seed, args, train, test):
     trainer = Trainer(m.objective(), epochs=args.epochs, batch_size=100, lr=args.lr, seed=seed, out=out,
                       progress=False, metadata={"model": name, "latent_dim": latent_dim})
     start = time.perf_counter()
-    trainer.fit(train)
+    trainer.fit(train, test)  # the test ELBO after every epoch: the flatness rule reads it
     seconds = time.perf_counter() - start
+    curve = convergence(trainer.history, FLAT)
     m.eval()
     torch.manual_seed(seed)
     recon, kl = decompose(m, test.data)
@@ -98,10 +102,17 @@ def run_one(name, total, seed, args, train, test):
         "log_px_se": float(est.log_px.std() / n ** 0.5), "kl_prior_n": float(kl[:n].mean()),
         "gap_n": float((est.log_px - est.elbo).mean()),
         "khat_above_0.7": float((est.khat > 0.7).float().mean()),
+        "rise": curve["rise"], "flag": curve["flag"],  # the test ELBO over the last tenth of the epochs
     }
     write_json(done, row)
     print(json.dumps(row), flush=True)
     return row
+
+
+def _flatness(row):
+    if row.get("flag") is None:  # cached before the script recorded a test ELBO each epoch
+        return "not recorded"
+    return row["flag"] if row["rise"] is None else f"{row['rise']:+.2f} ({row['flag']})"
 
 
 def run_name(name, total, seed, args):
@@ -164,13 +175,13 @@ def main():
                 if row is not None:
                     rows.append(row)
     print("\ncommand: " + " ".join(shlex.quote(a) for a in sys.argv))
-    print("| model | dim z + dim u | dim z | recon error | KL(q‖prior) | test ELBO | log p(x) (IS) | gap log p(x) − ELBO | KL(q‖prior), same images | k-hat > 0.7 |")
-    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    print("| model | dim z + dim u | dim z | recon error | KL(q‖prior) | test ELBO | log p(x) (IS) | gap log p(x) − ELBO | KL(q‖prior), same images | k-hat > 0.7 | test ELBO's rise over the last tenth |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
     for r in sorted(rows, key=lambda r: (args.models.index(r["model"]), r["total"], r["seed"])):
         label = r["model"] + (f" (pose {r['pose_prior']})" if r.get("pose_prior") not in (None, "none") else "")
         print(f"| {label} | {r['total']} | {r['latent_dim']} | {r['recon_error']:.2f} ± {r['recon_error_se']:.2f} "
               f"| {r['kl_prior']:.2f} | {r['test_elbo']:.2f} | {r['log_px_n']:.2f} ± {r['log_px_se']:.2f} "
-              f"| {r['gap_n']:.2f} | {r['kl_prior_n']:.2f} | {100 * r['khat_above_0.7']:.0f}% |")
+              f"| {r['gap_n']:.2f} | {r['kl_prior_n']:.2f} | {100 * r['khat_above_0.7']:.0f}% | {_flatness(r)} |")
     plot(rows, args.png, args)
 
 

@@ -54,7 +54,7 @@ from sklearn.svm import LinearSVC
 
 from vaezoo import data, traces, zoo
 from vaezoo.compare.budget import shown
-from vaezoo.compare.measures import convergence
+from vaezoo.compare.measures import convergence, flatness
 from vaezoo.compare.settings import DEFAULT_FLAT as FLAT  # nats: the rise over the last tenth of a flat curve
 from vaezoo.compare.stats import t_interval
 from vaezoo.inference import Trainer
@@ -220,8 +220,10 @@ def read_logs(paths):
                                  test=float(test), seconds=float(seconds)))
             elif len(cells) == 5:
                 model, seed, elbo, rise, flag = cells
-                curves.append(dict(model=model, seed=int(seed), elbo=float(elbo),
-                                   rise=None if rise == "-" else float(rise), flag=flag))
+                rise = None if rise == "-" else float(rise)
+                # the flag under today's rule (older logs called a falling curve "converged")
+                curves.append(dict(model=model, seed=int(seed), elbo=float(elbo), rise=rise,
+                                   flag=flag if rise is None else flatness(rise, FLAT)))
     return rows, curves
 
 
@@ -232,7 +234,7 @@ def report(rows, curves, models, seeds, at, n_test):
     budget_summary(rows, models, seeds, at)
     images = "all" if n_test is None else f"all {n_test}"
     print(f"\ntest ELBO (fixed binarization, {images} test images) at the last epoch, and its rise over the "
-          f"last tenth of the epochs ({FLAT} nats or less: flat)")
+          f"last tenth of the epochs (moving by {FLAT} nats or less: flat)")
     print("| model | seed | test ELBO | rise over the last tenth | flat? |")
     print("| --- | ---: | ---: | ---: | --- |")
     for c in curves:

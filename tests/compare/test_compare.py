@@ -189,6 +189,18 @@ def test_convergence_flag():
     assert rising["flag"] == "not converged" and rising["rise"] == pytest.approx(0.4)  # last tenth: 2 epochs
     flat = measures.convergence(curve, 0.1)
     assert flat["flag"] == "converged" and 0 < flat["rise"] < 0.1
+    # a test ELBO that fell (over-fitting) is not a run that settled
+    falling = measures.convergence(curve[:6] + [{"epoch": e, "test_elbo": -95 - 0.2 * e} for e in range(7, 21)], 0.1)
+    assert falling["flag"] == "falling" and falling["rise"] == pytest.approx(-0.4)
+    assert measures.convergence(curve[:18] + [{"epoch": 19, "test_elbo": -90.05}, {"epoch": 20, "test_elbo": -90.1}],
+                                0.1)["flag"] == "converged"  # moved by at most 0.1
+
+
+def test_convergence_summary_over_seeds():
+    assert report._convergence(["converged"] * 3) == "converged"
+    assert report._convergence(["converged", "not converged", "converged"]) == "not converged (1 of 3 seeds)"
+    assert report._convergence(["falling", "not converged", "converged"]) == "not converged (2 of 3 seeds; 1 falling)"
+    assert report._convergence(["converged", "too short to tell"]) == "too short to tell"
 
 
 def test_point_mass_guides_and_threads_per_job():

@@ -44,6 +44,26 @@ def test_resume_is_exact(tmp_path, name):
     assert [r["test_elbo"] for r in full] == [r["test_elbo"] for r in cut]
 
 
+def test_test_evaluation_does_not_shift_the_training_stream(tmp_path):
+    """The same seed trains the same parameters with and without a test set (dynamic binarization
+    and the guide's draws at evaluation once came from the training's own stream)."""
+    train, test = digits(), data.load("digits", split="test", binarize="dynamic")
+    m_with, t_with = make_trainer(tmp_path / "with", 2)
+    t_with.fit(train, test)
+    m_without, t_without = make_trainer(tmp_path / "without", 2)
+    t_without.fit(train)
+    for (k, a), (_, b) in zip(m_with.state_dict().items(), m_without.state_dict().items()):
+        assert torch.equal(a, b), k
+    assert [r["train_loss"] for r in t_with.history] == [r["train_loss"] for r in t_without.history]
+    # every epoch's test ELBO draws the same noise: the last one is the final parameters' ELBO
+    # under the evaluation seed (common random numbers for the flatness rule)
+    with torch.random.fork_rng():
+        torch.manual_seed(t_with._eval_seed(t_with.seed))
+        again = t_with.evaluate(test)
+    assert again["elbo"] == t_with.history[-1]["test_elbo"]
+    assert t_with._eval_seed(3) not in (3, t_with._rank_seed(3))
+
+
 def test_non_finite_loss_stops_and_keeps_checkpoint(tmp_path):
     train = digits()
     m, t = make_trainer(tmp_path, 1)

@@ -43,7 +43,9 @@ def logs(bench, tmp_path):
         lines += [bench.row_line(r, elbo=-90.0) for r in rows() if r["seed"] == seed]
         lines += ["", "| vae (8) | 1 | 86.00 | 0.30 | 86.50 | 2000 |", "| 0 | -0.29 | -0.15 |", "",
                   "| model | seed | test ELBO | rise over the last tenth | flat? |", "| --- | ---: | ---: | ---: | --- |",
-                  f"| vae | {seed} | -95.12 | +0.050 | flat |", f"| dtvae-affine | {seed} | -88.00 | +0.300 | rising |"]
+                  f"| vae | {seed} | -95.12 | +0.050 | converged |", f"| dtvae-affine | {seed} | -88.00 | +0.300 | not converged |",
+                  # a fall, which the rule as first written logged "converged"
+                  f"| tvae-tps | {seed} | -101.46 | -1.994 | converged |"]
         path.write_text("\n".join(lines) + "\n")
         paths.append(str(path))
     return paths
@@ -53,9 +55,10 @@ def test_read_logs_gives_back_the_rows_printed(bench, logs):
     read, curves = bench.read_logs(logs)
     assert [r for r in read if r["model"]] == sorted(rows(), key=lambda r: r["seed"])
     assert [r["input"] for r in read if not r["model"]] == ["raw pixels (784)"] * 3
-    assert curves[:2] == [dict(model="vae", seed=0, elbo=-95.12, rise=0.05, flag="flat"),
-                          dict(model="dtvae-affine", seed=0, elbo=-88.0, rise=0.3, flag="rising")]
-    assert len(curves) == 6
+    assert curves[:3] == [dict(model="vae", seed=0, elbo=-95.12, rise=0.05, flag="converged"),
+                          dict(model="dtvae-affine", seed=0, elbo=-88.0, rise=0.3, flag="not converged"),
+                          dict(model="tvae-tps", seed=0, elbo=-101.46, rise=-1.994, flag="falling")]  # today's rule
+    assert len(curves) == 9
 
 
 def interval(values):
@@ -76,7 +79,8 @@ def test_from_logs_prints_the_paired_differences_and_their_change(bench, logs, c
     change = out.split("change of each CV difference")[1].split("\n\n")[0]
     assert f"| dtvae-affine - tvae-affine | {interval(np.subtract(d40, d20))}" in change
     assert "20 -> 40" in change
-    assert "| dtvae-affine | 2 | -88.00 | +0.300 | rising |" in out
+    assert "| dtvae-affine | 2 | -88.00 | +0.300 | not converged |" in out
+    assert "| tvae-tps | 2 | -101.46 | -1.994 | falling |" in out
 
 
 def test_from_logs_without_probe_rows_is_one_clear_error(bench, tmp_path, capsys):

@@ -36,7 +36,8 @@ def add_parser(sub) -> None:
     c.add_argument("--ais-steps", type=int, default=None, metavar="S", help="AIS steps (default 100)")
     c.add_argument("--baseline", default=None, help="entry the others are compared with (default vae, else the first)")
     c.add_argument("--flat", type=float, default=None,
-                   help="nats: a test ELBO rising more over the last tenth of the epochs is 'not converged' (default 0.1)")
+                   help="nats: a test ELBO rising more over the last tenth of the epochs is 'not converged', falling more "
+                        "'falling' (default 0.1)")
     c.add_argument("--target-elbo", type=float, default=None, metavar="NATS",
                    help="also report each cell's training seconds until its test ELBO first reached NATS")
     c.add_argument("--out", default=None, help="comparison directory (default runs/compare-<dataset>)")

@@ -70,9 +70,10 @@ def last_tenth(epochs: int) -> int:
 
 
 def convergence(history, flat: float) -> Dict[str, Any]:
-    """``{"flag", "rise"}``: "not converged" when the test ELBO rose by more than ``flat`` nats over
-    the last tenth of the epochs (at least one), "converged" otherwise, "too short to tell" below 10
-    epochs."""
+    """``{"flag", "rise"}``: over the last tenth of the epochs (at least one), "not converged" when
+    the test ELBO rose by more than ``flat`` nats, "falling" when it fell by more than ``flat`` (an
+    over-fitting or unstable run: not one that settled either), "converged" when it moved by at
+    most ``flat``; "too short to tell" below 10 epochs."""
     elbo = [r["test_elbo"] for r in history if r.get("test_elbo") is not None]
     if not elbo and history:
         return {"flag": "n/a: no test ELBO", "rise": None}
@@ -80,7 +81,12 @@ def convergence(history, flat: float) -> Dict[str, Any]:
         return {"flag": "too short to tell", "rise": None}
     window = last_tenth(len(elbo))
     rise = float(elbo[-1] - elbo[-1 - window])
-    return {"flag": "not converged" if rise > flat else "converged", "rise": rise}
+    return {"flag": flatness(rise, flat), "rise": rise}
+
+
+def flatness(rise: float, flat: float) -> str:
+    """The flag of a test ELBO that moved by ``rise`` nats over the last tenth (see :func:`convergence`)."""
+    return "not converged" if rise > flat else "falling" if rise < -flat else "converged"
 
 
 def seconds_to(history, target: float) -> Any:

@@ -106,8 +106,10 @@ def _convergence(flags: List[str]) -> str:
     for flag in flags:
         if flag == "too short to tell" or flag.startswith("n/a"):
             return flag
-    bad = flags.count("not converged")
-    return "converged" if bad == 0 else f"not converged ({bad} of {len(flags)} seeds)"
+    rising, falling = flags.count("not converged"), flags.count("falling")
+    if rising + falling == 0:
+        return "converged"
+    return f"not converged ({rising + falling} of {len(flags)} seeds" + (f"; {falling} falling)" if falling else ")")
 
 
 # ------------------------------------------------------------------------------- formatting
@@ -159,7 +161,8 @@ def markdown(board: Dict[str, Any]) -> str:
                  + (f"the first {s['num_test']} test points" if s.get("n_test") else "the whole test split")
                  + f"; mean ± sd over seeds. Δ vs `{s['baseline']}`: paired "
                  "difference of log p(x) over the same test points and seeds, 95% t-interval over seeds. "
-                 f"Convergence: the test ELBO rose by more than {s['flat']} nats over the last tenth of the epochs."
+                 f"Convergence: \"not converged\" when the test ELBO rose by more than {s['flat']} nats over the last tenth of "
+                 "the epochs, \"falling\" when it fell by more (over-fitting or an unstable run)."
                  + (f" Under the cosine schedule the last tenth runs at under {_cosine_tail(s['epochs']):.1%} of the peak "
                     "learning rate, so a flat curve there says the run settled at this budget, not that more epochs "
                     "would not help." if (s.get("train") or {}).get("schedule") == "cosine" else "")

@@ -36,7 +36,7 @@ from vaezoo.inference.data_checks import as_data, check_support  # noqa: F401
 from vaezoo.inference.params import _RegisterParams
 from vaezoo.inference.settings import DTYPES, FUSED, OPTIMIZERS, check_int, check_optimizer, check_positive_float  # noqa: F401
 from vaezoo.inference.settings import check_positive_int, check_seed, resolve_device, resolve_dtype  # noqa: F401
-from vaezoo.randomness import rng_scope
+from vaezoo.randomness import rng_scope, seed_device
 
 
 #: seconds between two refreshes of a progress bar (each reads the loss: one device sync)
@@ -380,7 +380,13 @@ class Trainer(TrainerState):
             if compile_seconds > 0:  # included in "seconds"
                 record["compile_seconds"] = compile_seconds
             if x_test is not None:
-                terms = self._evaluate(x_test, test_dynamic)
+                # the test ELBO's draws (binarization, the guide's samples) come from a stream of
+                # their own, the same at every epoch: training goes on as if unevaluated (the same
+                # seed trains the same parameters with and without a test set), and successive
+                # epochs' test ELBOs differ by the parameters' change, not by fresh noise
+                with rng_scope(self.device):
+                    seed_device(self._eval_seed(self.seed), self.device)
+                    terms = self._evaluate(x_test, test_dynamic)
                 record.update({f"test_{k}": v for k, v in terms.items() if k != "loss"})
                 record["test_loss"] = terms["loss"]
             improved = self.stopping.update(epoch, record)

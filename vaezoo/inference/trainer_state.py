@@ -92,6 +92,11 @@ class TrainerState:
         """This process's seed: ``seed`` itself on rank 0 (a single process), distinct elsewhere."""
         return (seed + 7_919 * distributed.rank()) % 2**32
 
+    @staticmethod
+    def _eval_seed(seed: int) -> int:
+        """The seed of this process's per-epoch test evaluation: apart from every rank's training seed."""
+        return (TrainerState._rank_seed(seed) + 2**31 + 104_729) % 2**32
+
     def _save(self, best: bool = False) -> None:
         """Writes checkpoint.pt and metrics.jsonl; with ``best``, best.pt first (a crash between the
         two leaves a checkpoint.pt whose best epoch is the one best.pt holds, or an older one that
