@@ -21,6 +21,12 @@ the probe runs inside a forked RNG, so the training stream is the one an unprobe
     VAEZOO_DATA_DIR=../shared/data OMP_NUM_THREADS=1 python bench/tvae_probe.py --dataset mnist \\
         --epochs 100 --probe-at 20 50 100 --seeds S --no-figure --no-baselines     # S = 0, 1, 2
 
+Runs longer than a sitting take ``--run-dir DIR``: each model and seed checkpoints to
+``DIR/MODEL-seedS`` after every epoch, and the same command run again continues the stopped runs
+exactly (the Trainer's resume: a run with another model, latent size, optimizer or rate is refused),
+probing only the epochs still to come; its log's "train time" counts from the restart. Keep each
+sitting's log: ``--from-logs`` reads them together.
+
 Seeds run as separate processes (one a core) are summarized together, with the paired differences
 at each probed epoch and how they moved between probed epochs, by
 
@@ -45,6 +51,7 @@ CV; the baselines run on the first seed only (they do not depend on training; on
 
 import argparse
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -86,9 +93,14 @@ def train(name, args, train_set, seed, test_set=None, at_epochs=(), on_probe=Non
             with torch.random.fork_rng():
                 on_probe(m, record["epoch"], record)
 
+    # with --run-dir, a checkpoint after every epoch: a stopped run continues where it stopped
+    out = None if getattr(args, "run_dir", None) is None or on_probe is None else Path(args.run_dir) / f"{name}-seed{seed}"
+    resume = out is not None and (out / "checkpoint.pt").exists()
     start = time.perf_counter()
-    history = Trainer(m.objective(), optimizer=optimizer(args), epochs=args.epochs, batch_size=100, lr=args.lr,
-                      device="cpu", seed=seed, progress=False, on_epoch_end=at_epoch_end).fit(train_set, test_set)
+    trainer = Trainer(m.objective(), optimizer=optimizer(args), epochs=args.epochs, batch_size=100, lr=args.lr,
+                      device="cpu", seed=seed, progress=False, on_epoch_end=at_epoch_end, out=out,
+                      metadata={"model": name, "latent_dim": args.latent_dim, "optimizer": args.optimizer, "lr": args.lr})
+    history = trainer.fit(train_set, test_set, resume=resume)
     return m, history, time.perf_counter() - start
 
 
@@ -260,6 +272,9 @@ def main(argv=None):
     parser.add_argument("--probe-at", nargs="+", type=int, default=None, metavar="E",
                         help="probe after each of these epochs of the one training run (default: the last)")
     parser.add_argument("--out", default="bench/tvae_samples.png")
+    parser.add_argument("--run-dir", default=None, metavar="DIR",
+                        help="checkpoint every run in DIR/MODEL-seedS after each epoch; rerunning the same command "
+                             "continues stopped runs (probing only the epochs still to come)")
     parser.add_argument("--from-logs", nargs="+", metavar="LOG",
                         help="train nothing: summarize the logs of earlier runs (one a seed, say) over their seeds")
     args = parser.parse_args(argv)

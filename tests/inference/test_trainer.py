@@ -22,8 +22,8 @@ def digits(n=200):
 def make_trainer(out, epochs, name="vae", **kw):
     torch.manual_seed(0)
     m = zoo.create(name, data_shape=(1, 8, 8), hidden=(32,), latent_dim=4)
-    return m, Trainer(m.objective(), epochs=epochs, batch_size=64, device="cpu", seed=3, out=out, progress=False,
-                      metadata={"model": name}, **kw)
+    kw.setdefault("metadata", {"model": name})
+    return m, Trainer(m.objective(), epochs=epochs, batch_size=64, device="cpu", seed=3, out=out, progress=False, **kw)
 
 
 @pytest.mark.parametrize("name", ["vae", "iwae"])
@@ -101,6 +101,13 @@ def test_checkpoint_errors(tmp_path):
     t_other.metadata = {"model": "iwae"}
     with pytest.raises(CheckpointError, match="checkpoint of model 'vae', not 'iwae'"):
         t_other.fit(digits(), resume=True)
+    # any setting both record: a run resumed under another optimizer would continue silently
+    _, t_opt = make_trainer(tmp_path / "opt", 1, metadata={"model": "vae", "optimizer": "adam"})
+    t_opt.fit(digits())
+    _, t_opt = make_trainer(tmp_path / "opt", 2, metadata={"model": "vae", "optimizer": "adadelta"})
+    with pytest.raises(CheckpointError, match="checkpoint of optimizer 'adam', not 'adadelta'; expected a checkpoint "
+                                              "of the same optimizer"):
+        t_opt.fit(digits(), resume=True)
 
 
 def test_user_pair_with_pyro_module_trains():

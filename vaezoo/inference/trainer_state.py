@@ -51,11 +51,11 @@ class TrainerState:
         """Restores a :meth:`state_dict` after :meth:`fit`'s set-up, in place: the param store keeps
         holding the very tensors the modules and the optimizer use."""
         meta = state.get("metadata", {})
-        for key in ("model",):
-            if key in self.metadata and key in meta and meta[key] != self.metadata[key]:
+        for key in sorted(set(self.metadata) & set(meta), key=lambda k: (k != "model", str(k))):
+            if meta[key] != self.metadata[key]:  # e.g. another model, config or optimizer
                 raise CheckpointError(
                     f"{path} is a checkpoint of {key} {meta[key]!r}, not {self.metadata[key]!r}; "
-                    "expected a checkpoint of the same model"
+                    f"expected a checkpoint of the same {key}"
                 )
         saved = state.get("param_store", {}).get("params", {})
         unknown = [n for n in saved if n not in self._store_params and n not in self._owned_names]
