@@ -29,8 +29,9 @@ except ImportError:  # run from a checkout without installing
 
 import torch  # noqa: E402
 
-from vaezoo import data, evaluation, traces, zoo  # noqa: E402
+from vaezoo import data, evaluation, provenance, traces, zoo  # noqa: E402
 from vaezoo.compare.measures import convergence  # noqa: E402
+from vaezoo.compare.report import code_line  # noqa: E402
 from vaezoo.compare.settings import DEFAULT_FLAT as FLAT  # noqa: E402
 from vaezoo.fileio import write_json  # noqa: E402
 from vaezoo.inference import Trainer  # noqa: E402
@@ -103,6 +104,7 @@ def run_one(name, total, seed, args, train, test):
         "gap_n": float((est.log_px - est.elbo).mean()),
         "khat_above_0.7": float((est.khat > 0.7).float().mean()),
         "rise": curve["rise"], "flag": curve["flag"],  # the test ELBO over the last tenth of the epochs
+        "code": provenance.source_commit(),  # a cached row outlives the code that made it
     }
     write_json(done, row)
     print(json.dumps(row), flush=True)
@@ -182,6 +184,7 @@ def main():
         print(f"| {label} | {r['total']} | {r['latent_dim']} | {r['recon_error']:.2f} ± {r['recon_error_se']:.2f} "
               f"| {r['kl_prior']:.2f} | {r['test_elbo']:.2f} | {r['log_px_n']:.2f} ± {r['log_px_se']:.2f} "
               f"| {r['gap_n']:.2f} | {r['kl_prior_n']:.2f} | {100 * r['khat_above_0.7']:.0f}% | {_flatness(r)} |")
+    print(code_line(rows))
     plot(rows, args.png, args)
 
 

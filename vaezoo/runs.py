@@ -13,7 +13,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 
-from vaezoo import __version__, data, fileio, runlock, zoo
+from vaezoo import __version__, data, fileio, provenance, runlock, zoo
 from vaezoo.arguments import check_int, check_positive_float
 from vaezoo.defaults import KEEP, TRAIN_DEFAULTS
 from vaezoo.errors import CheckpointError, ConfigError, RunError, UnknownNameError
@@ -174,6 +174,7 @@ def write_config(run: Path, model: zoo.ZooModel, dataset: str, data_dir: Optiona
             "data_dir": data_dir,
             "train": train,
             "vaezoo_version": __version__,
+            "vaezoo_commit": provenance.source_commit(),  # None outside a git checkout
             "torch_version": torch.__version__,
         },
     )
@@ -360,7 +361,9 @@ def write_report(run: Path, cfg: Dict[str, Any], history) -> Path:
     (``eval*.json``, each under a heading naming its settings), and the pictures."""
     run = Path(run)
     lines = [f"# {cfg['model']} on {cfg['dataset']}", ""]
-    lines.append(f"Written {time.strftime('%Y-%m-%d %H:%M:%S')} by vaezoo {__version__}.")
+    commit = cfg.get("vaezoo_commit")
+    lines.append(f"Written {time.strftime('%Y-%m-%d %H:%M:%S')} by vaezoo {__version__}"
+                 + (f"; the run was trained by commit `{commit}`." if commit else "."))
     lines.append("")
     train = cfg.get("train", {})
     lines.append("| setting | value |")

@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 
-from vaezoo import cli, cli_train, zoo
+from vaezoo import cli, cli_train, provenance, zoo
 from vaezoo.data import download
 
 
@@ -36,6 +36,7 @@ def test_main_job_writes_the_run(run_dir, capsys):
         assert (run_dir / name).is_file(), name
     cfg = json.loads((run_dir / "config.json").read_text())
     assert cfg["model"] == "vae" and cfg["dataset"] == "mnist-small" and cfg["data_shape"] == [1, 28, 28]
+    assert cfg["vaezoo_commit"] == provenance.source_commit()  # which code made the run
     metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in metrics] == [1]
     # the trainer's test ELBO (closed-form KL, one draw per image) and the importance sampler's

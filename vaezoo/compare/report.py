@@ -112,6 +112,21 @@ def _convergence(flags: List[str]) -> str:
     return f"not converged ({rising + falling} of {len(flags)} seeds" + (f"; {falling} falling)" if falling else ")")
 
 
+def code_line(cells: List[Dict[str, Any]]) -> str:
+    """Which code trained the cells: one commit, or how many cells each of several trained (a
+    comparison whose cells resumed or joined across commits says so)."""
+    counts: Dict[str, int] = {}
+    for c in cells:
+        key = c.get("code") or "not recorded"
+        counts[key] = counts.get(key, 0) + 1
+    if len(counts) == 1:
+        (code,) = counts
+        return "Code: every cell trained by vaezoo " + (f"commit `{code}`." if code != "not recorded" else
+                                                         "of a commit not recorded (trained before runs recorded it).")
+    parts = ", ".join(f"`{k}` ({n})" if k != "not recorded" else f"not recorded ({n})" for k, n in sorted(counts.items()))
+    return f"Code: the cells were trained by {len(counts)} commits of vaezoo: {parts}."
+
+
 # ------------------------------------------------------------------------------- formatting
 def _num(v, digits=2) -> str:
     if v is None:
@@ -198,6 +213,7 @@ def markdown(board: Dict[str, Any]) -> str:
                _num(c.get("khat_above"), 3), _num(c.get("active_units")), _num(c.get("probe"), 3),
                _num(c.get("seconds_per_epoch"), 3), _num(conv.get("rise"), 3), conv.get("flag", "n/a")]
         lines.append("| " + " | ".join(row) + " |")
+    lines += ["", code_line(board["cells"])]
     if board.get("published"):
         lines += ["", "Published figures, each under its own protocol (not ours: other budgets and schedules):", "",
                   "| entry | source | protocol | log p(x) |", "| --- | --- | --- | --- |"]

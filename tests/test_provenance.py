@@ -1,0 +1,43 @@
+"""Which code made a run: vaezoo.provenance, and the line a leaderboard prints of it."""
+
+import re
+import subprocess
+
+import pytest
+
+from vaezoo import provenance
+from vaezoo.compare.report import code_line
+
+
+@pytest.fixture
+def fresh():
+    provenance.source_commit.cache_clear()
+    yield
+    provenance.source_commit.cache_clear()
+
+
+def test_source_commit_of_a_checkout(fresh):
+    if not (provenance.ROOT / ".git").exists():
+        pytest.skip("vaezoo is not imported from a git checkout here")
+    head = subprocess.run(["git", "-C", str(provenance.ROOT), "rev-parse", "HEAD"], capture_output=True, text=True)
+    commit = provenance.source_commit()
+    assert re.fullmatch(r"[0-9a-f]{12}(-dirty)?", commit), commit
+    assert head.stdout.startswith(commit.split("-")[0])
+
+
+def test_source_commit_outside_a_checkout_or_without_git(fresh, tmp_path, monkeypatch):
+    monkeypatch.setattr(provenance, "ROOT", tmp_path)  # an installed copy: no .git beside the package
+    assert provenance.source_commit() is None
+    provenance.source_commit.cache_clear()
+    (tmp_path / ".git").mkdir()  # looks like a checkout, is not one: git fails
+    assert provenance.source_commit() is None
+    provenance.source_commit.cache_clear()
+    monkeypatch.setenv("PATH", str(tmp_path))  # no git at all
+    assert provenance.source_commit() is None
+
+
+def test_code_line_names_one_commit_or_counts_several():
+    assert code_line([{"code": "abc"}, {"code": "abc"}]) == "Code: every cell trained by vaezoo commit `abc`."
+    assert "not recorded" in code_line([{"code": None}, {}])
+    assert code_line([{"code": "abc"}, {"code": "def-dirty"}, {"code": "abc"}, {}]) == (
+        "Code: the cells were trained by 3 commits of vaezoo: `abc` (2), `def-dirty` (1), not recorded (1).")
