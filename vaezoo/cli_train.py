@@ -11,7 +11,7 @@ from typing import Dict
 
 import torch
 
-from vaezoo import data, resources, runs, zoo
+from vaezoo import data, provenance, resources, runs, zoo
 from vaezoo.cli_common import count as _count, overrides as _overrides, device as _device, owning as _owning
 from vaezoo.cli_evaluate import log_px, meanings, write_evaluation
 from vaezoo.defaults import COMPILE_AUTO_STEPS, DEFAULT_DATASET, DEFAULT_EPOCHS, DEFAULT_MODEL, EVAL_SAMPLES_AFTER_TRAIN
@@ -156,7 +156,8 @@ def _train(args, run: Path, m, cfg, train, test, eval_samples: int, device, resu
     train_cfg = cfg["train"]
     if lead:
         runs.remove_stale_parts(run)  # left by a process killed in an atomic write: we own the run now
-        if resume and runs.read_config(run)["train"]["epochs"] != train_cfg["epochs"]:
+        if resume and (runs.read_config(run)["train"]["epochs"] != train_cfg["epochs"]
+                       or provenance.source_commit() not in runs.recorded_commits(run)):
             runs.write_config(run, m, cfg["dataset"], cfg.get("data_dir"), train_cfg)
         procs = f", {distributed.world_size()} processes" if distributed.is_distributed() else ""
         print(f"training {cfg['model']} on {cfg['dataset']} ({len(train)} images, device {device}{procs}) -> {run}", file=sys.stderr)

@@ -163,7 +163,31 @@ def read_config(run: Path) -> Dict[str, Any]:
     return cfg
 
 
+def recorded_commits(run: Path) -> List[Optional[str]]:
+    """The commits of vaezoo recorded in ``run``'s config.json: the one that started it, then each
+    other one that resumed it (empty for a run without a config.json)."""
+    try:
+        cfg = json.loads((Path(run) / CONFIG).read_text())
+    except (OSError, ValueError):
+        return []
+    return [cfg.get("vaezoo_commit")] + list(cfg.get("resumed_by_commits", []))
+
+
+def code_of(cfg: Dict[str, Any]) -> Optional[str]:
+    """A run's code in one string: the commit that started it, and those that resumed it; None when
+    not recorded (runs older than the record, or outside a git checkout)."""
+    started, resumed = cfg.get("vaezoo_commit"), cfg.get("resumed_by_commits") or []
+    if started is None and not resumed:
+        return None
+    return f"{started or 'not recorded'}" + (f" (resumed by {', '.join(map(str, resumed))})" if resumed else "")
+
+
 def write_config(run: Path, model: zoo.ZooModel, dataset: str, data_dir: Optional[str], train: Dict[str, Any]) -> None:
+    """Writes ``run``'s config.json; over an existing one (a resumed run) it keeps the commit that
+    started the run and adds this one to those that resumed it."""
+    commits, now = recorded_commits(run), provenance.source_commit()
+    started = commits[0] if commits else now
+    resumed = commits[1:] + ([now] if commits and now not in commits else [])
     write_json(
         Path(run) / CONFIG,
         {
@@ -174,7 +198,8 @@ def write_config(run: Path, model: zoo.ZooModel, dataset: str, data_dir: Optiona
             "data_dir": data_dir,
             "train": train,
             "vaezoo_version": __version__,
-            "vaezoo_commit": provenance.source_commit(),  # None outside a git checkout
+            "vaezoo_commit": started,  # None outside a git checkout
+            **({"resumed_by_commits": resumed} if resumed else {}),
             "torch_version": torch.__version__,
         },
     )
@@ -361,9 +386,9 @@ def write_report(run: Path, cfg: Dict[str, Any], history) -> Path:
     (``eval*.json``, each under a heading naming its settings), and the pictures."""
     run = Path(run)
     lines = [f"# {cfg['model']} on {cfg['dataset']}", ""]
-    commit = cfg.get("vaezoo_commit")
+    code = code_of(cfg)
     lines.append(f"Written {time.strftime('%Y-%m-%d %H:%M:%S')} by vaezoo {__version__}"
-                 + (f"; the run was trained by commit `{commit}`." if commit else "."))
+                 + (f"; the run was trained by commit {code}." if code else "."))
     lines.append("")
     train = cfg.get("train", {})
     lines.append("| setting | value |")

@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 
-from vaezoo import cli, cli_train, provenance, zoo
+from vaezoo import cli, cli_train, provenance, runs, zoo
 from vaezoo.data import download
 
 
@@ -280,3 +280,22 @@ def test_a_reader_that_leaves_early_gets_no_error(monkeypatch, capsys):
     monkeypatch.setattr(sys, "stdout", ClosedPipe())
     assert cli.main(["list"]) == 0
     assert capsys.readouterr().err == ""
+
+
+def test_a_run_records_the_commits_that_started_and_resumed_it(run_dir, tmp_path, monkeypatch):
+    run = tmp_path / "copy"
+    shutil.copytree(run_dir, run)
+    cfg = json.loads((run / "config.json").read_text())
+    cfg["vaezoo_commit"] = "aaaaaaaaaaaa"  # as if another commit had started it
+    (run / "config.json").write_text(json.dumps(cfg))
+    monkeypatch.setattr(provenance, "source_commit", lambda: "bbbbbbbbbbbb")
+    resume = ["train", "--out", str(run), "--resume", "--n-train", "256", "--eval-samples", "0", "--quiet", "--device", "cpu"]
+    assert cli.main(resume + ["--epochs", "2"]) == 0
+    cfg = json.loads((run / "config.json").read_text())
+    assert (cfg["vaezoo_commit"], cfg["resumed_by_commits"]) == ("aaaaaaaaaaaa", ["bbbbbbbbbbbb"])
+    assert cli.main(resume + ["--epochs", "3"]) == 0  # the same commit again: recorded once
+    cfg = json.loads((run / "config.json").read_text())
+    assert cfg["resumed_by_commits"] == ["bbbbbbbbbbbb"] and cfg["train"]["epochs"] == 3
+    assert runs.code_of(cfg) == "aaaaaaaaaaaa (resumed by bbbbbbbbbbbb)"
+    assert "trained by commit aaaaaaaaaaaa (resumed by bbbbbbbbbbbb)" in (run / "report.md").read_text()
+    assert runs.code_of({"vaezoo_version": "0.1.0"}) is None  # a run older than the record

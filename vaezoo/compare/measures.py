@@ -233,7 +233,7 @@ def cell_record(run: Path, settings: Dict[str, Any]) -> Dict[str, Any]:
     rec["seconds_per_epoch"] = float(np.median(seconds)) if seconds else None
     rec["train_seconds"] = float(sum(seconds)) if seconds else None
     rec["convergence"] = convergence(history, settings["flat"])
-    rec["code"] = (_json(run / runs.CONFIG) or {}).get("vaezoo_commit")  # None: not recorded (older runs)
+    rec["code"] = runs.code_of(_json(run / runs.CONFIG) or {})  # None: not recorded (older runs)
     if settings.get("target_elbo") is not None:
         rec["seconds_to_target"] = seconds_to(history, settings["target_elbo"])
     K, seed = settings["samples"], settings.get("eval_seed", 0)
