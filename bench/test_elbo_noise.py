@@ -18,7 +18,7 @@ except ImportError:  # run from a checkout without installing
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from vaezoo import data, runs  # noqa: E402
+from vaezoo import runs  # noqa: E402
 from vaezoo.inference import Trainer  # noqa: E402
 
 
@@ -30,7 +30,7 @@ def main(argv=None):
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     m, cfg, _ = runs.load_trained(args.run, torch.device("cpu"))
-    test = data.load(cfg["dataset"], split="test", binarize="fixed", data_dir=args.data_dir)
+    test = runs.load_split(cfg, "test", args.data_dir)  # what the run evaluated each epoch
     trainer = Trainer(m.objective(), epochs=1, batch_size=100, device="cpu", seed=0, progress=False)
     values = []
     for s in range(args.draws):

@@ -23,8 +23,10 @@ the probe runs inside a forked RNG, so the training stream is the one an unprobe
 
 Runs longer than a sitting take ``--run-dir DIR``: each model and seed checkpoints to
 ``DIR/MODEL-seedS`` after every epoch, and the same command run again continues the stopped runs
-exactly (the Trainer's resume: a run with another model, latent size, optimizer or rate is refused),
-probing only the epochs still to come; its log's "train time" counts from the restart. Keep each
+exactly (the Trainer's resume: a run with another model, dataset, latent size, optimizer or rate is
+refused), probing the epochs still to come and a probe the stopped sitting left unfinished (a mark
+``probed-E`` in the run's directory follows each printed row); its log's "train time" counts from
+the restart. Keep each
 sitting's log: ``--from-logs`` reads them together.
 
 Seeds run as separate processes (one a core) are summarized together, with the paired differences
@@ -64,7 +66,8 @@ from vaezoo.compare.budget import shown
 from vaezoo.compare.measures import convergence, flatness
 from vaezoo.compare.settings import DEFAULT_FLAT as FLAT  # nats: the rise over the last tenth of a flat curve
 from vaezoo.compare.stats import t_interval
-from vaezoo.inference import Trainer
+from vaezoo.errors import CheckpointError
+from vaezoo.inference import Trainer, checkpoint
 
 MODELS = ["vae", "tvae-affine", "tvae-tps", "dtvae-affine"]
 NETS = dict(hidden=(256, 256), activation="relu")
@@ -88,19 +91,33 @@ def train(name, args, train_set, seed, test_set=None, at_epochs=(), on_probe=Non
     torch.manual_seed(seed)
     m = zoo.create(name, data_shape=(1, 28, 28), latent_dim=args.latent_dim, **NETS, **config)
 
-    def at_epoch_end(trainer, record):
-        if on_probe is not None and record["epoch"] in at_epochs:
-            with torch.random.fork_rng():
-                on_probe(m, record["epoch"], record)
-
     # with --run-dir, a checkpoint after every epoch: a stopped run continues where it stopped
     out = None if getattr(args, "run_dir", None) is None or on_probe is None else Path(args.run_dir) / f"{name}-seed{seed}"
+
+    def probed(epoch):  # a probe's row is printed before this mark is written
+        return out is not None and (out / f"probed-{epoch}").exists()
+
+    def at_epoch_end(trainer, record):
+        if on_probe is not None and record["epoch"] in at_epochs and not probed(record["epoch"]):
+            with torch.random.fork_rng():
+                on_probe(m, record["epoch"], record)
+            if out is not None:
+                (out / f"probed-{record['epoch']}").touch()
+
+    def trainer_to(epochs):
+        return Trainer(m.objective(), optimizer=optimizer(args), epochs=epochs, batch_size=100, lr=args.lr,
+                       device="cpu", seed=seed, progress=False, on_epoch_end=at_epoch_end, out=out,
+                       metadata={"model": name, "dataset": args.dataset, "latent_dim": args.latent_dim,
+                                 "optimizer": args.optimizer, "lr": args.lr})
+
     resume = out is not None and (out / "checkpoint.pt").exists()
     start = time.perf_counter()
-    trainer = Trainer(m.objective(), optimizer=optimizer(args), epochs=args.epochs, batch_size=100, lr=args.lr,
-                      device="cpu", seed=seed, progress=False, on_epoch_end=at_epoch_end, out=out,
-                      metadata={"model": name, "latent_dim": args.latent_dim, "optimizer": args.optimizer, "lr": args.lr})
-    history = trainer.fit(train_set, test_set, resume=resume)
+    if resume:  # a sitting stopped during a probe: its checkpoint holds the probed epoch, probe it now
+        restored = trainer_to(checkpoint.load(out / "checkpoint.pt")["epoch"])
+        history = restored.fit(train_set, test_set, resume=True)  # trains nothing: loads the checkpoint
+        if history:
+            at_epoch_end(restored, history[-1])
+    history = trainer_to(args.epochs).fit(train_set, test_set, resume=resume)
     return m, history, time.perf_counter() - start
 
 
@@ -332,7 +349,10 @@ def main(argv=None):
                     begin - clock["start"] - clock["probing"], record.get("test_elbo"))
                 clock["probing"] += time.perf_counter() - begin
 
-            _, history, _ = train(name, args, train_set, seed, test_set=x_test, at_epochs=at, on_probe=on_probe)
+            try:
+                _, history, _ = train(name, args, train_set, seed, test_set=x_test, at_epochs=at, on_probe=on_probe)
+            except CheckpointError as e:  # --run-dir holds a run of other settings
+                parser.error(str(e))
             curves.append(dict(model=name, seed=seed, **convergence(history, FLAT),
                                elbo=history[-1].get("test_elbo") if history else None))
     report(rows, curves, args.models, seeds, at, len(y_test))

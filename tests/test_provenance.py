@@ -21,8 +21,10 @@ def test_source_commit_of_a_checkout(fresh):
         pytest.skip("vaezoo is not imported from a git checkout here")
     head = subprocess.run(["git", "-C", str(provenance.ROOT), "rev-parse", "HEAD"], capture_output=True, text=True)
     commit = provenance.source_commit()
-    assert re.fullmatch(r"[0-9a-f]{12}(-dirty)?", commit), commit
+    assert re.fullmatch(r"[0-9a-f]{12}(-dirty)?", commit), commit  # a hash even where tags exist
     assert head.stdout.startswith(commit.split("-")[0])
+    clean = subprocess.run(["git", "-C", str(provenance.ROOT), "diff", "--quiet", "HEAD", "--"]).returncode == 0
+    assert commit.endswith("-dirty") != clean
 
 
 def test_source_commit_outside_a_checkout_or_without_git(fresh, tmp_path, monkeypatch):
@@ -37,7 +39,8 @@ def test_source_commit_outside_a_checkout_or_without_git(fresh, tmp_path, monkey
 
 
 def test_code_line_names_one_commit_or_counts_several():
-    assert code_line([{"code": "abc"}, {"code": "abc"}]) == "Code: every cell trained by vaezoo commit `abc`."
+    assert code_line([{"code": "abc"}, {"code": "abc"}]) == "Code: every cell trained by vaezoo commit abc."
     assert "not recorded" in code_line([{"code": None}, {}])
-    assert code_line([{"code": "abc"}, {"code": "def-dirty"}, {"code": "abc"}, {}]) == (
-        "Code: the cells were trained by 3 commits of vaezoo: `abc` (2), `def-dirty` (1), not recorded (1).")
+    assert code_line([{"code": "abc"}, {"code": "def-dirty"}, {"code": "abc"}, {}, {"code": None, "epochs_done": 0}]) == (
+        "Code: the cells were trained by different vaezoo code: abc (2 cells), def-dirty (1 cell), not recorded (1 cell).")
+    assert code_line([{"epochs_done": 0}]) == "Code: no cell trained yet."  # a cell that never trained has no code

@@ -158,7 +158,7 @@ def _train(args, run: Path, m, cfg, train, test, eval_samples: int, device, resu
         runs.remove_stale_parts(run)  # left by a process killed in an atomic write: we own the run now
         if resume and (runs.read_config(run)["train"]["epochs"] != train_cfg["epochs"]
                        or provenance.source_commit() not in runs.recorded_commits(run)):
-            runs.write_config(run, m, cfg["dataset"], cfg.get("data_dir"), train_cfg)
+            runs.write_config(run, m, cfg["dataset"], cfg.get("data_dir"), train_cfg, resumed_run=True)
         procs = f", {distributed.world_size()} processes" if distributed.is_distributed() else ""
         print(f"training {cfg['model']} on {cfg['dataset']} ({len(train)} images, device {device}{procs}) -> {run}", file=sys.stderr)
     distributed.barrier()

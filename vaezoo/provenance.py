@@ -16,16 +16,22 @@ from typing import Optional
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@functools.lru_cache(maxsize=None)
-def source_commit() -> Optional[str]:
-    """``git describe --always --dirty`` of the checkout this vaezoo is imported from (a commit
-    hash, ``-dirty`` appended when tracked files differ from it); None for an installed copy
-    outside a checkout, or where git is missing or fails."""
-    if not (ROOT / ".git").exists():  # a directory, or a file in a worktree
-        return None
+def _git(*args: str) -> Optional[subprocess.CompletedProcess]:
     try:
-        done = subprocess.run(["git", "-C", str(ROOT), "describe", "--always", "--dirty", "--abbrev=12"],
-                              capture_output=True, text=True, timeout=30)
+        return subprocess.run(["git", "-C", str(ROOT), *args], capture_output=True, text=True, timeout=30)
     except (OSError, subprocess.SubprocessError):
         return None
-    return done.stdout.strip() or None if done.returncode == 0 else None
+
+
+@functools.lru_cache(maxsize=None)
+def source_commit() -> Optional[str]:
+    """The commit of the checkout this vaezoo is imported from, 12 hex digits, with ``-dirty``
+    appended when tracked files differ from it; None for an installed copy outside a checkout, or
+    where git is missing or fails."""
+    if not (ROOT / ".git").exists():  # a directory, or a file in a worktree
+        return None
+    head = _git("rev-parse", "--short=12", "HEAD")
+    if head is None or head.returncode != 0 or not head.stdout.strip():
+        return None
+    changed = _git("diff", "--quiet", "HEAD", "--")  # exit status 1: tracked files differ from HEAD
+    return head.stdout.strip() + ("-dirty" if changed is not None and changed.returncode == 1 else "")

@@ -168,9 +168,11 @@ def recorded_commits(run: Path) -> List[Optional[str]]:
     other one that resumed it (empty for a run without a config.json)."""
     try:
         cfg = json.loads((Path(run) / CONFIG).read_text())
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return []
-    return [cfg.get("vaezoo_commit")] + list(cfg.get("resumed_by_commits", []))
+    if not isinstance(cfg, dict):
+        return []
+    return [cfg.get("vaezoo_commit")] + list(cfg.get("resumed_by_commits") or [])
 
 
 def code_of(cfg: Dict[str, Any]) -> Optional[str]:
@@ -179,13 +181,15 @@ def code_of(cfg: Dict[str, Any]) -> Optional[str]:
     started, resumed = cfg.get("vaezoo_commit"), cfg.get("resumed_by_commits") or []
     if started is None and not resumed:
         return None
-    return f"{started or 'not recorded'}" + (f" (resumed by {', '.join(map(str, resumed))})" if resumed else "")
+    shown = [c or "a commit not recorded" for c in [started] + list(resumed)]
+    return shown[0] + (f" (resumed by {', '.join(shown[1:])})" if resumed else "")
 
 
-def write_config(run: Path, model: zoo.ZooModel, dataset: str, data_dir: Optional[str], train: Dict[str, Any]) -> None:
-    """Writes ``run``'s config.json; over an existing one (a resumed run) it keeps the commit that
-    started the run and adds this one to those that resumed it."""
-    commits, now = recorded_commits(run), provenance.source_commit()
+def write_config(run: Path, model: zoo.ZooModel, dataset: str, data_dir: Optional[str], train: Dict[str, Any],
+                 resumed_run: bool = False) -> None:
+    """Writes ``run``'s config.json; for a resumed run it keeps the commit that started the run and
+    adds this one to those that resumed it (a new run ignores a config.json left in its directory)."""
+    commits, now = (recorded_commits(run) if resumed_run else []), provenance.source_commit()
     started = commits[0] if commits else now
     resumed = commits[1:] + ([now] if commits and now not in commits else [])
     write_json(

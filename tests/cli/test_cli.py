@@ -299,3 +299,18 @@ def test_a_run_records_the_commits_that_started_and_resumed_it(run_dir, tmp_path
     assert runs.code_of(cfg) == "aaaaaaaaaaaa (resumed by bbbbbbbbbbbb)"
     assert "trained by commit aaaaaaaaaaaa (resumed by bbbbbbbbbbbb)" in (run / "report.md").read_text()
     assert runs.code_of({"vaezoo_version": "0.1.0"}) is None  # a run older than the record
+    assert runs.code_of({"vaezoo_commit": "aaaaaaaaaaaa", "resumed_by_commits": [None]}) == (
+        "aaaaaaaaaaaa (resumed by a commit not recorded)")  # resumed from outside a checkout
+
+
+def test_a_new_run_ignores_a_config_left_in_its_directory(tmp_path, monkeypatch):
+    run = tmp_path / "run"
+    run.mkdir()
+    left = {"model": "vae", "config": {}, "data_shape": [1, 28, 28], "dataset": "mnist-small", "train": {"epochs": 1},
+            "vaezoo_commit": "aaaaaaaaaaaa"}  # as a run killed before its first checkpoint leaves it
+    (run / "config.json").write_text(json.dumps(left))
+    monkeypatch.setattr(provenance, "source_commit", lambda: "bbbbbbbbbbbb")
+    assert cli.main(["train", "--out", str(run), "--n-train", "256", "--eval-samples", "0", "--quiet", "--device", "cpu",
+                     "--epochs", "1"]) == 0
+    cfg = json.loads((run / "config.json").read_text())
+    assert cfg["vaezoo_commit"] == "bbbbbbbbbbbb" and "resumed_by_commits" not in cfg

@@ -108,6 +108,11 @@ def test_checkpoint_errors(tmp_path):
     with pytest.raises(CheckpointError, match="checkpoint of optimizer 'adam', not 'adadelta'; expected a checkpoint "
                                               "of the same optimizer"):
         t_opt.fit(digits(), resume=True)
+    # but not the model's config: a field added to an entry since the run started reads as its
+    # default, which the command line checks with the defaults filled in
+    _, t_cfg = make_trainer(tmp_path / "opt", 2, metadata={"model": "vae", "optimizer": "adam", "config": {"beta": 1.0}})
+    t_cfg.fit(digits(), resume=True)
+    assert t_cfg.epoch == 2
 
 
 def test_user_pair_with_pyro_module_trains():

@@ -113,18 +113,22 @@ def _convergence(flags: List[str]) -> str:
 
 
 def code_line(cells: List[Dict[str, Any]]) -> str:
-    """Which code trained the cells: one commit, or how many cells each of several trained (a
-    comparison whose cells resumed or joined across commits says so)."""
+    """Which code trained the cells (those that trained at all): one commit, or how many cells each
+    code trained (a comparison whose cells resumed or joined across commits says so)."""
     counts: Dict[str, int] = {}
     for c in cells:
+        if c.get("epochs_done") == 0:
+            continue
         key = c.get("code") or "not recorded"
         counts[key] = counts.get(key, 0) + 1
+    if not counts:
+        return "Code: no cell trained yet."
     if len(counts) == 1:
         (code,) = counts
-        return "Code: every cell trained by vaezoo " + (f"commit `{code}`." if code != "not recorded" else
+        return "Code: every cell trained by vaezoo " + (f"commit {code}." if code != "not recorded" else
                                                          "of a commit not recorded (trained before runs recorded it).")
-    parts = ", ".join(f"`{k}` ({n})" if k != "not recorded" else f"not recorded ({n})" for k, n in sorted(counts.items()))
-    return f"Code: the cells were trained by {len(counts)} commits of vaezoo: {parts}."
+    parts = ", ".join(f"{k} ({n} cell{'s' * (n != 1)})" for k, n in sorted(counts.items()))
+    return f"Code: the cells were trained by different vaezoo code: {parts}."
 
 
 # ------------------------------------------------------------------------------- formatting

@@ -17,7 +17,7 @@ DEFAULT_MODELS = ["vae", "iwae"]
 DEFAULT_DATASET = "mnist-small"
 DEFAULT_SEEDS = [0, 1, 2]
 DEFAULT_SAMPLES = 1000
-DEFAULT_FLAT = 0.1  # nats: a test ELBO moving by more over the last tenth of the epochs is not converged
+DEFAULT_FLAT = 0.1  # nats: a test ELBO rising (falling) by more over the last tenth is "not converged" ("falling")
 
 #: Presets encode a published protocol; a flag given on the command line overrides the preset's value.
 PRESETS: Dict[str, Dict[str, Any]] = {

@@ -51,8 +51,11 @@ class TrainerState:
         """Restores a :meth:`state_dict` after :meth:`fit`'s set-up, in place: the param store keeps
         holding the very tensors the modules and the optimizer use."""
         meta = state.get("metadata", {})
-        for key in sorted(set(self.metadata) & set(meta), key=lambda k: (k != "model", str(k))):
-            if meta[key] != self.metadata[key]:  # e.g. another model, config or optimizer
+        # every setting both record (another model, optimizer or rate would continue silently);
+        # not "config", where a field added to an entry since the run started reads as its default:
+        # the command line checks it with the defaults filled in
+        for key in sorted(set(self.metadata) & set(meta) - {"config"}, key=lambda k: (k != "model", str(k))):
+            if meta[key] != self.metadata[key]:
                 raise CheckpointError(
                     f"{path} is a checkpoint of {key} {meta[key]!r}, not {self.metadata[key]!r}; "
                     f"expected a checkpoint of the same {key}"
@@ -94,8 +97,9 @@ class TrainerState:
 
     @staticmethod
     def _eval_seed(seed: int) -> int:
-        """The seed of this process's per-epoch test evaluation: apart from every rank's training seed."""
-        return (TrainerState._rank_seed(seed) + 2**31 + 104_729) % 2**32
+        """The seed of the per-epoch test evaluation, apart from the training seeds and the same on
+        every rank (a test set too small to share is evaluated whole by each: the same figure)."""
+        return (seed + 2**31 + 104_729) % 2**32
 
     def _save(self, best: bool = False) -> None:
         """Writes checkpoint.pt and metrics.jsonl; with ``best``, best.pt first (a crash between the
