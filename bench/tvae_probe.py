@@ -26,8 +26,7 @@ Runs longer than a sitting take ``--run-dir DIR``: each model and seed checkpoin
 exactly (the Trainer's resume: a run with another model, dataset, latent size, optimizer or rate is
 refused), probing the epochs still to come and a probe the stopped sitting left unfinished (a mark
 ``probed-E`` in the run's directory follows each printed row); its log's "train time" counts from
-the restart. Keep each
-sitting's log: ``--from-logs`` reads them together.
+the restart. Keep each sitting's log: ``--from-logs`` reads them together.
 
 Seeds run as separate processes (one a core) are summarized together, with the paired differences
 at each probed epoch and how they moved between probed epochs, by
