@@ -3,6 +3,11 @@ of the same entries, seeds and test points at two budgets (say 30 and 50 epochs)
 
     python bench/budget_change.py runs/spatial30 runs/spatial50 [--baseline vae] [--entries A B ...]
 
+An entry that ran apart from its baseline at each budget (``bench/joined_compare.py``) is followed
+by joining each budget's comparisons first:
+
+    python bench/budget_change.py runs/lowrank30 runs/lowrank50 --join-shorter runs/spatial30 --join-longer runs/spatial50
+
 Prints a markdown table: per entry, the change (longer minus shorter) of the final test ELBO, of
 log p(x) and of the samples' Frechet distance, and of the entry's difference from the baseline in
 log p(x) and sample FD; each as a 95% t-interval over the seeds both have, with the per-seed values.
@@ -18,6 +23,7 @@ import sys
 from pathlib import Path
 
 from vaezoo.compare.budget import MEASURES, VERSUS_BASELINE, budget_changes, shown as cell
+from vaezoo.compare.joined import joined_board
 from vaezoo.errors import ConfigError
 
 TITLES = {"test_elbo": "test ELBO", "log_px": "log p(x)", "fd_samples": "FD samples"}
@@ -29,14 +35,20 @@ def main(argv=None) -> None:
     p.add_argument("longer", help="the same comparison at the longer budget")
     p.add_argument("--baseline", default="vae", help="the entry the differences are taken against (default vae)")
     p.add_argument("--entries", nargs="+", help="entries to show (default: every entry both have)")
+    p.add_argument("--join-shorter", nargs="+", default=[], metavar="DIR",
+                   help="comparisons of the shorter budget's protocol joined with it (bench/joined_compare.py)")
+    p.add_argument("--join-longer", nargs="+", default=[], metavar="DIR", help="the same for the longer budget")
     args = p.parse_args(argv)
-    boards = []
-    for d in (args.shorter, args.longer):
+
+    def read(d):
         path = Path(d) / "leaderboard.json"
         if not path.is_file():
             sys.exit(f"budget_change: {path} does not exist; expected a vaezoo compare directory")
-        boards.append(json.loads(path.read_text()))
+        return json.loads(path.read_text())
+
     try:
+        boards = [joined_board([read(d) for d in [main] + extra]) if extra else read(main)
+                  for main, extra in ((args.shorter, args.join_shorter), (args.longer, args.join_longer))]
         rows = budget_changes(*boards, baseline=args.baseline, entries=args.entries)
     except ConfigError as e:
         sys.exit(f"budget_change: {e}")

@@ -78,3 +78,21 @@ def test_a_cell_in_two_boards_and_a_missing_baseline_are_refused():
         joined_differences([NEW])
     with pytest.raises(ConfigError, match="^entry 'iwae' has no finished cell"):
         joined_differences([OLD, NEW], entries=["iwae"])
+
+
+def test_joined_boards_follow_an_entry_across_budgets():
+    """budget_changes reads a joined board like one comparison: the change of lowrank - vae from a
+    shorter budget to a longer one, each budget's lowrank cells in a comparison of their own."""
+    from vaezoo.compare.budget import budget_changes
+    from vaezoo.compare.joined import joined_board
+
+    old50 = _board([("vae", 0, -93.0, 45.0), ("vae", 1, -94.0, 50.0), ("vae", 2, -92.5, 52.0)], epochs=50)
+    new50 = _board([("lowrank", 0, -90.0, 100.0), ("lowrank", 1, -95.0, 95.0), ("lowrank", 2, -93.0, 80.0)], epochs=50)
+    shorter, longer = joined_board([OLD, NEW]), joined_board([old50, new50])
+    assert shorter["settings"]["epochs"] == 30 and len(shorter["cells"]) == 7  # the failed cell left out
+    row = budget_changes(shorter, longer, entries=["lowrank"])["lowrank"]
+    # lowrank - vae: log p(x) (+2.0, -0.5, -1.0) at 30, (+3.0, -1.0, -0.5) at 50
+    assert row["versus_baseline"]["log_px"]["per_seed"] == {0: 1.0, 1: -0.5, 2: 0.5}
+    assert row["versus_baseline"]["fd_samples"]["per_seed"] == {0: -15.0, 1: 5.0, 2: -7.0}
+    with pytest.raises(ConfigError, match="epochs 50, comparison 1 30"):
+        joined_board([OLD, new50])

@@ -62,6 +62,13 @@ def join(boards: List[dict]) -> Dict[str, Dict[int, dict]]:
     return cells
 
 
+def joined_board(boards: List[dict]) -> dict:
+    """One leaderboard of ``boards`` (see :func:`join`, which checks them): the first one's settings
+    and every finished cell, for what reads a single comparison (:func:`vaezoo.compare.budget.budget_changes`)."""
+    cells = join(boards)
+    return {"settings": boards[0]["settings"], "cells": [c for seeds in cells.values() for c in seeds.values()]}
+
+
 def joined_differences(boards: List[dict], baseline: str = "vae",
                        entries: Optional[List[str]] = None) -> Dict[str, dict]:
     """Per entry (every entry but ``baseline``, or ``entries``): ``{"seeds", "flags",
