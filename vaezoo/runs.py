@@ -163,14 +163,19 @@ def read_config(run: Path) -> Dict[str, Any]:
     return cfg
 
 
+def _read_json_dict(path: Path) -> Dict[str, Any]:
+    try:
+        value = json.loads(Path(path).read_text())
+    except (OSError, ValueError, RecursionError):
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
 def recorded_commits(run: Path) -> List[Optional[str]]:
     """The commits of vaezoo recorded in ``run``'s config.json: the one that started it, then each
     other one that resumed it (empty for a run without a config.json)."""
-    try:
-        cfg = json.loads((Path(run) / CONFIG).read_text())
-    except (OSError, ValueError, RecursionError):
-        return []
-    if not isinstance(cfg, dict):
+    cfg = _read_json_dict(Path(run) / CONFIG)
+    if not cfg:
         return []
     return [cfg.get("vaezoo_commit")] + list(cfg.get("resumed_by_commits") or [])
 
@@ -187,9 +192,11 @@ def code_of(cfg: Dict[str, Any]) -> Optional[str]:
 
 def write_config(run: Path, model: zoo.ZooModel, dataset: str, data_dir: Optional[str], train: Dict[str, Any],
                  resumed_run: bool = False) -> None:
-    """Writes ``run``'s config.json; for a resumed run it keeps the commit that started the run and
-    adds this one to those that resumed it (a new run ignores a config.json left in its directory)."""
+    """Writes ``run``'s config.json; for a resumed run it keeps the commit and versions that started
+    the run and adds this commit to those that resumed it (a new run ignores a config.json left in
+    its directory)."""
     commits, now = (recorded_commits(run) if resumed_run else []), provenance.source_commit()
+    before = _read_json_dict(Path(run) / CONFIG) if resumed_run else {}
     started = commits[0] if commits else now
     resumed = commits[1:] + ([now] if commits and now not in commits else [])
     write_json(
@@ -201,10 +208,10 @@ def write_config(run: Path, model: zoo.ZooModel, dataset: str, data_dir: Optiona
             "dataset": dataset,
             "data_dir": data_dir,
             "train": train,
-            "vaezoo_version": __version__,
+            "vaezoo_version": before.get("vaezoo_version", __version__),
             "vaezoo_commit": started,  # None outside a git checkout
             **({"resumed_by_commits": resumed} if resumed else {}),
-            "torch_version": torch.__version__,
+            "torch_version": before.get("torch_version", torch.__version__),
         },
     )
 

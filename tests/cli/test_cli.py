@@ -286,13 +286,15 @@ def test_a_run_records_the_commits_that_started_and_resumed_it(run_dir, tmp_path
     run = tmp_path / "copy"
     shutil.copytree(run_dir, run)
     cfg = json.loads((run / "config.json").read_text())
-    cfg["vaezoo_commit"] = "aaaaaaaaaaaa"  # as if another commit had started it
+    cfg["vaezoo_commit"] = "aaaaaaaaaaaa"  # as if another commit (and torch) had started it
+    cfg["torch_version"] = "2.0.0"
     (run / "config.json").write_text(json.dumps(cfg))
     monkeypatch.setattr(provenance, "source_commit", lambda: "bbbbbbbbbbbb")
     resume = ["train", "--out", str(run), "--resume", "--n-train", "256", "--eval-samples", "0", "--quiet", "--device", "cpu"]
     assert cli.main(resume + ["--epochs", "2"]) == 0
     cfg = json.loads((run / "config.json").read_text())
     assert (cfg["vaezoo_commit"], cfg["resumed_by_commits"]) == ("aaaaaaaaaaaa", ["bbbbbbbbbbbb"])
+    assert cfg["torch_version"] == "2.0.0"  # the versions that started the run, as the commit
     assert cli.main(resume + ["--epochs", "3"]) == 0  # the same commit again: recorded once
     cfg = json.loads((run / "config.json").read_text())
     assert cfg["resumed_by_commits"] == ["bbbbbbbbbbbb"] and cfg["train"]["epochs"] == 3
