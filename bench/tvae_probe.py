@@ -290,7 +290,7 @@ def main(argv=None):
     parser.add_argument("--out", default="bench/tvae_samples.png")
     parser.add_argument("--run-dir", default=None, metavar="DIR",
                         help="checkpoint every run in DIR/MODEL-seedS after each epoch; rerunning the same command "
-                             "continues stopped runs (probing only the epochs still to come)")
+                             "continues stopped runs (probing the epochs still to come, and one a stopped sitting left unfinished)")
     parser.add_argument("--from-logs", nargs="+", metavar="LOG",
                         help="train nothing: summarize the logs of earlier runs (one a seed, say) over their seeds")
     args = parser.parse_args(argv)

@@ -106,13 +106,17 @@ def pose_conditional(cfg: Dict[str, Any]) -> bool:
 
 
 # ----------------------------------------------------------------------------- config.json
+def _read_json_dict(path: Path) -> Dict[str, Any]:
+    try:
+        value = json.loads(Path(path).read_text())
+    except (OSError, ValueError, RecursionError):
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
 def _looks_like_run(run: Path) -> bool:
     """Whether ``run`` holds a config.json written by vaezoo (without checking its values)."""
-    try:
-        cfg = json.loads((run / CONFIG).read_text())
-    except (OSError, ValueError, RecursionError):
-        return False
-    return isinstance(cfg, dict) and {"model", "config", "data_shape", "dataset"} <= set(cfg)
+    return {"model", "config", "data_shape", "dataset"} <= set(_read_json_dict(Path(run) / CONFIG))
 
 
 def read_config(run: Path) -> Dict[str, Any]:
@@ -163,31 +167,25 @@ def read_config(run: Path) -> Dict[str, Any]:
     return cfg
 
 
-def _read_json_dict(path: Path) -> Dict[str, Any]:
-    try:
-        value = json.loads(Path(path).read_text())
-    except (OSError, ValueError, RecursionError):
-        return {}
-    return value if isinstance(value, dict) else {}
-
-
 def recorded_commits(run: Path) -> List[Optional[str]]:
     """The commits of vaezoo recorded in ``run``'s config.json: the one that started it, then each
     other one that resumed it (empty for a run without a config.json)."""
     cfg = _read_json_dict(Path(run) / CONFIG)
-    if not cfg:
-        return []
+    return _commits(cfg) if cfg else []
+
+
+def _commits(cfg: Dict[str, Any]) -> List[Optional[str]]:
     return [cfg.get("vaezoo_commit")] + list(cfg.get("resumed_by_commits") or [])
 
 
 def code_of(cfg: Dict[str, Any]) -> Optional[str]:
     """A run's code in one string: the commit that started it, and those that resumed it; None when
     not recorded (runs older than the record, or outside a git checkout)."""
-    started, resumed = cfg.get("vaezoo_commit"), cfg.get("resumed_by_commits") or []
-    if started is None and not resumed:
+    commits = _commits(cfg)
+    if commits == [None]:
         return None
-    shown = [c or "a commit not recorded" for c in [started] + list(resumed)]
-    return shown[0] + (f" (resumed by {', '.join(shown[1:])})" if resumed else "")
+    shown = [c or "a commit not recorded" for c in commits]
+    return shown[0] + (f" (resumed by {', '.join(shown[1:])})" if len(shown) > 1 else "")
 
 
 def write_config(run: Path, model: zoo.ZooModel, dataset: str, data_dir: Optional[str], train: Dict[str, Any],
@@ -195,8 +193,8 @@ def write_config(run: Path, model: zoo.ZooModel, dataset: str, data_dir: Optiona
     """Writes ``run``'s config.json; for a resumed run it keeps the commit and versions that started
     the run and adds this commit to those that resumed it (a new run ignores a config.json left in
     its directory)."""
-    commits, now = (recorded_commits(run) if resumed_run else []), provenance.source_commit()
     before = _read_json_dict(Path(run) / CONFIG) if resumed_run else {}
+    commits, now = (_commits(before) if before else []), provenance.source_commit()
     started = commits[0] if commits else now
     resumed = commits[1:] + ([now] if commits and now not in commits else [])
     write_json(
