@@ -34,7 +34,11 @@ at each probed epoch and how they moved between probed epochs, by
     python bench/tvae_probe.py --from-logs seed0.log seed1.log seed2.log
 
 Every epoch's test ELBO (the fixed binarization of the test set) is recorded, and the last table gives
-each run's rise over the last tenth of the epochs, the flatness rule of ``vaezoo compare``. With the
+each run's rise over the last tenth of the epochs, the flatness rule of ``vaezoo compare``. The
+learning curves of a ``--run-dir``, drawn and read by the same rule at each probed epoch (a run
+under a constant rate, as Adadelta's, is the shorter budget's run up to that epoch):
+
+    python bench/tvae_probe.py --curves curves.png --run-dir DIR --probe-at 50 100 150 With the
 deterministic pose (``pose_prior=none``) a transformer entry's ELBO is a density of x given the encoded
 pose, so it tells whether that run has settled, not how the entries compare.
 
@@ -62,7 +66,7 @@ from sklearn.svm import LinearSVC
 
 from vaezoo import data, traces, zoo
 from vaezoo.compare.budget import shown
-from vaezoo.compare.measures import convergence, flatness
+from vaezoo.compare.measures import convergence, flatness, read_metrics, tenths_change
 from vaezoo.compare.settings import DEFAULT_FLAT as FLAT  # nats: the rise over the last tenth of a flat curve
 from vaezoo.compare.stats import t_interval
 from vaezoo.errors import CheckpointError
@@ -270,6 +274,70 @@ def report(rows, curves, models, seeds, at, n_test):
         print(f"| {c['model']} | {c['seed']} | {c['elbo']:.2f} | {rise} | {c['flag']} |")
 
 
+def run_curves(run_dir):
+    """``{(model, seed): history}`` of the runs a ``--run-dir`` holds (``MODEL-seedS/metrics.jsonl``),
+    in MODELS' order, then by seed; runs with no recorded epoch are left out."""
+    found = {}
+    for path in sorted(Path(run_dir).glob("*-seed*")):
+        name, _, seed = path.name.rpartition("-seed")
+        history = read_metrics(path)
+        if seed.isdigit() and history:
+            found[name, int(seed)] = history
+    order = {m: i for i, m in enumerate(MODELS)}
+    return dict(sorted(found.items(), key=lambda kv: (order.get(kv[0][0], len(order)), kv[0][0], kv[0][1])))
+
+
+def curves_table(curves, at):
+    """Per run and epoch E of ``at`` it reached: the test ELBO at E, the best before E and its epoch,
+    the flatness rule read on the first E epochs, and the same trend read through the curve's jitter
+    (:func:`vaezoo.compare.measures.tenths_change`: the last tenth's mean minus the tenth before's)."""
+    lines = ["| model | seed | epoch | test ELBO | best so far (epoch) | rise over the last tenth | flat? "
+             "| mean of the last tenth - the tenth before, 95% CI | jitter (sd in the last tenth) |",
+             "| --- | ---: | ---: | ---: | --- | ---: | --- | --- | ---: |"]
+    for (name, seed), history in curves.items():
+        for epoch in at:
+            head = [r for r in history if r["epoch"] <= epoch and r.get("test_elbo") is not None]
+            if not head or head[-1]["epoch"] != epoch:
+                continue
+            best = max(head, key=lambda r: r["test_elbo"])
+            rule = convergence(head, FLAT)
+            rise = "-" if rule["rise"] is None else f"{rule['rise']:+.3f}"
+            trend = tenths_change(head)
+            smooth = "-" if trend is None else f"{trend['change']:+.2f} [{trend['low']:+.2f}, {trend['high']:+.2f}]"
+            jitter = "-" if trend is None else f"{trend['jitter']:.2f}"
+            lines.append(f"| {name} | {seed} | {epoch} | {head[-1]['test_elbo']:.2f} | {best['test_elbo']:.2f} ({best['epoch']}) "
+                         f"| {rise} | {rule['flag']} | {smooth} | {jitter} |")
+    return "\n".join(lines)
+
+
+def curves_figure(curves, at, path):
+    """The test ELBO by epoch: a panel a model, a line a seed, the probed epochs marked."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    from vaezoo.fileio import atomic_writer
+
+    models = list(dict.fromkeys(name for name, _ in curves))
+    fig = Figure(figsize=(4.2 * len(models), 3.2), dpi=90)
+    FigureCanvasAgg(fig)
+    for i, name in enumerate(models):
+        ax = fig.add_subplot(1, len(models), i + 1)
+        for (model, seed), history in curves.items():
+            if model == name:
+                pts = [(r["epoch"], r["test_elbo"]) for r in history if r.get("test_elbo") is not None]
+                ax.plot([e for e, _ in pts], [v for _, v in pts], label=f"seed {seed}", linewidth=1)
+        for epoch in at:
+            ax.axvline(epoch, color="grey", linewidth=0.5, linestyle=":")
+        ax.set_title(name)
+        ax.set_xlabel("epoch")
+        if i == 0:
+            ax.set_ylabel("test ELBO (nats)")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    with atomic_writer(Path(path)) as f:
+        fig.savefig(f, format="png")
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dataset", default="mnist-small", choices=["mnist", "mnist-small"])
@@ -293,7 +361,21 @@ def main(argv=None):
                              "continues stopped runs (probing the epochs still to come, and one a stopped sitting left unfinished)")
     parser.add_argument("--from-logs", nargs="+", metavar="LOG",
                         help="train nothing: summarize the logs of earlier runs (one a seed, say) over their seeds")
+    parser.add_argument("--curves", default=None, metavar="PNG",
+                        help="train nothing: draw the test ELBO by epoch of every run in --run-dir to PNG, and print "
+                             "the flatness rule at each --probe-at epoch")
     args = parser.parse_args(argv)
+    if args.curves:
+        if args.run_dir is None:
+            parser.error("--curves reads the runs of a --run-dir; expected --run-dir DIR")
+        curves = run_curves(args.run_dir)
+        if not curves:
+            parser.error(f"--run-dir {args.run_dir}: no MODEL-seedS/metrics.jsonl with a recorded epoch")
+        at = sorted(set(args.probe_at or [max(r["epoch"] for h in curves.values() for r in h)]))
+        print(curves_table(curves, at))
+        curves_figure(curves, at, args.curves)
+        print(f"\n{args.curves}: the test ELBO by epoch, {len(curves)} runs")
+        return
     if args.from_logs:
         rows, curves = read_logs(args.from_logs)
         if not rows:

@@ -196,6 +196,26 @@ def test_convergence_flag():
                                 0.1)["flag"] == "converged"  # moved by at most 0.1
 
 
+def test_tenths_change_is_the_welch_interval_of_the_last_two_tenths():
+    from scipy.stats import t
+
+    # 40 epochs: a tenth is 4; the last four jitter around -89.5, the four before around -91.2
+    tail = [-91.5, -90.8, -91.6, -91.0, -89.1, -89.6, -89.3, -89.8]
+    curve = [{"epoch": e, "test_elbo": -120.0 + e} for e in range(1, 33)]
+    curve += [{"epoch": 33 + i, "test_elbo": v} for i, v in enumerate(tail)]
+    got = measures.tenths_change(curve)
+    before, last = np.array(tail[:4]), np.array(tail[4:])
+    va, vb = last.var(ddof=1) / 4, before.var(ddof=1) / 4
+    se, df = math.sqrt(va + vb), (va + vb) ** 2 / (va ** 2 / 3 + vb ** 2 / 3)
+    change = last.mean() - before.mean()
+    assert got["change"] == pytest.approx(change, abs=1e-12) and got["window"] == 4
+    assert (got["low"], got["high"]) == (pytest.approx(change - t.ppf(0.975, df) * se, abs=1e-9),
+                                         pytest.approx(change + t.ppf(0.975, df) * se, abs=1e-9))
+    assert got["jitter"] == pytest.approx(last.std(ddof=1), abs=1e-12)
+    assert got["low"] > 0  # it rose by more than its noise
+    assert measures.tenths_change(curve[:19]) is None
+
+
 def test_convergence_summary_over_seeds():
     assert report._convergence(["converged"] * 3) == "converged"
     assert report._convergence(["converged", "not converged", "converged"]) == "not converged (1 of 3 seeds)"

@@ -90,3 +90,31 @@ def test_from_logs_without_probe_rows_is_one_clear_error(bench, tmp_path, capsys
         bench.main(["--from-logs", str(empty)])
     assert e.value.code == 2
     assert f"--from-logs {empty}: no probe rows" in capsys.readouterr().err
+
+
+def test_curves_of_a_run_dir_read_the_flatness_rule_at_each_probed_epoch(bench, tmp_path, capsys):
+    import json
+
+    def write(name, seed, elbos):
+        run = tmp_path / "runs" / f"{name}-seed{seed}"
+        run.mkdir(parents=True)
+        (run / "metrics.jsonl").write_text("".join(json.dumps({"epoch": e, "train_loss": 1.0, "test_elbo": v}) + "\n"
+                                                   for e, v in enumerate(elbos, 1)))
+
+    rising = [-120.0 + e for e in range(1, 41)]  # 40 epochs rising by 1 an epoch
+    write("tvae-affine", 1, rising)
+    write("vae", 0, rising[:30])  # stopped at 30: no row at 40
+    (tmp_path / "runs" / "dtvae-affine-seed0").mkdir()  # no epoch recorded: left out
+    curves = bench.run_curves(tmp_path / "runs")
+    assert list(curves) == [("vae", 0), ("tvae-affine", 1)]  # MODELS' order
+    table = bench.curves_table(curves, [20, 40]).splitlines()
+    assert len(table) == 2 + 3
+    # at 20 epochs a tenth is 2 epochs: a rise of 2; the tenths' means 2 apart, each tenth's variance
+    # 0.5, so Welch's se = sqrt(0.5/2 + 0.5/2), df = 2, t(0.975, 2) = 4.303: 2 +- 3.04; jitter sqrt(0.5)
+    assert table[2] == "| vae | 0 | 20 | -100.00 | -100.00 (20) | +2.000 | not converged | +2.00 [-1.04, +5.04] | 0.71 |"
+    assert table[-1].startswith("| tvae-affine | 1 | 40 | -80.00 | -80.00 (40) | +4.000 | not converged | +4.00 [")
+    bench.main(["--curves", str(tmp_path / "c.png"), "--run-dir", str(tmp_path / "runs"), "--probe-at", "20"])
+    assert (tmp_path / "c.png").stat().st_size > 0
+    with pytest.raises(SystemExit) as e:
+        bench.main(["--curves", str(tmp_path / "c.png")])
+    assert e.value.code == 2 and "--run-dir" in capsys.readouterr().err
