@@ -216,6 +216,14 @@ def test_tenths_change_is_the_welch_interval_of_the_last_two_tenths():
     assert measures.tenths_change(curve[:19]) is None
 
 
+def test_the_per_cell_table_reads_the_tenths_change_from_the_recorded_curve():
+    curve = [[e, -120.0 + e] for e in range(1, 21)] + [[21, None]]  # an epoch without a test ELBO is skipped
+    trend = measures.tenths_change([{"test_elbo": v} for _, v in curve])
+    assert report._tenths(curve) == f"{trend['change']:+.2f} [{trend['low']:+.2f}, {trend['high']:+.2f}]"
+    assert trend["change"] == pytest.approx(2.0)
+    assert report._tenths(curve[:10]) == report._tenths(None) == "n/a"
+
+
 def test_convergence_summary_over_seeds():
     assert report._convergence(["converged"] * 3) == "converged"
     assert report._convergence(["converged", "not converged", "converged"]) == "not converged (1 of 3 seeds)"

@@ -161,6 +161,13 @@ def _diff(v) -> str:
     return text + (f" ({stats.ONE_SEED})" if v["method"] == stats.ONE_SEED else "")
 
 
+def _tenths(curve) -> str:
+    """A cell's :func:`~vaezoo.compare.measures.tenths_change`, from the ``[epoch, test ELBO]`` pairs
+    its record keeps (so older leaderboards show it too)."""
+    trend = measures.tenths_change([{"test_elbo": v} for _, v in curve or []])
+    return "n/a" if trend is None else f"{trend['change']:+.2f} [{trend['low']:+.2f}, {trend['high']:+.2f}]"
+
+
 def _cosine_tail(epochs: int) -> float:
     """The cosine schedule's largest rate factor in the window the convergence flag reads."""
     return schedules.factor("cosine", epochs)(epochs - measures.last_tenth(epochs))
@@ -181,7 +188,9 @@ def markdown(board: Dict[str, Any]) -> str:
                  + f"; mean ± sd over seeds. Δ vs `{s['baseline']}`: paired "
                  "difference of log p(x) over the same test points and seeds, 95% t-interval over seeds. "
                  f"Convergence: \"not converged\" when the test ELBO rose by more than {s['flat']} nats over the last tenth of "
-                 "the epochs, \"falling\" when it fell by more (over-fitting or an unstable run)."
+                 "the epochs, \"falling\" when it fell by more (over-fitting or an unstable run); per cell, the "
+                 "mean test ELBO of the last tenth minus the tenth before's, with a 95% interval that treats the epochs as "
+                 "independent, reads the same trend through the curve's jitter."
                  + (f" Under the cosine schedule the last tenth runs at under {_cosine_tail(s['epochs']):.1%} of the peak "
                     "learning rate, so a flat curve there says the run settled at this budget, not that more epochs "
                     "would not help." if (s.get("train") or {}).get("schedule") == "cosine" else "")
@@ -208,14 +217,16 @@ def markdown(board: Dict[str, Any]) -> str:
         lines += [f"| `{e['entry']}` | {_diff(e['fid_vs_baseline']['fid'])} | {_diff(e['fid_vs_baseline']['fid_means'])} |"
                   for e in fd_rows]
     lines += ["", "Per cell:", "", "| entry | seed | status | test ELBO | log p(x) ± se | gap | k-hat > 0.7 | "
-              "active units | probe | s / epoch | last-tenth rise | convergence |", "|" + " --- |" * 12]
+              "active units | probe | s / epoch | last-tenth rise | last tenth - tenth before | convergence |",
+              "|" + " --- |" * 13]
     for c in board["cells"]:
         conv = c.get("convergence", {})
         lp = c.get("log_px")
         lp = f"{lp:.2f} ± {c['log_px_stderr']:.2f}" if isinstance(lp, float) and c.get("log_px_stderr") is not None else _num(lp)
         row = [f"`{c['entry']}`", str(c["seed"]), c["status"], _num(c.get("elbo")), lp, _num(c.get("gap")),
                _num(c.get("khat_above"), 3), _num(c.get("active_units")), _num(c.get("probe"), 3),
-               _num(c.get("seconds_per_epoch"), 3), _num(conv.get("rise"), 3), conv.get("flag", "n/a")]
+               _num(c.get("seconds_per_epoch"), 3), _num(conv.get("rise"), 3), _tenths(c.get("curve")),
+               conv.get("flag", "n/a")]
         lines.append("| " + " | ".join(row) + " |")
     lines += ["", code_line(board["cells"])]
     if board.get("published"):
