@@ -13,9 +13,11 @@ to every mask-aae* entry alike (the open mask ignores the mask's own fields).
 
 One thread; each (n, m, seed) trains every entry from the same seed on the same data. The tables at
 the end are what bench/RESULTS.md would record: per (n, m) the active dimensions and mean FDs, then
-the first entry's FD minus each other entry's, paired by seed, with a 95% t-interval over the seeds.
+the reference entry's FD (the first of mask-aae, mask-aae-open, wae-mmd present) minus each other
+entry's, paired by seed, with a 95% t-interval over the seeds.
 
-Read back from the printed logs (several logs of one budget are pooled, a seed twice is an error):
+Read back from the printed logs (logs of one budget and one --set are pooled; an entry's seed twice,
+or logs of two budgets, are refused):
 
     python bench/mask_aae_synthetic.py --from-logs run.log [more.log ...]
     python bench/mask_aae_synthetic.py --budget-change short.log --versus long.log
@@ -26,6 +28,7 @@ bench/RESULTS.md reads it, since a critic's FD has no test-ELBO curve to call fl
 """
 
 import argparse
+import math
 import re
 import statistics
 import time
@@ -67,54 +70,88 @@ def run(name, n, m, seed, args, overrides):
     return active, fd, seconds
 
 
-# a seed's line as main() prints it: "n=4 m=8 seed=0: mask-aae active 4, FD 1.54 (40 s); mask-aae-open ..."
+# the lines main() prints that the tables are read back from
+BUDGET_LINE = re.compile(r"^budget: .* = (\d+) steps; mask-aae\* overrides (.*)$")
 SEED_LINE = re.compile(r"^n=(\d+) m=(\d+) seed=(\d+): (.*)$")
-PART = re.compile(r"^(\S+) active (\d+), FD ([-+0-9.eE]+|nan|inf) \((\d+) s\)$")
+PART = re.compile(r"^(\S+) active (\d+), FD ([-+]?(?:\d+(?:\.\d*)?(?:[eE][-+]?\d+)?|nan|inf)) \((\d+) s\)$")
+
+
+class Logs(dict):
+    """``{(n, m): {seed: {entry: (active, fd)}}}`` read from printed logs, with ``steps`` and
+    ``overrides``, the one budget and the one set of ``--set`` values they were run with."""
+
+    steps: int
+    overrides: str
 
 
 def read_logs(paths):
-    """``{(n, m): {seed: {entry: (active, fd)}}}`` from the logs main() printed. One (n, m, seed) may
-    come from several lines (entries run apart, say the mask and then the open mask); the entry seen
-    first is the one the tables compare the others with. The same entry of one (n, m, seed) twice is a
-    ValueError naming where both are."""
-    runs, where = {}, {}
+    """The seed lines of the logs main() printed, as :class:`Logs`. One (n, m, seed) may come from
+    several lines (entries run apart, say the mask and then the open mask). Logs of more than one
+    budget or ``--set``, a seed line before any budget line, and the same entry of one (n, m, seed)
+    twice are ValueErrors naming where."""
+    runs, where, protocol = Logs(), {}, {}
     for path in paths:
+        budget = None
         with open(path) as f:
             for number, line in enumerate(f, 1):
+                here = f"{path}:{number}"
+                got = BUDGET_LINE.match(line.strip())
+                if got:
+                    budget = (int(got.group(1)), got.group(2))
+                    protocol.setdefault(budget, here)
+                    if len(protocol) > 1:
+                        (a, at), (b, bt) = protocol.items()
+                        raise ValueError(f"{at} ran {a[0]} steps with overrides {a[1]}, {bt} {b[0]} steps with {b[1]}; "
+                                         "expected logs of one budget and one --set (compare two with --budget-change)")
+                    continue
                 hit = SEED_LINE.match(line.strip())
                 if not hit:
                     continue
+                if budget is None:
+                    raise ValueError(f"{here}: a seed line before any 'budget: ...' line; expected a log this script printed")
                 n, m, seed = (int(g) for g in hit.groups()[:3])
                 cells = runs.setdefault((n, m), {}).setdefault(seed, {})
                 for part in hit.group(4).split("; "):
                     got = PART.match(part.strip())
                     if not got:
-                        raise ValueError(f"{path}:{number}: cannot read {part!r}; expected 'ENTRY active K, FD X (S s)'")
+                        raise ValueError(f"{here}: cannot read {part!r}; expected 'ENTRY active K, FD X (S s)'")
                     key = (n, m, seed, got.group(1))
                     if key in where:
-                        raise ValueError(f"{got.group(1)} n={n} m={m} seed={seed} is at {where[key]} and at {path}:{number}; "
+                        raise ValueError(f"{got.group(1)} n={n} m={m} seed={seed} is at {where[key]} and at {here}; "
                                          "expected each once")
-                    where[key] = f"{path}:{number}"
+                    where[key] = here
                     cells[got.group(1)] = (int(got.group(2)), float(got.group(3)))
     if not runs:
         raise ValueError(f"no seed lines in {', '.join(map(str, paths))}; expected lines like 'n=4 m=8 seed=0: ...'")
+    (runs.steps, runs.overrides), = protocol
     return runs
 
 
+def reference(entries):
+    """The entry the others are compared with: the first of MODELS present (the mask, then the open
+    mask), so every log and budget reads the same pairs whatever order they were run in."""
+    return min(entries, key=lambda e: MODELS.index(e) if e in MODELS else len(MODELS))
+
+
 def paired_rows(runs):
-    """Per (n, m) and each entry after the first: the first entry's FD minus that entry's, paired by
-    seed (:func:`vaezoo.compare.stats.paired_over_seeds`), with the first entry's active counts."""
+    """Per (n, m) and each entry other than :func:`reference`: the reference's FD minus that entry's
+    over the seeds where both have a finite FD (:func:`vaezoo.compare.stats.paired_over_seeds`), the
+    means over those seeds, the reference's active counts on them, and the seeds left out."""
     rows = []
     for (n, m), seeds in sorted(runs.items()):
-        entries = list(next(iter(seeds.values())))
-        first = entries[0]
-        fd = {e: {s: cells[e][1] for s, cells in seeds.items() if e in cells} for e in entries}
-        active = [seeds[s][first][0] for s in sorted(seeds) if first in seeds[s]]
-        for other in entries[1:]:
-            rows.append(dict(n=n, m=m, entry=first, other=other, active=active,
-                             mean_entry=statistics.mean(fd[first].values()),
-                             mean_other=statistics.mean(fd[other].values()),
-                             diff=paired_over_seeds(fd[first], fd[other])))
+        entries = list(dict.fromkeys(e for cells in seeds.values() for e in cells))
+        first = reference(entries)
+        for other in (e for e in entries if e != first):
+            both = [s for s in sorted(seeds) if all(e in seeds[s] for e in (first, other))]
+            finite = [s for s in both if all(math.isfinite(seeds[s][e][1]) for e in (first, other))]
+            if not finite:
+                continue
+            fd = {e: {s: seeds[s][e][1] for s in finite} for e in (first, other)}
+            rows.append(dict(n=n, m=m, entry=first, other=other, seeds=finite,
+                             active=[seeds[s][first][0] for s in finite],
+                             mean_entry=statistics.mean(fd[first].values()), mean_other=statistics.mean(fd[other].values()),
+                             diff=paired_over_seeds(fd[first], fd[other]),
+                             left_out=sorted(set(seeds) - set(finite))))
     return rows
 
 
@@ -122,31 +159,51 @@ def _ci(d):
     return f"{d.mean:+.2f} [{d.low:+.2f}, {d.high:+.2f}]" if len(d.per_seed) >= 2 else f"{d.mean:+.2f} (1 seed)"
 
 
+def _left_out(row):
+    return f"; seeds {', '.join(map(str, row['left_out']))} left out (an entry or a finite FD missing)" if row["left_out"] else ""
+
+
 def paired_table(runs):
-    lines = ["| n | m | active dims (per seed) | FD first (mean) | FD other (mean) | first - other | seeds | 95% CI |",
-             "| --- | --- | --- | ---: | ---: | --- | ---: | --- |"]
-    for r in paired_rows(runs):
-        d = r["diff"]
-        within = sum(abs(a - r["n"]) <= 1 for a in r["active"])
-        lines.append(f"| {r['n']} | {r['m']} | {', '.join(map(str, r['active']))} ({within} of {len(r['active'])} within 1 of n) "
-                     f"| {r['mean_entry']:.2f} | {r['mean_other']:.2f} | {r['entry']} - {r['other']} | {len(d.per_seed)} | {_ci(d)} |")
+    """The paired table of :func:`paired_rows` in markdown; a ValueError when no pair has a seed."""
+    rows = paired_rows(runs)
+    if not rows:
+        raise ValueError("no (n, m) has two entries with a finite FD on one seed; expected logs of the entries to compare")
+    lines = [f"{runs.steps} steps, overrides {runs.overrides}. FD of the first entry minus the other's, paired by seed "
+             "(negative: the first entry's samples are closer to the data); 95% t-interval over seeds.", "",
+             "| n | m | first - other | seeds | active dims of the first (per seed) | FD first (mean) | FD other (mean) | 95% CI |",
+             "| --- | --- | --- | ---: | --- | ---: | ---: | --- |"]
+    for r in rows:
+        within = "" if r["entry"] == "mask-aae-open" else \
+            f" ({sum(abs(a - r['n']) <= 1 for a in r['active'])} of {len(r['active'])} within 1 of n)"
+        lines.append(f"| {r['n']} | {r['m']} | {r['entry']} - {r['other']} | {len(r['seeds'])} | "
+                     f"{', '.join(map(str, r['active']))}{within} | {r['mean_entry']:.2f} | {r['mean_other']:.2f} | "
+                     f"{_ci(r['diff'])}{_left_out(r)} |")
     return "\n".join(lines)
 
 
 def budget_change_table(short, long):
-    """Per (n, m) and entry pair both budgets ran: the paired difference at each budget and its
-    change (longer minus shorter), paired over the seeds both have."""
-    lines = ["| n | m | pair | shorter budget | longer budget | change (longer - shorter) | seeds |",
-             "| --- | --- | --- | --- | --- | --- | ---: |"]
-    longer = {(r["n"], r["m"], r["other"]): r for r in paired_rows(long)}
+    """Per (n, m) and pair both budgets ran, over the seeds both have: the paired difference at each
+    budget and its change, longer minus shorter, paired by seed. A ValueError when the "longer"
+    budget is not longer or no pair shares a seed."""
+    if long.steps <= short.steps:
+        raise ValueError(f"--versus logs ran {long.steps} steps, the --budget-change logs {short.steps}; "
+                         "expected the longer budget after --versus")
+    lines = [f"Budgets: {short.steps} -> {long.steps} steps (overrides: {short.overrides} -> {long.overrides}). "
+             "Each column over the seeds both budgets have; change = longer minus shorter, paired by seed.", "",
+             "| n | m | pair | seeds | shorter budget | longer budget | change (longer - shorter) |",
+             "| --- | --- | --- | ---: | --- | --- | --- |"]
+    longer = {(r["n"], r["m"], r["entry"], r["other"]): r for r in paired_rows(long)}
     for r in paired_rows(short):
-        other = longer.get((r["n"], r["m"], r["other"]))
-        if other is None:
+        other = longer.get((r["n"], r["m"], r["entry"], r["other"]))
+        shared = sorted(set(r["diff"].per_seed) & set(other["diff"].per_seed)) if other else []
+        if not shared:
             continue
-        a, b = r["diff"].per_seed, other["diff"].per_seed
-        change = paired_over_seeds(b, a)
-        lines.append(f"| {r['n']} | {r['m']} | {r['entry']} - {r['other']} | {_ci(r['diff'])} | {_ci(other['diff'])} "
-                     f"| {_ci(change)} | {len(change.per_seed)} |")
+        a, b = ({s: d.per_seed[s] for s in shared} for d in (r["diff"], other["diff"]))
+        lines.append(f"| {r['n']} | {r['m']} | {r['entry']} - {r['other']} | {len(shared)} "
+                     f"| {_ci(paired_over_seeds(a, {s: 0.0 for s in shared}))} "
+                     f"| {_ci(paired_over_seeds(b, {s: 0.0 for s in shared}))} | {_ci(paired_over_seeds(b, a))} |")
+    if len(lines) == 4:
+        raise ValueError("the two budgets share no (n, m, pair, seed); expected the same settings and seeds at both")
     return "\n".join(lines)
 
 
@@ -186,7 +243,8 @@ def main(argv=None):
     steps = args.epochs * (args.train // args.batch_size)
     print(f"budget: {args.epochs} epochs x {args.train // args.batch_size} steps of {args.batch_size} = {steps} steps; "
           f"mask-aae* overrides {overrides or 'none'}")
-    rows, runs = [], {}
+    rows, runs = [], Logs()
+    runs.steps, runs.overrides = steps, str(overrides or 'none')
     for n in args.true_dims:
         for f in args.factors:
             m = f * n

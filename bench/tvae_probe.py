@@ -34,13 +34,15 @@ at each probed epoch and how they moved between probed epochs, by
     python bench/tvae_probe.py --from-logs seed0.log seed1.log seed2.log
 
 Every epoch's test ELBO (the fixed binarization of the test set) is recorded, and the last table gives
-each run's rise over the last tenth of the epochs, the flatness rule of ``vaezoo compare``. The
-learning curves of a ``--run-dir``, drawn and read by the same rule at each probed epoch (a run
-under a constant rate, as Adadelta's, is the shorter budget's run up to that epoch):
-
-    python bench/tvae_probe.py --curves curves.png --run-dir DIR --probe-at 50 100 150 With the
+each run's rise over the last tenth of the epochs, the flatness rule of ``vaezoo compare``. With the
 deterministic pose (``pose_prior=none``) a transformer entry's ELBO is a density of x given the encoded
-pose, so it tells whether that run has settled, not how the entries compare.
+pose, so it tells whether that run has settled, not how the entries compare. The learning curves of
+a ``--run-dir`` are drawn, and read by that rule and by the tenths' change (the last tenth's mean
+minus the tenth before's, which reads the trend through a curve's jitter), at each ``--probe-at``
+epoch (default: each run's last); a run under a constant rate, as Adadelta's, is the shorter
+budget's run up to that epoch:
+
+    python bench/tvae_probe.py --curves curves.png --run-dir DIR --probe-at 50 100 150
 
 Measured on full MNIST (one thread, 2-core CPU shared with another job; 1 epoch, batch 100, dim z 8):
 seconds per epoch vae 6.0, tvae-affine 7.4 (11 in a second run: the other job's load varies), tvae-tps
@@ -288,14 +290,15 @@ def run_curves(run_dir):
 
 
 def curves_table(curves, at):
-    """Per run and epoch E of ``at`` it reached: the test ELBO at E, the best before E and its epoch,
+    """Per run and epoch E of ``at`` it reached (``at=None``: its last epoch): the test ELBO at E, the
+    best up to E and its epoch,
     the flatness rule read on the first E epochs, and the same trend read through the curve's jitter
     (:func:`vaezoo.compare.measures.tenths_change`: the last tenth's mean minus the tenth before's)."""
     lines = ["| model | seed | epoch | test ELBO | best so far (epoch) | rise over the last tenth | flat? "
-             "| mean of the last tenth - the tenth before, 95% CI | jitter (sd in the last tenth) |",
+             "| mean of the last tenth - the tenth before, 95% CI | jitter (sd of successive changes / sqrt 2) |",
              "| --- | ---: | ---: | ---: | --- | ---: | --- | --- | ---: |"]
     for (name, seed), history in curves.items():
-        for epoch in at:
+        for epoch in at or [history[-1]["epoch"]]:
             head = [r for r in history if r["epoch"] <= epoch and r.get("test_elbo") is not None]
             if not head or head[-1]["epoch"] != epoch:
                 continue
@@ -325,8 +328,9 @@ def curves_figure(curves, at, path):
         for (model, seed), history in curves.items():
             if model == name:
                 pts = [(r["epoch"], r["test_elbo"]) for r in history if r.get("test_elbo") is not None]
-                ax.plot([e for e, _ in pts], [v for _, v in pts], label=f"seed {seed}", linewidth=1)
-        for epoch in at:
+                ax.plot([e for e, _ in pts], [v for _, v in pts], label=f"seed {seed}", linewidth=1, marker=".",
+                        markersize=2)
+        for epoch in at or []:
             ax.axvline(epoch, color="grey", linewidth=0.5, linestyle=":")
         ax.set_title(name)
         ax.set_xlabel("epoch")
@@ -363,7 +367,7 @@ def main(argv=None):
                         help="train nothing: summarize the logs of earlier runs (one a seed, say) over their seeds")
     parser.add_argument("--curves", default=None, metavar="PNG",
                         help="train nothing: draw the test ELBO by epoch of every run in --run-dir to PNG, and print "
-                             "the flatness rule at each --probe-at epoch")
+                             "the flatness rule and the tenths' change at each --probe-at epoch (default: each run's last)")
     args = parser.parse_args(argv)
     if args.curves:
         if args.run_dir is None:
@@ -371,7 +375,7 @@ def main(argv=None):
         curves = run_curves(args.run_dir)
         if not curves:
             parser.error(f"--run-dir {args.run_dir}: no MODEL-seedS/metrics.jsonl with a recorded epoch")
-        at = sorted(set(args.probe_at or [max(r["epoch"] for h in curves.values() for r in h)]))
+        at = sorted(set(args.probe_at)) if args.probe_at else None
         print(curves_table(curves, at))
         curves_figure(curves, at, args.curves)
         print(f"\n{args.curves}: the test ELBO by epoch, {len(curves)} runs")

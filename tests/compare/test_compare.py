@@ -211,16 +211,16 @@ def test_tenths_change_is_the_welch_interval_of_the_last_two_tenths():
     assert got["change"] == pytest.approx(change, abs=1e-12) and got["window"] == 4
     assert (got["low"], got["high"]) == (pytest.approx(change - t.ppf(0.975, df) * se, abs=1e-9),
                                          pytest.approx(change + t.ppf(0.975, df) * se, abs=1e-9))
-    assert got["jitter"] == pytest.approx(last.std(ddof=1), abs=1e-12)
+    assert got["jitter"] == pytest.approx(np.diff(tail).std(ddof=1) / math.sqrt(2), abs=1e-12)
     assert got["low"] > 0  # it rose by more than its noise
     assert measures.tenths_change(curve[:19]) is None
 
 
 def test_the_per_cell_table_reads_the_tenths_change_from_the_recorded_curve():
     curve = [[e, -120.0 + e] for e in range(1, 21)] + [[21, None]]  # an epoch without a test ELBO is skipped
-    trend = measures.tenths_change([{"test_elbo": v} for _, v in curve])
-    assert report._tenths(curve) == f"{trend['change']:+.2f} [{trend['low']:+.2f}, {trend['high']:+.2f}]"
-    assert trend["change"] == pytest.approx(2.0)
+    # a tenth is 2 epochs: means 2 apart, each tenth's variance 0.5, Welch df 2: 2 +- t(0.975, 2) sqrt(0.5)
+    assert report._tenths(curve) == "+2.00 [-1.04, +5.04]"
+    assert measures.tenths_change([{"test_elbo": v} for _, v in curve])["jitter"] == 0.0  # a steady rise: no jitter
     assert report._tenths(curve[:10]) == report._tenths(None) == "n/a"
 
 

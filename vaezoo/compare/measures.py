@@ -90,12 +90,14 @@ def flatness(rise: float, flat: float) -> str:
 
 
 def tenths_change(history, level: float = 0.95) -> Optional[Dict[str, float]]:
-    """The test ELBO's trend read through its noise: the mean over the last tenth of the epochs
-    minus the mean over the tenth before, with a Welch ``level`` interval (scipy's ``ttest_ind``),
-    and ``jitter``, the standard deviation of the test ELBO within the last tenth. For curves that
-    jitter from epoch to epoch (a constant rate, Adadelta's), where :func:`convergence`'s two-point
-    rise is mostly noise; the interval treats the epochs as independent, so it is too narrow for
-    a curve that wanders. None below 20 epochs (a tenth needs two epochs)."""
+    """The test ELBO's trend read through its noise, for curves that jitter from epoch to epoch (a
+    constant rate, Adadelta's), where :func:`convergence`'s two-point rise is mostly noise: the mean
+    over the last tenth of the epochs minus the mean over the tenth before (``change``), with a Welch
+    ``level`` interval (scipy's ``ttest_ind``), and ``jitter``, the epoch-to-epoch noise over those
+    two tenths: the standard deviation of successive differences over sqrt(2), which a steady trend
+    does not inflate. The interval treats the epochs as independent: too narrow for a curve that
+    wanders, too wide for one that trends within each tenth (a trend adds to each tenth's spread).
+    None below 20 epochs: each tenth's spread needs two epochs."""
     elbo = np.array([r["test_elbo"] for r in history if r.get("test_elbo") is not None], dtype=np.float64)
     window = last_tenth(len(elbo))
     if len(elbo) < 20:
@@ -105,7 +107,7 @@ def tenths_change(history, level: float = 0.95) -> Optional[Dict[str, float]]:
     last, before = elbo[-window:], elbo[-2 * window:-window]
     ci = stats.ttest_ind(last, before, equal_var=False).confidence_interval(level)
     return {"change": float(last.mean() - before.mean()), "low": float(ci.low), "high": float(ci.high),
-            "jitter": float(last.std(ddof=1)), "window": int(window)}
+            "jitter": float(np.diff(elbo[-2 * window:]).std(ddof=1) / math.sqrt(2)), "window": int(window)}
 
 
 def seconds_to(history, target: float) -> Any:
