@@ -40,6 +40,7 @@ from vaezoo import data, zoo
 from vaezoo.compare.stats import paired_over_seeds
 from vaezoo.evaluation.frechet import data_frechet_distance as frechet_distance
 from vaezoo.inference import Trainer
+from vaezoo.provenance import source_commit
 
 NETS = {"hidden": (64, 64)}  # small networks: the budget is minutes on one CPU thread
 CRITIC = {"critic_hidden": (64, 64)}
@@ -71,6 +72,7 @@ def run(name, n, m, seed, args, overrides):
 
 
 # the lines main() prints that the tables are read back from
+CODE_LINE = re.compile(r"^code: (\S+)$")
 BUDGET_LINE = re.compile(r"^budget: .* = (\d+) steps; mask-aae\* overrides (.*)$")
 SEED_LINE = re.compile(r"^n=(\d+) m=(\d+) seed=(\d+): (.*)$")
 PART = re.compile(r"^(\S+) active (\d+), FD ([-+]?(?:\d+(?:\.\d*)?(?:[eE][-+]?\d+)?|nan|inf)) \((\d+) s\)$")
@@ -78,10 +80,12 @@ PART = re.compile(r"^(\S+) active (\d+), FD ([-+]?(?:\d+(?:\.\d*)?(?:[eE][-+]?\d
 
 class Logs(dict):
     """``{(n, m): {seed: {entry: (active, fd)}}}`` read from printed logs, with ``steps`` and
-    ``overrides``, the one budget and the one set of ``--set`` values they were run with."""
+    ``overrides``, the one budget and the one set of ``--set`` values they were run with, and
+    ``codes``, the commits the logs say made them (logs from before the line was printed say none)."""
 
     steps: int
     overrides: str
+    codes: tuple = ()
 
 
 def read_logs(paths):
@@ -89,12 +93,16 @@ def read_logs(paths):
     several lines (entries run apart, say the mask and then the open mask). Logs of more than one
     budget or ``--set``, a seed line before any budget line, and the same entry of one (n, m, seed)
     twice are ValueErrors naming where."""
-    runs, where, protocol = Logs(), {}, {}
+    runs, where, protocol, codes = Logs(), {}, {}, {}
     for path in paths:
         budget = None
         with open(path) as f:
             for number, line in enumerate(f, 1):
                 here = f"{path}:{number}"
+                got = CODE_LINE.match(line.strip())
+                if got:
+                    codes[got.group(1)] = None
+                    continue
                 got = BUDGET_LINE.match(line.strip())
                 if got:
                     budget = (int(got.group(1)), got.group(2))
@@ -124,6 +132,7 @@ def read_logs(paths):
     if not runs:
         raise ValueError(f"no seed lines in {', '.join(map(str, paths))}; expected lines like 'n=4 m=8 seed=0: ...'")
     (runs.steps, runs.overrides), = protocol
+    runs.codes = tuple(codes)
     return runs
 
 
@@ -168,8 +177,9 @@ def paired_table(runs):
     rows = paired_rows(runs)
     if not rows:
         raise ValueError("no (n, m) has two entries with a finite FD on one seed; expected logs of the entries to compare")
-    lines = [f"{runs.steps} steps, overrides {runs.overrides}. FD of the first entry minus the other's, paired by seed "
-             "(negative: the first entry's samples are closer to the data); 95% t-interval over seeds.", "",
+    code = f"code {', '.join(runs.codes)}" if runs.codes else "code not recorded"
+    lines = [f"{runs.steps} steps, overrides {runs.overrides}; {code}. FD of the first entry minus the other's, paired "
+             "by seed (negative: the first entry's samples are closer to the data); 95% t-interval over seeds.", "",
              "| n | m | first - other | seeds | active dims of the first (per seed) | FD first (mean) | FD other (mean) | 95% CI |",
              "| --- | --- | --- | ---: | --- | ---: | ---: | --- |"]
     for r in rows:
@@ -241,10 +251,11 @@ def main(argv=None):
     torch.set_num_threads(1)
     overrides = dict(kv.split("=", 1) for kv in args.set)
     steps = args.epochs * (args.train // args.batch_size)
+    print(f"code: {source_commit() or 'not-a-checkout'}")
     print(f"budget: {args.epochs} epochs x {args.train // args.batch_size} steps of {args.batch_size} = {steps} steps; "
           f"mask-aae* overrides {overrides or 'none'}")
     rows, runs = [], Logs()
-    runs.steps, runs.overrides = steps, str(overrides or 'none')
+    runs.steps, runs.overrides, runs.codes = steps, str(overrides or 'none'), (source_commit() or "not-a-checkout",)
     for n in args.true_dims:
         for f in args.factors:
             m = f * n

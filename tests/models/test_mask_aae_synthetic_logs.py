@@ -19,10 +19,11 @@ def bench(bench_script):
     return bench_script("mask_aae_synthetic")
 
 
-def write_log(path, budget, together=True, order=("mask-aae", "mask-aae-open"), overrides="none"):
+def write_log(path, budget, together=True, order=("mask-aae", "mask-aae-open"), overrides="none", code=None):
     """A log as main() prints it: both entries on one line a seed, or (together=False) two runs
     of one entry each, one after the other, as when the open mask was run later."""
-    lines = [f"budget: {budget // 16} epochs x 16 steps of 256 = {budget} steps; mask-aae* overrides {overrides}"]
+    lines = [f"code: {code}"] if code else []
+    lines += [f"budget: {budget // 16} epochs x 16 steps of 256 = {budget} steps; mask-aae* overrides {overrides}"]
 
     def part(entry, seed):
         active = ACTIVE[seed] if entry == "mask-aae" else 8
@@ -65,7 +66,10 @@ def test_paired_rows_are_the_differences_by_hand(bench, tmp_path):
     table = bench.paired_table(bench.read_logs([write_log(tmp_path / "a.log", 1920)]))
     assert (f"| 4 | 8 | mask-aae - mask-aae-open | 3 | 4, 5, 3 (3 of 3 within 1 of n) | {np.mean(FD[1920, 'mask-aae']):.2f} "
             f"| {np.mean(FD[1920, 'mask-aae-open']):.2f} | {mean:+.2f} [{low:+.2f}, {high:+.2f}] |") in table
-    assert table.startswith("1920 steps, overrides none.")
+    assert table.startswith("1920 steps, overrides none; code not recorded.")  # a log from before the code line
+    coded = bench.read_logs([write_log(tmp_path / "b.log", 1920, code="abc123def456-dirty")])
+    assert coded.codes == ("abc123def456-dirty",)
+    assert bench.paired_table(coded).startswith("1920 steps, overrides none; code abc123def456-dirty.")
 
 
 def test_the_mask_is_the_reference_whatever_order_the_log_shows(bench, tmp_path):
