@@ -175,7 +175,10 @@ def sample_figure(m, path, n=64, seed=0):
 
 
 def interval(values):
-    """``mean [low, high] (per seed)`` of paired differences over seeds, as compare's tables show it."""
+    """``mean [low, high] (per seed)`` of paired differences over seeds, as compare's tables show it
+    ("n/a" where no seed has both sides: logs of runs probed at different epochs)."""
+    if len(values) == 0:
+        return "n/a (no seed has both)"
     mean, low, high = t_interval(values)
     return shown({"mean": mean, "low": low, "high": high, "per_seed": dict(enumerate(values))})
 

@@ -118,3 +118,12 @@ def test_curves_of_a_run_dir_read_the_flatness_rule_at_each_probed_epoch(bench, 
     with pytest.raises(SystemExit) as e:
         bench.main(["--curves", str(tmp_path / "c.png")])
     assert e.value.code == 2 and "--run-dir" in capsys.readouterr().err
+
+
+def test_a_pair_no_seed_has_at_an_epoch_reads_n_a(bench, capsys):
+    """Logs of runs probed at different epochs (the `vae` at 100, the transformers at 50 only): the
+    pair at 100 has no seed with both sides, and says so instead of printing a NaN interval."""
+    rows = [dict(input="vae (8)", model="vae", seed=0, epoch=100, cv=86.0, cv_std=0.3, test=86.5, seconds=1.0),
+            dict(input="tvae-affine (8)", model="tvae-affine", seed=0, epoch=50, cv=91.0, cv_std=0.3, test=91.5, seconds=1.0)]
+    bench.summary([r for r in rows if r["epoch"] == 100], ["vae", "tvae-affine"], [0], 100)
+    assert "| tvae-affine - vae | n/a (no seed has both) | n/a (no seed has both) |" in capsys.readouterr().out
