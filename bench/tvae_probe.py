@@ -295,9 +295,9 @@ def run_curves(run_dir):
 
 def curves_table(curves, at):
     """Per run and epoch E of ``at`` it reached (``at=None``: its last epoch): the test ELBO at E, the
-    best up to E and its epoch,
-    the flatness rule read on the first E epochs, and the same trend read through the curve's jitter
-    (:func:`vaezoo.compare.measures.tenths_change`: the last tenth's mean minus the tenth before's)."""
+    best up to E and its epoch, the flatness rule read on the first E epochs, and the same trend read
+    through the curve's jitter (:func:`vaezoo.compare.measures.tenths_change`: the last tenth's mean
+    minus the tenth before's)."""
     lines = ["| model | seed | epoch | test ELBO | best so far (epoch) | rise over the last tenth | flat? "
              "| mean of the last tenth - the tenth before, 95% CI | jitter (sd of successive changes / sqrt 2) |",
              "| --- | ---: | ---: | ---: | --- | ---: | --- | --- | ---: |"]
