@@ -37,7 +37,7 @@ import pyro
 import torch
 
 from vaezoo import data, zoo
-from vaezoo.compare.stats import paired_over_seeds
+from vaezoo.compare.stats import paired_over_seeds, t_interval
 from vaezoo.evaluation.frechet import data_frechet_distance as frechet_distance
 from vaezoo.inference import Trainer
 from vaezoo.provenance import source_commit
@@ -164,8 +164,14 @@ def paired_rows(runs):
     return rows
 
 
+def _ci_of(values):
+    """``mean [low, high]`` of per-seed values (95% t-interval), or ``mean (1 seed)``."""
+    mean, low, high = t_interval(list(values))
+    return f"{mean:+.2f} [{low:+.2f}, {high:+.2f}]" if len(values) >= 2 else f"{mean:+.2f} (1 seed)"
+
+
 def _ci(d):
-    return f"{d.mean:+.2f} [{d.low:+.2f}, {d.high:+.2f}]" if len(d.per_seed) >= 2 else f"{d.mean:+.2f} (1 seed)"
+    return _ci_of(list(d.per_seed.values()))
 
 
 def _left_out(row):
@@ -208,10 +214,9 @@ def budget_change_table(short, long):
         shared = sorted(set(r["diff"].per_seed) & set(other["diff"].per_seed)) if other else []
         if not shared:
             continue
-        a, b = ({s: d.per_seed[s] for s in shared} for d in (r["diff"], other["diff"]))
-        lines.append(f"| {r['n']} | {r['m']} | {r['entry']} - {r['other']} | {len(shared)} "
-                     f"| {_ci(paired_over_seeds(a, {s: 0.0 for s in shared}))} "
-                     f"| {_ci(paired_over_seeds(b, {s: 0.0 for s in shared}))} | {_ci(paired_over_seeds(b, a))} |")
+        a, b = ([d.per_seed[s] for s in shared] for d in (r["diff"], other["diff"]))
+        lines.append(f"| {r['n']} | {r['m']} | {r['entry']} - {r['other']} | {len(shared)} | {_ci_of(a)} | {_ci_of(b)} "
+                     f"| {_ci_of([y - x for x, y in zip(a, b)])} |")
     if len(lines) == 4:
         raise ValueError("the two budgets share no (n, m, pair, seed); expected the same settings and seeds at both")
     return "\n".join(lines)
@@ -251,11 +256,12 @@ def main(argv=None):
     torch.set_num_threads(1)
     overrides = dict(kv.split("=", 1) for kv in args.set)
     steps = args.epochs * (args.train // args.batch_size)
-    print(f"code: {source_commit() or 'not-a-checkout'}")
+    code = source_commit() or "not-a-checkout"
+    print(f"code: {code}")
     print(f"budget: {args.epochs} epochs x {args.train // args.batch_size} steps of {args.batch_size} = {steps} steps; "
           f"mask-aae* overrides {overrides or 'none'}")
     rows, runs = [], Logs()
-    runs.steps, runs.overrides, runs.codes = steps, str(overrides or 'none'), (source_commit() or "not-a-checkout",)
+    runs.steps, runs.overrides, runs.codes = steps, str(overrides or 'none'), (code,)
     for n in args.true_dims:
         for f in args.factors:
             m = f * n

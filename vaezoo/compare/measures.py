@@ -99,10 +99,11 @@ def tenths_change(history, level: float = 0.95) -> Optional[Dict[str, float]]:
     wanders, too wide for one that trends within each tenth (a trend adds to each tenth's spread).
     None below 20 epochs: each tenth's spread needs two epochs."""
     elbo = np.array([r["test_elbo"] for r in history if r.get("test_elbo") is not None], dtype=np.float64)
-    window = last_tenth(len(elbo))
     if len(elbo) < 20:
         return None
     from scipy import stats
+
+    window = last_tenth(len(elbo))
 
     last, before = elbo[-window:], elbo[-2 * window:-window]
     ci = stats.ttest_ind(last, before, equal_var=False).confidence_interval(level)
