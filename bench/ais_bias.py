@@ -33,6 +33,7 @@ import pyro.distributions as dist
 import torch
 
 from vaezoo.evaluation import AnnealingOptions, ais
+from vaezoo.provenance import code_header
 
 A, B, D = 3.0, 1.0, 5
 
@@ -65,6 +66,7 @@ def main():
     ap.add_argument("--chains", type=int, default=4)
     ap.add_argument("--leapfrog", type=int, default=2)
     args = ap.parse_args()
+    print(code_header(), flush=True)
     torch.set_num_threads(1)
     settings = {
         "online": dict(adapt="online"),

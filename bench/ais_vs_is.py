@@ -14,6 +14,7 @@ import torch
 
 from vaezoo import data, evaluation, zoo
 from vaezoo.inference import checkpoint as ckpt
+from vaezoo.provenance import code_header
 
 
 def main():
@@ -25,6 +26,7 @@ def main():
     ap.add_argument("--steps", type=int, nargs="+", default=[100, 300, 1000])
     ap.add_argument("--chains", type=int, default=16)
     args = ap.parse_args()
+    print(code_header(), flush=True)
 
     m = zoo.create(args.model, data_shape=(1, 28, 28))
     m.objective().load_state_dict(ckpt.load(f"{args.run}/checkpoint.pt")["objective"])

@@ -23,6 +23,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from vaezoo.provenance import code_header
+
 
 def run(model: str, dataset: str, seed: int, out: Path, cache: Path, off: bool) -> dict:
     env = dict(os.environ, TORCHINDUCTOR_CACHE_DIR=str(cache))
@@ -43,6 +45,7 @@ def main():
     parser.add_argument("--dataset", default="mnist-small")
     parser.add_argument("--rounds", type=int, default=2, help="each round: a fresh cache, then cold, warm, off")
     args = parser.parse_args()
+    print(code_header(), flush=True)
     rows = {"cold": [], "warm": [], "off": []}
     for r in range(args.rounds):
         with tempfile.TemporaryDirectory() as tmp:

@@ -20,6 +20,7 @@ except ImportError:  # run from a checkout without installing
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from vaezoo.distributions import AR1Normal, DiagonalMatrixNormal, MatrixNormal  # noqa: E402
+from vaezoo.provenance import code_header  # noqa: E402
 
 DIMS = [16, 64, 256, 1024]
 OPS = ["log_prob", "rsample"]
@@ -123,6 +124,7 @@ def main():
     parser.add_argument("--dtype", default="float32", choices=["float32", "float64"])
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1: steadiest)")
     args = parser.parse_args()
+    print(code_header(), flush=True)
     torch.set_num_threads(args.threads)
     # The dense AR(1) Cholesky factor holds rho^k down to subnormal floats, which would make the
     # dense baseline slow for a reason unrelated to its O(d^2) cost.

@@ -21,6 +21,7 @@ import torch
 
 from vaezoo import data, zoo
 from vaezoo.inference import IWAE, Trainer
+from vaezoo.provenance import code_header
 
 
 def snr(model_guide, x, k, estimator, draws, seed):
@@ -58,6 +59,7 @@ def main():
     ap.add_argument("--threads", type=int, default=1, help="torch threads (1: the figures of bench/RESULTS.md)")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
+    print(code_header(), flush=True)
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     m = zoo.create("iwae", data_shape=(1, 28, 28))

@@ -32,6 +32,7 @@ import torch
 
 from vaezoo import data, evaluation, inference, zoo
 from vaezoo.inference import compiled
+from vaezoo.provenance import code_header
 
 HERE = Path(__file__).resolve().parent
 figures = {}
@@ -159,6 +160,7 @@ def main():
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--quick", action="store_true", help="tiny sizes: checks the script itself (on a CPU)")
     args = ap.parse_args()
+    print(code_header(), flush=True)
     warnings.filterwarnings("ignore", category=UserWarning)
     device = inference.resolve_device(args.device)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"

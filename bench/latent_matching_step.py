@@ -30,6 +30,7 @@ from vaezoo import traces, zoo
 from vaezoo.inference import ELBO
 from vaezoo.inference.adversarial import LatentMatching
 from vaezoo.inference.kernels import IMQ_SCALES, mmd_imq
+from vaezoo.provenance import code_header
 
 
 def mmd_per_scale(q, p, prior_variance=1.0, scales=IMQ_SCALES):
@@ -93,6 +94,7 @@ def main(argv=None):
     ap.add_argument("--calls", type=int, default=100)
     ap.add_argument("--critic-steps", type=int, default=20, help="training steps of a critic entry a round")
     args = ap.parse_args(argv)
+    print(code_header(), flush=True)
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
 

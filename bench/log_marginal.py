@@ -42,6 +42,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from vaezoo.evaluation import log_marginal  # noqa: E402
+from vaezoo.provenance import code_header  # noqa: E402
 
 LATENT, HIDDEN, PIXELS = 50, 200, 784
 DECODER_FLOPS = 2 * (LATENT * HIDDEN + HIDDEN * HIDDEN + HIDDEN * PIXELS)  # per (particle, datapoint)
@@ -269,6 +270,7 @@ def main(argv=None):
     torch._inductor.config.force_disable_caches = True  # the compile time a first run pays
     if args.memory_child is not None:
         return memory_child(args.memory_child, args.n)
+    print(code_header(), flush=True)
     if args.net == "conv":
         return conv_speed(args)
 

@@ -21,6 +21,7 @@ import sys
 import torch
 
 from vaezoo.models.low_rank_likelihood import LowRankNormal
+from vaezoo.provenance import code_header
 
 IMAGES = {1024: "1x32x32", 3072: "3x32x32", 4096: "1x64x64", 12288: "3x64x64"}
 
@@ -95,6 +96,7 @@ def mb(nbytes: float) -> str:
 
 
 def main(rank: int = 25, dtype: str = "float32", dense_max: int = 4096) -> None:
+    print(code_header(), flush=True)
     size = torch.finfo(getattr(torch, dtype)).bits // 8
     print(f"rank {rank}, {dtype}, 1 thread, one image; n x n = {size} n^2 bytes; torch {torch.__version__}")
     print("| n (image) | likelihood | tensor peak | / n x n | RSS peak | / n x n |")

@@ -43,6 +43,7 @@ from vaezoo import data, traces, zoo  # noqa: E402
 from vaezoo.evaluation.quality import frechet_distance  # noqa: E402
 from vaezoo.fileio import write_json  # noqa: E402
 from vaezoo.inference import Trainer  # noqa: E402
+from vaezoo.provenance import code_header, source_commit  # noqa: E402
 
 MODELS = ["mask-aae", "wae-mmd", "vae"]
 COMMON = dict(hidden=(256, 256), activation="relu", likelihood="normal", likelihood_scale=0.3)
@@ -108,6 +109,7 @@ def run_one(name, m, seed, args, train, test):
         "nac": nac(z[:, active] if mask is not None else z),
         "fd": frechet_distance(model, test.data, seed=seed),
         "last": {k: v for k, v in history[-1].items() if isinstance(v, (int, float))},
+        "code": source_commit(),  # a cached row outlives the code that made it
     }
     write_json(done, row)
     print(json.dumps(row), flush=True)
@@ -128,6 +130,7 @@ def main():
                     "(e.g. training=paper mask_rule=tolerance mask_warmup=600)")
     ap.add_argument("--no-train", action="store_true", help="only report the cached runs")
     args = ap.parse_args()
+    print(code_header(), flush=True)
     torch.set_num_threads(1)
     train = data.load(args.data, split="train", binarize=None)
     test = data.load(args.data, split="test", binarize=None)

@@ -40,7 +40,7 @@ from vaezoo import data, zoo
 from vaezoo.compare.stats import paired_over_seeds, t_interval
 from vaezoo.evaluation.frechet import data_frechet_distance as frechet_distance
 from vaezoo.inference import Trainer
-from vaezoo.provenance import source_commit
+from vaezoo.provenance import code_header, source_commit
 
 NETS = {"hidden": (64, 64)}  # small networks: the budget is minutes on one CPU thread
 CRITIC = {"critic_hidden": (64, 64)}
@@ -256,8 +256,8 @@ def main(argv=None):
     torch.set_num_threads(1)
     overrides = dict(kv.split("=", 1) for kv in args.set)
     steps = args.epochs * (args.train // args.batch_size)
+    print(code_header())
     code = source_commit() or "not-a-checkout"
-    print(f"code: {code}")
     print(f"budget: {args.epochs} epochs x {args.train // args.batch_size} steps of {args.batch_size} = {steps} steps; "
           f"mask-aae* overrides {overrides or 'none'}")
     rows, runs = [], Logs()

@@ -20,6 +20,7 @@ import torch
 from vaezoo import data, evaluation, runs, zoo
 from vaezoo.fileio import write_json
 from vaezoo.inference import Trainer
+from vaezoo.provenance import code_header, source_commit
 
 ANCHORS = {  # one stochastic layer, Burda MLP, dynamically binarized MNIST, test log p(x)
     "vae": "Burda et al. 2016: -86.76; pythae: -89.78",
@@ -70,6 +71,7 @@ def run_one(name, seed, args, train, test):
         "khat_above_0.7": float((result.khat > 0.7).float().mean()),
         "train_seconds": train_seconds,
         "eval_seconds": time.perf_counter() - start,
+        "code": source_commit(),  # a cached row outlives the code that made it
     }
     write_json(done, row)
     print(json.dumps(row), flush=True)
@@ -89,6 +91,7 @@ def main():
     ap.add_argument("--out", default="bench/runs")
     ap.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     args = ap.parse_args()
+    print(code_header(), flush=True)
     if args.threads:
         torch.set_num_threads(args.threads)
     train = data.load("mnist", split="train", binarize="dynamic")

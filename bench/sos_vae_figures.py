@@ -21,6 +21,7 @@ from vaezoo import runs
 from vaezoo.errors import VaezooError
 from vaezoo.evaluation import observation as obs
 from vaezoo.evaluation.figures import save_image_grid
+from vaezoo.provenance import code_header
 
 FILES = {
     "figure2b_sos_vae.png": "Figure 2(b)/(d): SOS-VAE, a column per prior draw; rows: mean, a sample of p(x | z), "
@@ -135,6 +136,7 @@ def figure7(m, cfg, path: Path, n: int, seed: int, images: int, steps: int) -> P
 
 def main(argv=None) -> int:
     args = _parser().parse_args(argv)
+    print(code_header(), flush=True)
     if args.n < 1:
         print(f"sos_vae_figures.py: --n {args.n}; expected an integer >= 1", file=sys.stderr)
         return 2

@@ -16,6 +16,7 @@ import torch
 from vaezoo import runs
 from vaezoo.errors import ConfigError
 from vaezoo.evaluation import observation as obs
+from vaezoo.provenance import code_header
 
 
 def _factor_size(d) -> str:
@@ -43,7 +44,9 @@ def probe(run: str, n: int = 200, seed: int = 0) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("runs", nargs="+", help="run directories of sos-vae or sos-vae-paper")
-    for run in ap.parse_args().runs:
+    args = ap.parse_args()
+    print(code_header(), flush=True)
+    for run in args.runs:
         print(probe(run), flush=True)
 
 

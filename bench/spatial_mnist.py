@@ -30,6 +30,7 @@ from vaezoo import data, evaluation, zoo  # noqa: E402
 from vaezoo.evaluation.figures import image_grid  # noqa: E402
 from vaezoo.fileio import atomic_write_bytes, write_json  # noqa: E402
 from vaezoo.inference import Trainer  # noqa: E402
+from vaezoo.provenance import code_header, source_commit  # noqa: E402
 
 MODELS = ["vae", "spatial-vae-naive", "spatial-vae-mvn", "spatial-vae-lowrank", "spatial-vae-mvn-full"]
 #: two ways to match the decoders' sizes on 28x28: ``wide`` widens the spatial decoders to the conv
@@ -90,6 +91,7 @@ def run_one(name, seed, args, train, test):
         "log_px_se": float(result.log_px.std() / result.log_px.numel() ** 0.5),
         "khat_above_0.7": float((result.khat > 0.7).float().mean()),
         "eval_seconds": time.perf_counter() - start,
+        "code": source_commit(),  # a cached row outlives the code that made it
     }
     write_json(done, row)
     print(json.dumps(row), flush=True)
@@ -169,6 +171,7 @@ def main():
                     help="mnist-small: the first 10,000/2,000 images; mnist: all 60,000/10,000")
     ap.add_argument("--no-train", action="store_true", help="only report the cached runs")
     args = ap.parse_args()
+    print(code_header(), flush=True)
     shape = (1, 28, 28)
     ref = count(create("vae", args, shape).model.decoder)
     spatial = count(create("spatial-vae-naive", args, shape).model.decoder)

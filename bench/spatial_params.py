@@ -16,6 +16,7 @@ except ImportError:  # run from a checkout without installing
 import torch  # noqa: E402
 
 from vaezoo import zoo  # noqa: E402
+from vaezoo.provenance import code_header  # noqa: E402
 
 SHAPES = [("mnist", (1, 28, 28), "bernoulli"), ("cifar", (3, 32, 32), "normal"), ("celeba", (3, 64, 64), "normal")]
 ENTRIES = ["vae", "spatial-vae-naive", "spatial-vae-mvn", "spatial-vae-lowrank", "spatial-vae-mvn-full"]
@@ -26,6 +27,7 @@ def count(module) -> int:
 
 
 def main():
+    print(code_header(), flush=True)
     print("| data | entry | latent | encoder outputs | encoder params | decoder params |")
     print("| --- | --- | --- | ---: | ---: | ---: |")
     for data_name, shape, likelihood in SHAPES:

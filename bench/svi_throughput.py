@@ -43,6 +43,7 @@ import torch.nn.functional as F
 
 from vaezoo import data, inference, zoo
 from vaezoo.inference import compiled
+from vaezoo.provenance import code_header
 
 
 def mnist_train(device):
@@ -194,6 +195,7 @@ def main():
                     help="intra-op threads of torch and XLA (default: their own; 1 is steadier on a busy machine)")
     ap.add_argument("--warm-cache", action="store_true", help="let inductor use its on-disk caches (compile time then understated)")
     args = ap.parse_args()
+    print(code_header(), flush=True)
     if args.threads is not None:
         torch.set_num_threads(args.threads)
         if args.threads == 1 and hasattr(os, "sched_setaffinity"):

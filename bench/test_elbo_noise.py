@@ -20,6 +20,7 @@ import torch  # noqa: E402
 
 from vaezoo import runs  # noqa: E402
 from vaezoo.inference import Trainer  # noqa: E402
+from vaezoo.provenance import code_header  # noqa: E402
 
 
 def main(argv=None):
@@ -28,6 +29,7 @@ def main(argv=None):
     p.add_argument("--draws", type=int, default=8, help="evaluations, each under its own seed (default 8)")
     p.add_argument("--data-dir", default=None)
     args = p.parse_args(argv)
+    print(code_header(), flush=True)
     torch.set_num_threads(1)
     m, cfg, _ = runs.load_trained(args.run, torch.device("cpu"))
     test = runs.load_split(cfg, "test", args.data_dir)  # what the run evaluated each epoch

@@ -14,9 +14,11 @@ import torch
 
 from vaezoo import data
 from vaezoo.evaluation.quality import WEIGHTS, MNISTClassifier
+from vaezoo.provenance import code_header
 
 
 def main(epochs: int = 3, out: Path = WEIGHTS) -> None:
+    print(code_header(), flush=True)
     torch.manual_seed(0)
     train, test = data.load("mnist", split="train"), data.load("mnist", split="test")
     model = MNISTClassifier()

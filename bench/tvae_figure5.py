@@ -35,6 +35,7 @@ from vaezoo.compare.report import code_line  # noqa: E402
 from vaezoo.compare.settings import DEFAULT_FLAT as FLAT  # noqa: E402
 from vaezoo.fileio import write_json  # noqa: E402
 from vaezoo.inference import Trainer  # noqa: E402
+from vaezoo.provenance import code_header  # noqa: E402
 
 MODELS = ["vae", "tvae-affine", "tvae-tps", "dtvae-affine"]
 POSE_DIMS = {"vae": 0, "tvae-affine": 6, "tvae-affine5": 5, "tvae-tps": 18, "dtvae-affine": 6, "dtvae-tps": 18}
@@ -164,6 +165,7 @@ def main():
     ap.add_argument("--png", default="bench/tvae_figure5.png")
     ap.add_argument("--no-train", action="store_true", help="only report the cached runs")
     args = ap.parse_args()
+    print(code_header(), flush=True)
     torch.set_num_threads(1)
     train = data.load(args.data, split="train", binarize="dynamic")
     test = data.load(args.data, split="test", binarize="fixed")

@@ -50,6 +50,7 @@ from tvae_figure5 import POSE_DIMS, create, decompose  # noqa: E402
 from vaezoo import data, evaluation  # noqa: E402
 from vaezoo.fileio import write_json  # noqa: E402
 from vaezoo.inference import Trainer  # noqa: E402
+from vaezoo.provenance import code_header, source_commit  # noqa: E402
 
 
 def trained(name, args, train):
@@ -102,6 +103,7 @@ def finish(row, per_image, imp, path):
     for key, values in per_image.items():
         row[key], row[key + "_se"] = mean_se(values)
     row["khat_above_0.7"] = float((imp.khat > 0.7).double().mean())
+    row["code"] = source_commit()  # a cached row outlives the code that made it
     write_json(path, row)
     print(json.dumps(row), flush=True)
     return row
@@ -148,6 +150,7 @@ def main():
     ap.add_argument("--bdmc", type=int, default=None, metavar="N",
                     help="instead: BDMC on N images simulated from each trained entry (the gap sandwiched)")
     args = ap.parse_args()
+    print(code_header(), flush=True)
     torch.set_num_threads(1)
     train = data.load(args.data, split="train", binarize="dynamic")
     test = data.load(args.data, split="test", binarize="fixed")

@@ -15,6 +15,7 @@ from collections import defaultdict
 import numpy as np
 
 from vaezoo.compare.stats import t_interval
+from vaezoo.provenance import code_header
 
 FIGURES = {
     "test": [("log_px_is", "log p(x) IS"), ("log_px_ais", "log p(x) AIS"), ("elbo", "ELBO"), ("gap_is", "gap IS"),
@@ -34,6 +35,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("logs", nargs="+", help="outputs of bench/tvae_gap_ais.py")
     args = ap.parse_args()
+    print(code_header(), flush=True)
     rows = defaultdict(dict)  # (kind, model, settings) -> seed -> record
     for path in args.logs:
         for line in open(path):

@@ -73,7 +73,7 @@ from vaezoo.compare.settings import DEFAULT_FLAT as FLAT  # nats: the rise over 
 from vaezoo.compare.stats import t_interval
 from vaezoo.errors import CheckpointError
 from vaezoo.inference import Trainer, checkpoint
-from vaezoo.provenance import source_commit
+from vaezoo.provenance import code_header
 
 MODELS = ["vae", "tvae-affine", "tvae-tps", "dtvae-affine"]
 NETS = dict(hidden=(256, 256), activation="relu")
@@ -404,7 +404,7 @@ def main(argv=None):
     x_test = data.load(args.dataset, split="test", binarize="fixed", **load)
     y_train, y_test = x_train.targets.numpy(), x_test.targets.numpy()
     flat_train, flat_test = x_train.data.reshape(len(y_train), -1).numpy(), x_test.data.reshape(len(y_test), -1).numpy()
-    print(f"code: {source_commit() or 'not-a-checkout'}")
+    print(code_header())
     print(f"{args.dataset}, fixed binarization: {len(y_train)} train / {len(y_test)} test; probes on "
           f"{args.probe_n or len(y_train)} training images; {args.epochs} epochs of batch 100, {args.optimizer} lr {args.lr}, "
           f"seeds {seeds}, 1 thread", flush=True)

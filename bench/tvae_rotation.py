@@ -42,6 +42,7 @@ import torch  # noqa: E402
 
 from vaezoo import traces, zoo  # noqa: E402
 from vaezoo.nets.transformers import Affine5Transformer  # noqa: E402
+from vaezoo.provenance import code_header  # noqa: E402
 
 SIZE = 20
 MAX_DEGREES = 60.0
@@ -151,6 +152,7 @@ def main():
                     help="the tvae's pose prior (none: the paper's deterministic pose)")
     ap.add_argument("--controls", action="store_true", help="also the frozen-rotation tvae and a vae")
     args = ap.parse_args()
+    print(code_header(), flush=True)
     torch.set_num_threads(1)
     runs = [("tvae-affine5", False)] + ([("tvae-affine5", True), ("vae", False)] if args.controls else [])
     print("| model | seed | epochs | corr(psi, theta) | slope d psi / d theta | psi offset (deg) | corr(z, theta) | last loss | train s |")

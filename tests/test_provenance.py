@@ -44,3 +44,27 @@ def test_code_line_names_one_commit_or_counts_several():
     assert code_line([{"code": "abc"}, {"code": "def-dirty"}, {"code": "abc"}, {}, {"code": None, "epochs_done": 0}]) == (
         "Code: the cells were trained by different vaezoo code: abc (2 cells), def-dirty (1 cell), not recorded (1 cell).")
     assert code_line([{"epochs_done": 0}]) == "Code: no cell trained yet."  # a cell that never trained has no code
+
+
+def test_code_header_is_the_line_bench_logs_are_read_back_by(fresh, monkeypatch):
+    monkeypatch.setattr(provenance, "source_commit", lambda: "0123456789ab-dirty")
+    assert provenance.code_header() == "code: 0123456789ab-dirty"
+    monkeypatch.setattr(provenance, "source_commit", lambda: None)
+    assert provenance.code_header() == "code: not-a-checkout"
+
+
+# scripts that only read what other tools measured (their inputs name the code that made them)
+READERS = {"budget_change.py", "joined_compare.py", "sos_vae_table.py", "gpu_estimate.py", "rho_latent_sweep.py"}
+
+
+def test_every_measuring_bench_script_prints_its_code():
+    """A bench log cannot be tied to its code unless the script says which code ran (a recorded
+    MaskAAE log once turned out to come from code never committed)."""
+    bench = provenance.ROOT / "bench"
+    if not bench.is_dir():
+        pytest.skip("not a checkout: no bench/")
+    scripts = {p.name: p.read_text() for p in bench.glob("*.py")}
+    assert READERS <= set(scripts), READERS - set(scripts)  # a renamed reader must be renamed here too
+    silent = [name for name, text in scripts.items()
+              if name not in READERS and "print(code_header()" not in text]
+    assert not silent, f"bench scripts that do not print code_header(): {silent}"

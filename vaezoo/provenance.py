@@ -35,3 +35,9 @@ def source_commit() -> Optional[str]:
         return None
     changed = _git("diff", "--quiet", "HEAD", "--")  # exit status 1: tracked files differ from HEAD
     return head.stdout.strip() + ("-dirty" if changed is not None and changed.returncode == 1 else "")
+
+
+def code_header() -> str:
+    """``code: <commit>`` (``not-a-checkout`` outside a checkout): the first line a bench script prints,
+    so that its log names the code that made it (``bench/tvae_probe.py --from-logs`` reads it back)."""
+    return f"code: {source_commit() or 'not-a-checkout'}"
