@@ -10,8 +10,6 @@ steps: where it rises above the IS estimate, IS underestimates log p(x) by at le
 import argparse
 import time
 
-import torch
-
 from vaezoo import data, evaluation, zoo
 from vaezoo.inference import checkpoint as ckpt
 from vaezoo.provenance import code_header

@@ -85,6 +85,7 @@ def run_one(name, seed, args, train, test):
         "decoder_params": count(m.model.decoder),
         "encoder_outputs": int(m.guide.encoder(test.data[:1]).shape[-1]),
         "epoch_seconds": statistics.mean(r["seconds"] for r in trainer.history),
+        "train_seconds": train_seconds,
         "gen10k_seconds": gen_seconds,
         "test_elbo": -test_terms["loss"],
         "log_px": float(result.log_px.mean()),
