@@ -22,7 +22,7 @@ import json
 import sys
 from pathlib import Path
 
-from vaezoo.compare.budget import MEASURES, VERSUS_BASELINE, budget_changes, shown as cell
+from vaezoo.compare.budget import MEASURES, VERSUS_BASELINE, budget_changes, shown as cell, stability_shown
 from vaezoo.compare.joined import joined_board
 from vaezoo.errors import ConfigError
 
@@ -55,13 +55,20 @@ def main(argv=None) -> None:
     epochs = [b["settings"].get("epochs") for b in boards]
     print(f"Budgets: {epochs[0]} -> {epochs[1]} epochs; change = longer - shorter, 95% t-interval over seeds "
           "(per seed in brackets).\n")
-    cols = [f"Δ {TITLES[k]}" for k in MEASURES] + [f"Δ of ({TITLES[k]} - `{args.baseline}`)" for k in VERSUS_BASELINE]
+    cols = ([f"Δ {TITLES[k]}" for k in MEASURES] + [f"Δ of ({TITLES[k]} - `{args.baseline}`)" for k in VERSUS_BASELINE]
+            + [f"clause on {TITLES[k]} - `{args.baseline}`" for k in VERSUS_BASELINE])
     print("| entry | seeds | " + " | ".join(cols) + " |")
     print("|" + " --- |" * (2 + len(cols)))
     for name, row in rows.items():
         vs = [("baseline" if name == args.baseline else cell(row["versus_baseline"].get(k))) for k in VERSUS_BASELINE]
+        clause = [("-" if k not in row["clause"] else stability_shown(row["clause"][k])) for k in VERSUS_BASELINE]
         print(f"| `{name}` | {', '.join(map(str, row['seeds']))} | "
-              + " | ".join([cell(row["change"][k]) for k in MEASURES] + vs) + " |")
+              + " | ".join([cell(row["change"][k]) for k in MEASURES] + vs + clause) + " |")
+    print("\nclause: the budget-stability clause of bench/RESULTS.md on the difference from the baseline "
+          "((a) its interval excludes 0 on the same side at both budgets, (b) its change's interval includes 0, "
+          "(c) the change is smaller than the difference at the longer budget; `fails (...)` names the parts that fail).")
+    if None not in epochs and 3 * epochs[1] < 5 * epochs[0]:
+        print(f"The clause needs the longer budget at least 5/3 of the shorter; {epochs[1]} is not, so it gives no verdict here.")
 
 
 if __name__ == "__main__":

@@ -37,6 +37,7 @@ import pyro
 import torch
 
 from vaezoo import data, zoo
+from vaezoo.compare.budget import stability, stability_shown
 from vaezoo.compare.stats import paired_over_seeds, t_interval
 from vaezoo.evaluation.frechet import data_frechet_distance as frechet_distance
 from vaezoo.inference import Trainer
@@ -206,8 +207,8 @@ def budget_change_table(short, long):
                          "expected the longer budget after --versus")
     lines = [f"Budgets: {short.steps} -> {long.steps} steps (overrides: {short.overrides} -> {long.overrides}). "
              "Each column over the seeds both budgets have; change = longer minus shorter, paired by seed.", "",
-             "| n | m | pair | seeds | shorter budget | longer budget | change (longer - shorter) |",
-             "| --- | --- | --- | ---: | --- | --- | --- |"]
+             "| n | m | pair | seeds | shorter budget | longer budget | change (longer - shorter) | clause |",
+             "| --- | --- | --- | ---: | --- | --- | --- | --- |"]
     longer = {(r["n"], r["m"], r["entry"], r["other"]): r for r in paired_rows(long)}
     for r in paired_rows(short):
         other = longer.get((r["n"], r["m"], r["entry"], r["other"]))
@@ -215,11 +216,17 @@ def budget_change_table(short, long):
         if not shared:
             continue
         a, b = ([d.per_seed[s] for s in shared] for d in (r["diff"], other["diff"]))
+        clause = stability_shown(stability(dict(zip(shared, a)), dict(zip(shared, b))))
         lines.append(f"| {r['n']} | {r['m']} | {r['entry']} - {r['other']} | {len(shared)} | {_ci_of(a)} | {_ci_of(b)} "
-                     f"| {_ci_of([y - x for x, y in zip(a, b)])} |")
+                     f"| {_ci_of([y - x for x, y in zip(a, b)])} | {clause} |")
     if len(lines) == 4:
         raise ValueError("the two budgets share no (n, m, pair, seed); expected the same settings and seeds at both")
-    return "\n".join(lines)
+    note = ("clause: the budget-stability clause of bench/RESULTS.md on the paired difference ((a) excludes 0 on the "
+            "same side at both budgets, (b) the change's interval includes 0, (c) the change is smaller than the "
+            "difference at the longer budget)")
+    if 3 * long.steps < 5 * short.steps:
+        note += f"; it needs the longer budget at least 5/3 of the shorter, and {long.steps} steps is not, so it gives no verdict here"
+    return "\n".join(lines + ["", note + "."])
 
 
 def main(argv=None):

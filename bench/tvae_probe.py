@@ -67,7 +67,7 @@ from sklearn.model_selection import StratifiedKFold, cross_val_score, train_test
 from sklearn.svm import LinearSVC
 
 from vaezoo import data, traces, zoo
-from vaezoo.compare.budget import shown
+from vaezoo.compare.budget import shown, stability, stability_shown
 from vaezoo.compare.measures import convergence, flatness, read_metrics, tenths_change
 from vaezoo.compare.settings import DEFAULT_FLAT as FLAT  # nats: the rise over the last tenth of a flat curve
 from vaezoo.compare.stats import t_interval
@@ -76,6 +76,8 @@ from vaezoo.inference import Trainer, checkpoint
 from vaezoo.provenance import code_header
 
 MODELS = ["vae", "tvae-affine", "tvae-tps", "dtvae-affine"]
+#: the paper's Table 1 at dim z = 8: the 9-fold CV mean accuracy (%) of the linear SVM, by entry
+PAPER_CV8 = {"vae": 87.70, "tvae-affine": 89.30, "tvae-tps": 88.42, "dtvae-affine": 93.56}
 NETS = dict(hidden=(256, 256), activation="relu")
 
 
@@ -233,6 +235,32 @@ def budget_summary(rows, models, seeds, epochs):
             before, after = (paired([r for r in rows if r["epoch"] == e], "cv", a, b, seeds) for e in (e0, e1))
             cells.append(interval([after[s] - before[s] for s in seeds if s in before and s in after]))
         print(f"| {a} - {b} | " + " | ".join(cells) + " |")
+    clause_table(rows, models, seeds, steps)
+
+
+def clause_table(rows, models, seeds, steps):
+    """The budget-stability clause of bench/RESULTS.md (:func:`vaezoo.compare.budget.stability`) on
+    each CV difference between probed epochs at least 5/3 apart, against 0 (its sign) and, at dim z
+    = 8, against the paper's Table 1 gap (its size)."""
+    steps = [(e0, e1) for e0, e1 in steps if 3 * e1 >= 5 * e0]
+    if not steps:
+        return
+    print("\nbudget-stability clause on each CV difference (bench/RESULTS.md: (a) the interval excludes the "
+          "reference on the same side at both epochs, (b) the change's interval includes 0, (c) the change "
+          "is smaller than the distance from the reference at the later epoch)")
+    print("| difference | reference | " + " | ".join(f"{e0} -> {e1}" for e0, e1 in steps) + " |")
+    print("| --- | --- |" + " --- |" * len(steps))
+    dims = {r["input"].rsplit("(", 1)[-1].rstrip(")") for r in rows if r.get("model")}
+    for a, b in pairs_of(models):
+        refs = [("0", 0.0)]
+        if dims == {"8"}:
+            refs.append((f"the paper's {PAPER_CV8[a] - PAPER_CV8[b]:+.2f}", PAPER_CV8[a] - PAPER_CV8[b]))
+        for label, against in refs:
+            cells = []
+            for e0, e1 in steps:
+                before, after = (paired([r for r in rows if r["epoch"] == e], "cv", a, b, seeds) for e in (e0, e1))
+                cells.append(stability_shown(stability(before, after, against=against)))
+            print(f"| {a} - {b} | {label} | " + " | ".join(cells) + " |")
 
 
 def row_line(row, elbo=None):

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from vaezoo.compare.budget import budget_changes
+from vaezoo.compare.budget import budget_changes, stability, stability_shown
 from vaezoo.errors import ConfigError
 
 
@@ -59,3 +59,36 @@ def test_one_seed_has_no_interval_and_a_missing_entry_is_refused():
     assert s["mean"] == 0.5 and math.isnan(s["low"]) and math.isnan(s["high"])
     with pytest.raises(ConfigError, match="'iwae' is not in both comparisons; expected one of vae, rho"):
         budget_changes(SHORT, LONG, entries=["iwae"])
+
+
+def test_clause_on_the_difference_from_the_baseline_is_read_per_figure():
+    out = budget_changes(SHORT, LONG, baseline="vae")
+    assert out["vae"]["clause"] == {}
+    fd, lp = out["rho"]["clause"]["fd_samples"], out["rho"]["clause"]["log_px"]
+    # FD gap +30, +30 -> +15, +17: above 0 at both, but it moved by -14 [-26.7, -1.3]: (b) fails
+    assert fd["seeds"] == [0, 1] and fd["a"] and not fd["b"] and stability_shown(fd) == "fails (b)"
+    # log p(x) gap +1, +1 -> +2, +1: the longer interval (two seeds, t = 12.7) reaches below 0
+    assert not lp["a"] and lp["b"] and lp["c"] and stability_shown(lp) == "fails (a)"
+
+
+def test_stability_holds_only_with_all_three_parts():
+    held = stability({0: 2.0, 1: 2.5, 2: 3.0, 7: 9.0}, {0: 2.2, 1: 2.4, 2: 3.1})  # seed 7: shorter only
+    assert held["seeds"] == [0, 1, 2]
+    for key, values in (("shorter", [2.0, 2.5, 3.0]), ("longer", [2.2, 2.4, 3.1]), ("change", [0.2, -0.1, 0.1])):
+        s = held[key]
+        assert (s["mean"], s["low"], s["high"]) == pytest.approx(_t(values), abs=1e-12)
+    assert held["holds"] and held["side"] == 1 and stability_shown(held) == "holds (above 0)"
+    # the same differences read against a published size above them: below it at both budgets
+    size = stability({0: 2.0, 1: 2.5, 2: 3.0}, {0: 2.2, 1: 2.4, 2: 3.1}, against=4.26)
+    assert size["holds"] and size["side"] == -1 and stability_shown(size) == "holds (below +4.26)"
+    # (b): the difference grew on every seed
+    grew = stability({0: 2.0, 1: 2.5, 2: 3.0}, {0: 3.0, 1: 3.6, 2: 3.9})
+    assert grew["a"] and not grew["b"] and stability_shown(grew) == "fails (b)"
+    # (c): the change's interval includes 0, but its mean (-2) is larger than the difference (+1)
+    shrank = stability({0: 2.0, 1: 3.0, 2: 4.0}, {0: 1.1, 1: 1.0, 2: 0.9})
+    assert shrank["a"] and shrank["b"] and not shrank["c"] and stability_shown(shrank) == "fails (c)"
+    # (a): above 0 at the shorter budget, below at the longer
+    flipped = stability({0: 2.0, 1: 2.1, 2: 2.2}, {0: -2.0, 1: -2.1, 2: -2.2})
+    assert flipped["side"] == 0 and not flipped["a"] and stability_shown(flipped) == "fails (a, b, c)"
+    one = stability({0: 2.0}, {0: 2.1})
+    assert not one["holds"] and stability_shown(one) == "no interval (under 2 seeds)"

@@ -6,6 +6,8 @@ import numpy as np
 import pytest
 from scipy import stats
 
+from vaezoo.compare.budget import stability, stability_shown
+
 # FD per (budget, entry, seed) at n = 4, m = 8; the mask's active dimensions are 4, 5, 3
 FD = {
     (1920, "mask-aae"): [1.5, 2.0, 2.6], (1920, "mask-aae-open"): [2.5, 2.1, 3.0],
@@ -86,7 +88,8 @@ def test_budget_change_is_the_longer_minus_the_shorter_by_seed(bench, tmp_path):
     table = bench.budget_change_table(short, long)
     row = [line for line in table.splitlines() if line.startswith("| 4 | 8 |")]
     assert row == ["| 4 | 8 | mask-aae - mask-aae-open | 3 | " + " | ".join(
-        "{:+.2f} [{:+.2f}, {:+.2f}]".format(*interval(d)) for d in (at[1920], at[3840], at[3840] - at[1920])) + " |"]
+        "{:+.2f} [{:+.2f}, {:+.2f}]".format(*interval(d)) for d in (at[1920], at[3840], at[3840] - at[1920]))
+        + " | " + stability_shown(stability(dict(enumerate(at[1920])), dict(enumerate(at[3840])))) + " |"]
     assert table.startswith("Budgets: 1920 -> 3840 steps")
     with pytest.raises(ValueError, match="expected the longer budget after --versus"):
         bench.budget_change_table(long, short)

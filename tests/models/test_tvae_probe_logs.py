@@ -79,6 +79,13 @@ def test_from_logs_prints_the_paired_differences_and_their_change(bench, logs, c
     change = out.split("change of each CV difference")[1].split("\n\n")[0]
     assert f"| dtvae-affine - tvae-affine | {interval(np.subtract(d40, d20))}" in change
     assert "20 -> 40" in change
+    # the budget-stability clause, by hand: DTVAE - TVAE +0.33 [-0.84, +1.51] -> +1.33 [-0.32, +2.99], a change of
+    # +1.00 [+0.50, +1.50]; TVAE - VAE +5.97 -> +5.90, both tight and far above 0 and above the paper's +1.60
+    clause = out.split("budget-stability clause on each CV difference")[1].split("\n\n")[0]
+    assert "| dtvae-affine - tvae-affine | 0 | fails (a, b) |" in clause
+    assert "| dtvae-affine - tvae-affine | the paper's +4.26 | fails (b) |" in clause
+    assert "| tvae-affine - vae | 0 | holds (above 0) |" in clause
+    assert "| tvae-affine - vae | the paper's +1.60 | holds (above +1.6) |" in clause
     assert "| dtvae-affine | 2 | -88.00 | +0.300 | not converged |" in out
     assert "| tvae-tps | 2 | -101.46 | -1.994 | falling |" in out
 

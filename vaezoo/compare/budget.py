@@ -89,8 +89,9 @@ def budget_changes(shorter: dict, longer: dict, baseline: str = "vae",
     """``{entry: {"seeds": [...], "change": {figure: summary}, "versus_baseline": {figure: summary}}}``
     from two leaderboards (``leaderboard.json``'s contents); a summary is ``{"mean", "low", "high",
     "per_seed"}`` (``low``/``high`` NaN with one seed) or None where no seed has the figure at both
-    budgets. ``versus_baseline`` is empty for the baseline itself or where the baseline is missing. An
-    entry asked for that is not in both is a ConfigError."""
+    budgets. ``versus_baseline`` is empty for the baseline itself or where the baseline is missing;
+    ``clause`` holds, for the same figures, :func:`stability`'s reading of the difference from the
+    baseline. An entry asked for that is not in both is a ConfigError."""
     a, b = _cells(shorter), _cells(longer)
     common = [e for e in b if e in a]
     for name in entries or []:
@@ -100,10 +101,59 @@ def budget_changes(shorter: dict, longer: dict, baseline: str = "vae",
     for name in entries or common:
         row = {"seeds": sorted(set(a[name]) & set(b[name])),
                "change": {k: _change(a[name], b[name], f) for k, f in MEASURES.items()},
-               "versus_baseline": {}}
+               "versus_baseline": {}, "clause": {}}
         if name != baseline and baseline in a and baseline in b:
             for k in VERSUS_BASELINE:
                 short, long = _gaps(a[name], a[baseline], MEASURES[k]), _gaps(b[name], b[baseline], MEASURES[k])
                 row["versus_baseline"][k] = _change(short, long, lambda c: c)
+                row["clause"][k] = stability({s: v for s, v in short.items() if v is not None},
+                                             {s: v for s, v in long.items() if v is not None})
         out[name] = row
     return out
+
+
+def stability(shorter: Dict[int, float], longer: Dict[int, float], against: float = 0.0) -> dict:
+    """The budget-stability clause of ``bench/RESULTS.md``, read on one paired difference given by
+    seed (``{seed: difference}``) at a shorter and a longer budget of the same comparison, over the
+    seeds both budgets have:
+
+    (a) the difference's 95% t-interval excludes ``against`` on the same side at both budgets;
+    (b) its change, longer minus shorter (paired by seed), has an interval that includes 0;
+    (c) that change is smaller in size than the difference's distance from ``against`` at the longer
+        budget.
+
+    ``against`` is 0 for the sign of a difference, or a published figure (a paper's gap, say) for a
+    claimed size. Returns ``{"seeds", "shorter", "longer", "change"}`` (summaries as
+    :func:`budget_changes` gives them), ``"a"``, ``"b"``, ``"c"`` (bools), ``"holds"`` (all three),
+    ``"side"`` (+1: above ``against`` at both budgets, -1: below at both, 0: neither) and ``"against"``.
+    Under two seeds there is no interval and every part fails. Whether the budgets qualify (the longer
+    at least 5/3 of the shorter, the same protocol otherwise) is the caller's to check."""
+    seeds = sorted(set(shorter) & set(longer))
+    short = _summary({s: float(shorter[s]) for s in seeds})
+    long = _summary({s: float(longer[s]) for s in seeds})
+    change = _summary({s: float(longer[s]) - float(shorter[s]) for s in seeds})
+    out = {"seeds": seeds, "shorter": short, "longer": long, "change": change, "against": against,
+           "a": False, "b": False, "c": False, "holds": False, "side": 0}
+    if len(seeds) < 2:
+        return out
+
+    def side(summary):  # +1 / -1 where the interval lies wholly above / below ``against``
+        return 1 if summary["low"] > against else -1 if summary["high"] < against else 0
+
+    out["side"] = side(short) if side(short) == side(long) else 0
+    out["a"] = out["side"] != 0
+    out["b"] = change["low"] <= 0.0 <= change["high"]
+    out["c"] = abs(change["mean"]) < abs(long["mean"] - against)
+    out["holds"] = out["a"] and out["b"] and out["c"]
+    return out
+
+
+def stability_shown(result: dict) -> str:
+    """:func:`stability`'s reading as a table cell: ``holds (above 0)`` or ``fails (a, c)`` naming
+    the parts that fail."""
+    where = f"{result['against']:+g}" if result["against"] else "0"
+    if result["holds"]:
+        return f"holds ({'above' if result['side'] > 0 else 'below'} {where})"
+    if len(result["seeds"]) < 2:
+        return "no interval (under 2 seeds)"
+    return "fails (" + ", ".join(k for k in "abc" if not result[k]) + ")"
