@@ -35,6 +35,7 @@ import torch  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
 from vaezoo import zoo  # noqa: E402
+from vaezoo.provenance import code_header  # noqa: E402
 
 #: dataset -> (image shape, training images)
 DATA = {"celeba": ((3, 64, 64), 162_770), "cifar10": ((3, 32, 32), 50_000)}
@@ -78,6 +79,7 @@ def main():
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--steps", type=int, default=2, help="timed steps per entry, at the run's batch (after one warm-up)")
     args = ap.parse_args()
+    print(code_header(), flush=True)
     torch.set_num_threads(args.threads)
     print(f"| data | entry | epochs x batch | steps | GFLOP / image (fwd+bwd) | CPU ms / image ({args.threads} thread) "
           f"| CPU-hours (measured) | GPU-hours (assumed: {args.rate:g} TFLOP/s, >= {args.step_ms:g} ms a step) |")

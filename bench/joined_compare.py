@@ -18,7 +18,7 @@ from pathlib import Path
 
 from vaezoo.compare.budget import VERSUS_BASELINE, shown
 from vaezoo.compare.joined import joined_differences
-from vaezoo.compare.report import code_header
+from vaezoo.compare.report import code_line
 from vaezoo.errors import ConfigError
 
 
@@ -48,7 +48,7 @@ def main(argv=None) -> None:
         diffs = ["baseline", "baseline"] if name == args.baseline else [
             shown(row["versus_baseline"][k]) for k in VERSUS_BASELINE]
         print(f"| `{name}` | {', '.join(map(str, row['seeds']))} | {diffs[0]} | {diffs[1]} | {flags} |")
-    print("\n" + code_header([c for b in boards for c in b["cells"] if c.get("entry") in rows and c.get("status") == "ok"]))
+    print("\n" + code_line([c for b in boards for c in b["cells"] if c.get("entry") in rows and c.get("status") == "ok"]))
 
 
 if __name__ == "__main__":

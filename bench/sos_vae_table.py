@@ -16,12 +16,14 @@ import torch
 from vaezoo import data, zoo
 from vaezoo.evaluation.quality import frechet_distance
 from vaezoo.inference import Trainer
+from vaezoo.provenance import code_header
 
 
 def main(epochs: int = 5, seed: int = 0, dataset: str = "mnist-small") -> None:
     torch.set_num_threads(1)
     train = data.load(dataset, split="train")
     test = data.load(dataset, split="test").data
+    print(code_header(), flush=True)
     print(f"{dataset}, {epochs} epochs, batch 64, Adam lr 1e-3, seed {seed}, float32, 1 thread")
     print("| model | test ELBO | KL | entropy | FID means | FID samples | train s |")
     print("| --- | --- | --- | --- | --- | --- | --- |")

@@ -253,7 +253,7 @@ def clause_table(rows, models, seeds, steps):
     dims = {r["input"].rsplit("(", 1)[-1].rstrip(")") for r in rows if r.get("model")}
     for a, b in pairs_of(models):
         refs = [("0", 0.0)]
-        if dims == {"8"}:
+        if dims == {"8"} and a in PAPER_CV8 and b in PAPER_CV8:
             refs.append((f"the paper's {PAPER_CV8[a] - PAPER_CV8[b]:+.2f}", PAPER_CV8[a] - PAPER_CV8[b]))
         for label, against in refs:
             cells = []

@@ -85,7 +85,10 @@ def test_from_logs_prints_the_paired_differences_and_their_change(bench, logs, c
     assert "| dtvae-affine - tvae-affine | 0 | fails (a, b) |" in clause
     assert "| dtvae-affine - tvae-affine | the paper's +4.26 | fails (b) |" in clause
     assert "| tvae-affine - vae | 0 | holds (above 0) |" in clause
-    assert "| tvae-affine - vae | the paper's +1.60 | holds (above +1.6) |" in clause
+    assert "| tvae-affine - vae | the paper's +1.60 | holds (above +1.60) |" in clause
+    bench.clause_table(rows(), ["vae", "tvae-affine", "tvae-tps5"], [0, 1, 2], [(20, 30)])  # under 5/3 apart: no table
+    bench.clause_table(rows(), ["vae", "tvae-affine5"], [0, 1, 2], [(20, 40)])  # an entry the paper's table lacks
+    assert "the paper's" not in capsys.readouterr().out
     assert "| dtvae-affine | 2 | -88.00 | +0.300 | not converged |" in out
     assert "| tvae-tps | 2 | -101.46 | -1.994 | falling |" in out
 

@@ -112,6 +112,10 @@ def budget_changes(shorter: dict, longer: dict, baseline: str = "vae",
     return out
 
 
+#: the fewest seeds a verdict rests on (bench/RESULTS.md's rule), so the fewest the clause reads
+MIN_SEEDS = 3
+
+
 def stability(shorter: Dict[int, float], longer: Dict[int, float], against: float = 0.0) -> dict:
     """The budget-stability clause of ``bench/RESULTS.md``, read on one paired difference given by
     seed (``{seed: difference}``) at a shorter and a longer budget of the same comparison, over the
@@ -126,15 +130,16 @@ def stability(shorter: Dict[int, float], longer: Dict[int, float], against: floa
     claimed size. Returns ``{"seeds", "shorter", "longer", "change"}`` (summaries as
     :func:`budget_changes` gives them), ``"a"``, ``"b"``, ``"c"`` (bools), ``"holds"`` (all three),
     ``"side"`` (+1: above ``against`` at both budgets, -1: below at both, 0: neither) and ``"against"``.
-    Under two seeds there is no interval and every part fails. Whether the budgets qualify (the longer
+    Seeds with a non-finite value at either budget are left out; under :data:`MIN_SEEDS` seeds (the
+    rule's least for any verdict) every part fails. Whether the budgets qualify (the longer
     at least 5/3 of the shorter, the same protocol otherwise) is the caller's to check."""
-    seeds = sorted(set(shorter) & set(longer))
+    seeds = sorted(s for s in set(shorter) & set(longer) if math.isfinite(shorter[s]) and math.isfinite(longer[s]))
     short = _summary({s: float(shorter[s]) for s in seeds})
     long = _summary({s: float(longer[s]) for s in seeds})
     change = _summary({s: float(longer[s]) - float(shorter[s]) for s in seeds})
     out = {"seeds": seeds, "shorter": short, "longer": long, "change": change, "against": against,
            "a": False, "b": False, "c": False, "holds": False, "side": 0}
-    if len(seeds) < 2:
+    if len(seeds) < MIN_SEEDS:
         return out
 
     def side(summary):  # +1 / -1 where the interval lies wholly above / below ``against``
@@ -151,9 +156,9 @@ def stability(shorter: Dict[int, float], longer: Dict[int, float], against: floa
 def stability_shown(result: dict) -> str:
     """:func:`stability`'s reading as a table cell: ``holds (above 0)`` or ``fails (a, c)`` naming
     the parts that fail."""
-    where = f"{result['against']:+g}" if result["against"] else "0"
+    where = f"{result['against']:+.2f}" if result["against"] else "0"
     if result["holds"]:
         return f"holds ({'above' if result['side'] > 0 else 'below'} {where})"
-    if len(result["seeds"]) < 2:
-        return "no interval (under 2 seeds)"
+    if len(result["seeds"]) < MIN_SEEDS:
+        return f"no verdict (under {MIN_SEEDS} seeds)"
     return "fails (" + ", ".join(k for k in "abc" if not result[k]) + ")"
