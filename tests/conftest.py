@@ -35,7 +35,7 @@ def signal_when_checkpointed():
     return _signal_when_checkpointed
 
 
-def _signal_when_checkpointed(argv, checkpoint, signum, start_timeout=180, stop_timeout=120):
+def _signal_when_checkpointed(argv, checkpoint, signum, start_timeout=600, stop_timeout=300):
     """Runs ``argv`` (a ``python -m vaezoo ...`` command) as a process of its own with this test run's
     ``sys.path``, sends it ``signum`` once ``checkpoint`` exists (what a scheduler's preemption, a
     ``kill`` or a ``timeout`` does), and returns ``(returncode, stderr)``."""

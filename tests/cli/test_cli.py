@@ -157,10 +157,10 @@ def test_train_and_resume_under_torchrun(tmp_path):
             "--n-train", "300", "--eval-samples", "0", "--quiet", "--out", str(run)]
     # a failing process's own message comes before torchrun's long summary: show both
     shown = lambda r: r.stderr if len(r.stderr) < 5000 else r.stderr[:3000] + "\n[...]\n" + r.stderr[-2000:]  # noqa: E731
-    r = subprocess.run(base + ["--epochs", "1"], capture_output=True, text=True, env=env, timeout=300)
+    r = subprocess.run(base + ["--epochs", "1"], capture_output=True, text=True, env=env, timeout=600)
     assert r.returncode == 0, shown(r)
     assert "2 processes" in r.stderr and r.stdout.count("run directory:") == 1  # rank 0 alone reports
-    r = subprocess.run(base + ["--epochs", "2", "--resume"], capture_output=True, text=True, env=env, timeout=300)
+    r = subprocess.run(base + ["--epochs", "2", "--resume"], capture_output=True, text=True, env=env, timeout=600)
     assert r.returncode == 0, shown(r)
     epochs = [json.loads(line)["epoch"] for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert epochs == [1, 2] and (run / "samples.png").exists()
@@ -171,7 +171,7 @@ def test_train_and_resume_under_torchrun(tmp_path):
     assert cli.main(evaluate) == 0
     name = "eval-test-n17-K100-seed0"
     one = dict(np.load(run / f"{name}.npz"))
-    r = subprocess.run(base[:base.index("train")] + ["--"] + evaluate, capture_output=True, text=True, env=env, timeout=300)
+    r = subprocess.run(base[:base.index("train")] + ["--"] + evaluate, capture_output=True, text=True, env=env, timeout=600)
     assert r.returncode == 0, shown(r)
     assert r.stdout.count(f"{name}.json") == 1  # rank 0 alone writes
     two = np.load(run / f"{name}.npz")

@@ -301,7 +301,7 @@ def test_sigterm_to_a_training_process(tmp_path, signal_when_checkpointed):
     argv = [sys.executable, "-m", "vaezoo", "train", "--out", str(run), "--dataset", "digits", "--n-train", "64",
             "--epochs", "100000", "--eval-samples", "0", "--quiet", "--device", "cpu",
             "--no-compile"]  # eager: this is about the signal, not about compiling (seconds of it)
-    returncode, err = signal_when_checkpointed(argv, run / "checkpoint.pt", signal.SIGTERM, start_timeout=120, stop_timeout=60)
+    returncode, err = signal_when_checkpointed(argv, run / "checkpoint.pt", signal.SIGTERM, start_timeout=600, stop_timeout=300)
     assert returncode == 143 and "Traceback" not in err, err
     assert err.strip().splitlines()[-1].startswith("vaezoo train: interrupted; the last checkpoint is kept (SIGTERM")
     assert not (run / runlock.LOCK).exists() and not list(run.glob(".*.part"))

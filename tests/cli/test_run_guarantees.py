@@ -170,7 +170,7 @@ def test_second_process_is_refused_naming_the_owner(run, tmp_path, capsys):
     before = hashes(run)
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
     r = subprocess.run([sys.executable, "-m", "vaezoo", "train", "--resume", "--out", str(run), "--epochs", "3"] + TINY[6:],
-                       capture_output=True, text=True, env=env, timeout=120)
+                       capture_output=True, text=True, env=env, timeout=600)
     assert r.returncode == 2
     assert "Traceback" not in r.stderr and r.stderr.strip().count("\n") == 0, r.stderr
     assert f"in use by process {os.getpid()} on {socket.gethostname()}" in r.stderr
