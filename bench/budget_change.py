@@ -22,7 +22,8 @@ import json
 import sys
 from pathlib import Path
 
-from vaezoo.compare.budget import MEASURES, VERSUS_BASELINE, budget_changes, shown as cell, stability_shown
+from vaezoo.compare.budget import (CLAUSE_LEGEND, MEASURES, VERSUS_BASELINE, budget_changes, budgets_qualify,
+                                   shown as cell, stability_shown)
 from vaezoo.compare.joined import joined_board
 from vaezoo.errors import ConfigError
 
@@ -64,10 +65,8 @@ def main(argv=None) -> None:
         clause = [("-" if k not in row["clause"] else stability_shown(row["clause"][k])) for k in VERSUS_BASELINE]
         print(f"| `{name}` | {', '.join(map(str, row['seeds']))} | "
               + " | ".join([cell(row["change"][k]) for k in MEASURES] + vs + clause) + " |")
-    print("\nclause: the budget-stability clause of bench/RESULTS.md on the difference from the baseline "
-          "((a) its interval excludes 0 on the same side at both budgets, (b) its change's interval includes 0, "
-          "(c) the change is smaller than the difference at the longer budget; `fails (...)` names the parts that fail).")
-    if None not in epochs and 3 * epochs[1] < 5 * epochs[0]:
+    print(f"\nclause, on the difference from the baseline: {CLAUSE_LEGEND}.")
+    if None not in epochs and not budgets_qualify(*epochs):
         print(f"The clause needs the longer budget at least 5/3 of the shorter; {epochs[1]} is not, so it gives no verdict here.")
 
 

@@ -37,11 +37,11 @@ import pyro
 import torch
 
 from vaezoo import data, zoo
-from vaezoo.compare.budget import stability, stability_shown
+from vaezoo.compare.budget import CLAUSE_LEGEND, budgets_qualify, stability, stability_shown
 from vaezoo.compare.stats import paired_over_seeds, t_interval
 from vaezoo.evaluation.frechet import data_frechet_distance as frechet_distance
 from vaezoo.inference import Trainer
-from vaezoo.provenance import code_header, source_commit
+from vaezoo.provenance import code_header
 
 NETS = {"hidden": (64, 64)}  # small networks: the budget is minutes on one CPU thread
 CRITIC = {"critic_hidden": (64, 64)}
@@ -221,10 +221,8 @@ def budget_change_table(short, long):
                      f"| {_ci_of([y - x for x, y in zip(a, b)])} | {clause} |")
     if len(lines) == 4:
         raise ValueError("the two budgets share no (n, m, pair, seed); expected the same settings and seeds at both")
-    note = ("clause: the budget-stability clause of bench/RESULTS.md on the paired difference ((a) excludes 0 on the "
-            "same side at both budgets, (b) the change's interval includes 0, (c) the change is smaller than the "
-            "difference at the longer budget)")
-    if 3 * long.steps < 5 * short.steps:
+    note = f"clause, on the paired difference: {CLAUSE_LEGEND}"
+    if not budgets_qualify(short.steps, long.steps):
         note += f"; it needs the longer budget at least 5/3 of the shorter, and {long.steps} steps is not, so it gives no verdict here"
     return "\n".join(lines + ["", note + "."])
 
@@ -264,7 +262,7 @@ def main(argv=None):
     overrides = dict(kv.split("=", 1) for kv in args.set)
     steps = args.epochs * (args.train // args.batch_size)
     print(code_header())
-    code = source_commit() or "not-a-checkout"
+    code = code_header().removeprefix("code: ")  # the commit alone, as the logs read back give it
     print(f"budget: {args.epochs} epochs x {args.train // args.batch_size} steps of {args.batch_size} = {steps} steps; "
           f"mask-aae* overrides {overrides or 'none'}")
     rows, runs = [], Logs()

@@ -114,6 +114,16 @@ def budget_changes(shorter: dict, longer: dict, baseline: str = "vae",
 
 #: the fewest seeds a verdict rests on (bench/RESULTS.md's rule), so the fewest the clause reads
 MIN_SEEDS = 3
+#: what a table of :func:`stability_shown` cells says under it
+CLAUSE_LEGEND = ("the budget-stability clause of bench/RESULTS.md: (a) the difference's interval excludes the "
+                 "reference (0 unless stated) on the same side at both budgets, (b) its change's interval includes 0, "
+                 "(c) the change is smaller than the difference's distance from the reference at the longer budget; "
+                 "`fails (...)` names the parts that fail")
+
+
+def budgets_qualify(shorter: float, longer: float) -> bool:
+    """Whether the clause may read two budgets (epochs or steps): the longer at least 5/3 of the shorter."""
+    return 3 * longer >= 5 * shorter
 
 
 def stability(shorter: Dict[int, float], longer: Dict[int, float], against: float = 0.0) -> dict:
