@@ -16,9 +16,10 @@ The tvae's own |corr(z, theta)| is printed too (small when the pose, not z, expl
 
 Measured (2,000 train / 500 held-out images, Adam 5e-3, batch 100, 1 thread, 2-4 s per run on a busy
 2-core CPU): after 1 epoch corr(psi, theta) is already 0.95-0.99 but the slope only 0.2-0.3, so the
-correlation alone is a weak check; after 10 epochs seeds 0, 1, 2 give corr 1.000, 1.000, 0.999 and slope
-1.004, 1.008, 0.992 (offsets +0.2, +1.9, +22.9 degrees); seeds 3, 4: corr 1.000, 0.990, slope 0.989,
-0.904 (seed 4 still 0.904 after 20 epochs, its z carrying part of the angle: corr(z, theta) = -0.69).
+correlation alone is a weak check; after 10 epochs (rerun 2026-12-07, the log in
+bench/results/2026-12-07/tvae-rotation/) seeds 0-4 give corr 1.000, 1.000, 0.999, 1.000, 0.990 and slope
+0.982, 1.008, 0.970, 0.997, 0.882 (seed 4's z carries part of the angle: corr(z, theta) = -0.67; the first
+run gave 0.904 for it, still 0.904 after 20 epochs).
 Controls at 10 epochs, seeds 0-2: psi frozen: corr 0 and a last-batch loss of 32-41 nats against 6-8
 (its z follows the angle instead: corr(z, theta) = 0.96, 0.62, -0.50); vae: |corr(z, theta)| = 0.97-0.99
 (a content code can follow the angle; the check reads the pose). With ``--pose-prior normal`` (a learned

@@ -36,7 +36,7 @@ def test_template_is_asymmetric_and_rotation_keeps_it_in_frame(bench):
 
 
 def test_tvae_affine5_learns_the_rotation_and_fails_with_it_frozen(bench):
-    """Seed 0, 10 epochs of 2,000 images (about 3 s): corr 1.000, slope 1.00, last loss 6.3; with psi
+    """Seed 0, 10 epochs of 2,000 images (about 3 s): corr 1.000, slope 0.98, last loss 6.7; with psi
     frozen at 0: corr 0 and a loss of 31.5 (the content z has to carry the angle)."""
     learned = bench.rotation_check(0, epochs=10)
     assert_learns_rotation(learned)
