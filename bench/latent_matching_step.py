@@ -11,7 +11,7 @@ critics' prior draws (``wae-gan``, ``mask-aae``).
   InfoVAE's with its prior draws from a full run of the model (the decoder run once more, as
   ``traces.prior_codes`` did before it drew from the latent site).
 - A training step (loss, backward, Adam) of ``wae-gan`` and of ``mask-aae`` (joint training, the
-  mask open after step 1), their 5 critic steps drawing from the prior by the step's own latent
+  mask open after step 1), their critic steps (2 for `wae-gan`, 5 for `mask-aae`: the entries' defaults) drawing from the prior by the step's own latent
   site, against the same with a full model run for each draw (as before). The losses of the two are
   checked equal, bit for bit.
 
