@@ -12,7 +12,10 @@ Prints a markdown table: per entry, the change (longer minus shorter) of the fin
 log p(x) and of the samples' Frechet distance, and of the entry's difference from the baseline in
 log p(x) and sample FD; each as a 95% t-interval over the seeds both have, with the per-seed values.
 A difference from the baseline that moves less than its own interval's half-width leaves the
-verdict where it was.
+verdict where it was. ``--samples-vs-means`` adds the entry's sample FD minus the baseline's means'
+FD (the SOS-VAE's claim: its samples at least as good as the beta-VAE's means):
+
+    python bench/budget_change.py runs/sos10 runs/sos20 --baseline beta-vae-gaussian-paper --samples-vs-means
 """
 
 from __future__ import annotations
@@ -22,12 +25,15 @@ import json
 import sys
 from pathlib import Path
 
-from vaezoo.compare.budget import (CLAUSE_LEGEND, MEASURES, VERSUS_BASELINE, budget_changes, budgets_qualify,
-                                   shown as cell, stability_shown)
+from vaezoo.compare.budget import (CLAUSE_LEGEND, MEASURES, SAMPLES_VS_MEANS, VERSUS_BASELINE, budget_changes,
+                                   budgets_qualify, shown as cell, stability_shown)
 from vaezoo.compare.joined import joined_board
 from vaezoo.errors import ConfigError
 
 TITLES = {"test_elbo": "test ELBO", "log_px": "log p(x)", "fd_samples": "FD samples"}
+#: a difference's column title, ``{baseline}`` for the baseline's name
+VERSUS_TITLES = {"log_px": "log p(x) - `{baseline}`", "fd_samples": "FD samples - `{baseline}`",
+                 "fd_samples_vs_means": "FD samples - `{baseline}`'s FD means"}
 
 
 def main(argv=None) -> None:
@@ -39,6 +45,8 @@ def main(argv=None) -> None:
     p.add_argument("--join-shorter", nargs="+", default=[], metavar="DIR",
                    help="comparisons of the shorter budget's protocol joined with it (bench/joined_compare.py)")
     p.add_argument("--join-longer", nargs="+", default=[], metavar="DIR", help="the same for the longer budget")
+    p.add_argument("--samples-vs-means", action="store_true",
+                   help="also the entry's sample FD minus the baseline's means' FD (the SOS-VAE's claim)")
     args = p.parse_args(argv)
 
     def read(d):
@@ -50,19 +58,20 @@ def main(argv=None) -> None:
     try:
         boards = [joined_board([read(d) for d in [main] + extra]) if extra else read(main)
                   for main, extra in ((args.shorter, args.join_shorter), (args.longer, args.join_longer))]
-        rows = budget_changes(*boards, baseline=args.baseline, entries=args.entries)
+        versus = {**VERSUS_BASELINE, **(SAMPLES_VS_MEANS if args.samples_vs_means else {})}
+        rows = budget_changes(*boards, baseline=args.baseline, entries=args.entries, versus=versus)
     except ConfigError as e:
         sys.exit(f"budget_change: {e}")
     epochs = [b["settings"].get("epochs") for b in boards]
     print(f"Budgets: {epochs[0]} -> {epochs[1]} epochs; change = longer - shorter, 95% t-interval over seeds "
           "(per seed in brackets).\n")
-    cols = ([f"Δ {TITLES[k]}" for k in MEASURES] + [f"Δ of ({TITLES[k]} - `{args.baseline}`)" for k in VERSUS_BASELINE]
-            + [f"clause on {TITLES[k]} - `{args.baseline}`" for k in VERSUS_BASELINE])
+    titles = [VERSUS_TITLES[k].format(baseline=args.baseline) for k in versus]
+    cols = [f"Δ {TITLES[k]}" for k in MEASURES] + [f"Δ of ({t})" for t in titles] + [f"clause on {t}" for t in titles]
     print("| entry | seeds | " + " | ".join(cols) + " |")
     print("|" + " --- |" * (2 + len(cols)))
     for name, row in rows.items():
-        vs = [("baseline" if name == args.baseline else cell(row["versus_baseline"].get(k))) for k in VERSUS_BASELINE]
-        clause = [("-" if k not in row["clause"] else stability_shown(row["clause"][k])) for k in VERSUS_BASELINE]
+        vs = [("baseline" if name == args.baseline else cell(row["versus_baseline"].get(k))) for k in versus]
+        clause = [("-" if k not in row["clause"] else stability_shown(row["clause"][k])) for k in versus]
         print(f"| `{name}` | {', '.join(map(str, row['seeds']))} | "
               + " | ".join([cell(row["change"][k]) for k in MEASURES] + vs + clause) + " |")
     print(f"\nclause, on the difference from the baseline: {CLAUSE_LEGEND}.")

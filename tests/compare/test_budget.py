@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from vaezoo.compare.budget import budget_changes, stability, stability_shown
+from vaezoo.compare.budget import SAMPLES_VS_MEANS, VERSUS_BASELINE, budget_changes, stability, stability_shown
 from vaezoo.errors import ConfigError
 
 
@@ -98,3 +98,25 @@ def test_stability_holds_only_with_all_three_parts():
     assert flipped["side"] == 0 and not flipped["a"] and stability_shown(flipped) == "fails (a, b, c)"
     two = stability({0: 2.0, 1: 2.5}, {0: 2.2, 1: 2.4})  # the rule's least is 3 seeds, whatever the intervals
     assert not two["holds"] and stability_shown(two) == "no verdict (under 3 seeds)"
+
+
+def test_the_sos_vae_claim_sets_the_entry_s_samples_against_the_baseline_s_means():
+    """SAMPLES_VS_MEANS: the entry's sample FD minus the baseline's means' FD, by seed, at each budget;
+    its change and its clause read as for any other difference."""
+    def board(rows):  # (entry, seed, FD samples, FD means)
+        return {"cells": [{"entry": e, "seed": s, "status": "ok", "curve": [[1, 0.0]], "log_px": None,
+                           "fid": {"samples": fs, "means": fm}} for e, s, fs, fm in rows], "settings": {}}
+    short = board([("beta", 0, 700.0, 650.0), ("beta", 1, 720.0, 690.0), ("beta", 2, 680.0, 640.0),
+                   ("sos", 0, 500.0, 900.0), ("sos", 1, 470.0, 880.0), ("sos", 2, 520.0, 860.0)])
+    long = board([("beta", 0, 600.0, 560.0), ("beta", 1, 610.0, 600.0), ("beta", 2, 590.0, 575.0),
+                  ("sos", 0, 400.0, 800.0), ("sos", 1, 380.0, 790.0), ("sos", 2, 420.0, 770.0)])
+    out = budget_changes(short, long, baseline="beta", versus={**VERSUS_BASELINE, **SAMPLES_VS_MEANS})
+    row = out["sos"]
+    # by hand: samples - the baseline's means: -150, -220, -120 -> -160, -220, -155
+    assert row["versus_baseline"]["fd_samples_vs_means"]["per_seed"] == {0: -10.0, 1: 0.0, 2: -35.0}
+    assert row["clause"]["fd_samples_vs_means"] == stability({0: -150.0, 1: -220.0, 2: -120.0},
+                                                            {0: -160.0, 1: -220.0, 2: -155.0})
+    assert row["clause"]["fd_samples_vs_means"]["holds"] and row["clause"]["fd_samples_vs_means"]["side"] == -1
+    # the samples-against-samples difference is the default one, unchanged: -200, -250, -160 -> -200, -230, -170
+    assert row["versus_baseline"]["fd_samples"]["per_seed"] == {0: 0.0, 1: 20.0, 2: -10.0}
+    assert "fd_samples_vs_means" not in budget_changes(short, long, baseline="beta")["sos"]["versus_baseline"]

@@ -7,13 +7,15 @@ tail says a run settled at its budget, not that more epochs would not help; the 
 longer say that. Pairing is by seed. For every entry both leaderboards have: the change, longer
 minus shorter, of each cell's final test ELBO, log p(x) and sample Frechet distance, and of the
 entry's difference from the baseline in log p(x) and sample FD (what a verdict reads), each as a
-:func:`vaezoo.compare.stats.t_interval` over the seeds with the per-seed values.
+:func:`vaezoo.compare.stats.t_interval` over the seeds with the per-seed values. A claim that sets
+one figure of the entry against another of the baseline (the SOS-VAE's: its samples at least as good
+as the beta-VAE's means) is followed by :data:`SAMPLES_VS_MEANS`.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -30,11 +32,20 @@ def _sample_fd(cell: dict) -> Optional[float]:
     return (cell.get("fid") or {}).get("samples")
 
 
+def _means_fd(cell: dict) -> Optional[float]:
+    return (cell.get("fid") or {}).get("means")
+
+
 #: the per-cell figures whose change is reported, by name
 MEASURES: Dict[str, Callable[[dict], Optional[float]]] = {
     "test_elbo": _final_elbo, "log_px": lambda c: c.get("log_px"), "fd_samples": _sample_fd}
-#: the figures whose difference from the baseline is followed across budgets
-VERSUS_BASELINE = ("log_px", "fd_samples")
+#: every per-cell figure a difference may read: the measures and the Frechet distance of the means
+FIGURES: Dict[str, Callable[[dict], Optional[float]]] = {**MEASURES, "fd_means": _means_fd}
+#: the differences from the baseline followed across budgets: ``{name: (entry's figure, baseline's figure)}``
+VERSUS_BASELINE: Dict[str, Tuple[str, str]] = {"log_px": ("log_px", "log_px"),
+                                                "fd_samples": ("fd_samples", "fd_samples")}
+#: the SOS-VAE's claim: the entry's samples against the baseline's means (Frechet distances)
+SAMPLES_VS_MEANS: Dict[str, Tuple[str, str]] = {"fd_samples_vs_means": ("fd_samples", "fd_means")}
 
 
 def _cells(board: dict) -> Dict[str, Dict[int, dict]]:
@@ -74,24 +85,28 @@ def _change(short: Dict[int, Any], long: Dict[int, Any], figure) -> Optional[dic
     return _summary(per_seed)
 
 
-def _gaps(entry: Dict[int, dict], base: Dict[int, dict], figure) -> Dict[int, Optional[float]]:
-    """``{seed: figure(entry's cell) - figure(baseline's cell)}`` over the seeds both have (None where
-    either lacks the figure)."""
+def _gaps(entry: Dict[int, dict], base: Dict[int, dict], figure, base_figure=None) -> Dict[int, Optional[float]]:
+    """``{seed: figure(entry's cell) - base_figure(baseline's cell)}`` (``base_figure`` defaults to
+    ``figure``) over the seeds both have (None where either lacks its figure)."""
+    base_figure = base_figure or figure
     out = {}
     for s in sorted(set(entry) & set(base)):
-        e, b = figure(entry[s]), figure(base[s])
+        e, b = figure(entry[s]), base_figure(base[s])
         out[s] = None if e is None or b is None else float(e) - float(b)
     return out
 
 
 def budget_changes(shorter: dict, longer: dict, baseline: str = "vae",
-                   entries: Optional[List[str]] = None) -> Dict[str, dict]:
+                   entries: Optional[List[str]] = None,
+                   versus: Dict[str, Tuple[str, str]] = VERSUS_BASELINE) -> Dict[str, dict]:
     """``{entry: {"seeds": [...], "change": {figure: summary}, "versus_baseline": {figure: summary}}}``
     from two leaderboards (``leaderboard.json``'s contents); a summary is ``{"mean", "low", "high",
     "per_seed"}`` (``low``/``high`` NaN with one seed) or None where no seed has the figure at both
-    budgets. ``versus_baseline`` is empty for the baseline itself or where the baseline is missing;
-    ``clause`` holds, for the same figures, :func:`stability`'s reading of the difference from the
-    baseline. An entry asked for that is not in both is a ConfigError."""
+    budgets. ``versus_baseline`` holds the differences ``versus`` names (``{name: (entry's figure,
+    baseline's figure)}``, figures of :data:`FIGURES`; default :data:`VERSUS_BASELINE`, add
+    :data:`SAMPLES_VS_MEANS` for the SOS-VAE's claim); it is empty for the baseline itself or where
+    the baseline is missing. ``clause`` holds, for the same differences, :func:`stability`'s reading.
+    An entry asked for that is not in both is a ConfigError."""
     a, b = _cells(shorter), _cells(longer)
     common = [e for e in b if e in a]
     for name in entries or []:
@@ -103,8 +118,8 @@ def budget_changes(shorter: dict, longer: dict, baseline: str = "vae",
                "change": {k: _change(a[name], b[name], f) for k, f in MEASURES.items()},
                "versus_baseline": {}, "clause": {}}
         if name != baseline and baseline in a and baseline in b:
-            for k in VERSUS_BASELINE:
-                short, long = _gaps(a[name], a[baseline], MEASURES[k]), _gaps(b[name], b[baseline], MEASURES[k])
+            for k, (mine, theirs) in versus.items():
+                short, long = (_gaps(board[name], board[baseline], FIGURES[mine], FIGURES[theirs]) for board in (a, b))
                 row["versus_baseline"][k] = _change(short, long, lambda c: c)
                 row["clause"][k] = stability({s: v for s, v in short.items() if v is not None},
                                              {s: v for s, v in long.items() if v is not None})

@@ -16,7 +16,7 @@ import dataclasses
 import json
 from typing import Dict, List, Optional
 
-from vaezoo.compare.budget import MEASURES, VERSUS_BASELINE
+from vaezoo.compare.budget import FIGURES, VERSUS_BASELINE
 from vaezoo.compare.stats import paired_over_seeds
 from vaezoo.errors import ConfigError
 
@@ -90,10 +90,10 @@ def joined_differences(boards: List[dict], baseline: str = "vae",
                "flags": {s: (c.get("convergence") or {}).get("flag") for s, c in sorted(cells[name].items())},
                "versus_baseline": {}}
         if name != baseline:
-            for k in VERSUS_BASELINE:
-                figure = MEASURES[k]
+            for k, (of_entry, of_base) in VERSUS_BASELINE.items():
+                figure, base_figure = FIGURES[of_entry], FIGURES[of_base]
                 mine = {s: figure(c) for s, c in cells[name].items() if figure(c) is not None}
-                base = {s: figure(c) for s, c in cells[baseline].items() if figure(c) is not None}
+                base = {s: base_figure(c) for s, c in cells[baseline].items() if base_figure(c) is not None}
                 diff = paired_over_seeds(mine, base)
                 row["versus_baseline"][k] = None if diff is None else dataclasses.asdict(diff)
         out[name] = row
