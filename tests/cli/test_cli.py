@@ -40,7 +40,8 @@ def test_main_job_writes_the_run(run_dir, capsys):
     metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in metrics] == [1]
     # the trainer's test ELBO (closed-form KL, one draw per image) and the importance sampler's
-    # (mean log-weight of 500 draws) estimate the same number on the same 2000 test images
+    # (mean log-weight of --eval-samples 8 draws) estimate the same number on the same 2000 test images;
+    # 1 nat is about 10 standard errors of their difference at this size
     elbo_is = json.loads((run_dir / "eval.json").read_text())["elbo"]["mean"]
     assert abs(metrics[0]["test_elbo"] - elbo_is) < 1.0, (metrics[0]["test_elbo"], elbo_is)
     ev = json.loads((run_dir / "eval.json").read_text())

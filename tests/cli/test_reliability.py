@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from vaezoo import cli, resources, runlock
+from vaezoo.errors import CheckpointError
 
 # the one-epoch run on digits, its fixtures and the refusal check, shared with the run guarantees' tests
 from test_run_guarantees import TINY, hashes, offline, refused, run, trained  # noqa: E402,F401
@@ -72,7 +73,7 @@ def test_the_checkpoint_check_is_a_table(run):
     state = torch.load(run / "checkpoint.pt", weights_only=False)
     checkpoint_fields.validate(state, "ckpt")
     state["rng_ranks"] = [state["rng"], {"torch": torch.zeros(3, dtype=torch.uint8)}]
-    with pytest.raises(Exception, match=r"rng_ranks\[1\]\['torch'\] holds 3 bytes"):
+    with pytest.raises(CheckpointError, match=r"checkpoint ckpt is damaged: rng_ranks\[1\]\['torch'\] holds 3 bytes"):
         checkpoint_fields.validate(state, "ckpt")
 
 

@@ -102,7 +102,7 @@ def test_fixed_binarization_is_reproducible_from_the_seed():
     assert set(a.data.unique().tolist()) == {0.0, 1.0}
     assert torch.equal(a.data, b.data)
     assert not torch.equal(a.data, c.data)
-    assert torch.equal(a[5][0], a[5][0]) and torch.equal(a[5][0], a.data[5])
+    assert torch.equal(a[5][0], a.data[5])  # indexing gives the stored draw, not a new one
     # a Bernoulli draw of the intensities: it agrees with them on average, and is 1 only where they are > 0
     assert abs(a.data.mean().item() - plain.data.mean().item()) < 2e-3
     assert not (a.data.bool() & (plain.data == 0)).any()

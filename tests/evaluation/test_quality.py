@@ -37,9 +37,10 @@ def direct_frechet(a, b):
 
 def test_identical_sets_are_at_zero_and_shifts_move_away(test_images):
     x, _ = test_images
+    g = torch.Generator().manual_seed(0)
     same = quality.frechet_distance(x.double(), x)
-    near = quality.frechet_distance((x + 0.1 * torch.rand_like(x)).clamp(0, 1), x)
-    far = quality.frechet_distance((x + 0.4 * torch.rand_like(x)).clamp(0, 1), x)
+    near = quality.frechet_distance((x + 0.1 * torch.rand(x.shape, generator=g)).clamp(0, 1), x)
+    far = quality.frechet_distance((x + 0.4 * torch.rand(x.shape, generator=g)).clamp(0, 1), x)
     assert abs(same) < 1e-2 * near
     assert 0 < near < far
 
@@ -59,8 +60,13 @@ def test_a_zoo_model_is_scored_by_its_means_or_its_samples(test_images):
     m = zoo.create("sos-vae", data_shape=(1, 28, 28), hidden=(16,), latent_dim=3, features=4, rank=3)
     means = quality.frechet_distance(m, x[:200], n=100)
     samples = quality.frechet_distance(m, x[:200], n=100, from_likelihood=True)
+    # a model is scored by the images generate() makes of it, means or draws, with the same seed
+    assert means == quality.frechet_distance(quality.generate(m, 100), x[:200])
+    assert samples == quality.frechet_distance(quality.generate(m, 100, from_likelihood=True), x[:200])
     assert np.isfinite(means) and np.isfinite(samples) and means != samples
     torch.testing.assert_close(quality.generate(m, 7, seed=3), quality.generate(m, 7, seed=3))
+    assert not torch.equal(quality.generate(m, 7, seed=3, from_likelihood=True),
+                           quality.generate(m, 7, seed=4, from_likelihood=True))
     with pytest.raises(ShapeError, match=r"makes data of shape \(1, 8, 8\); expected \(1, 28, 28\)"):
         quality.frechet_distance(zoo.create("vae", data_shape=(1, 8, 8)), x)
     with pytest.raises(ShapeError, match=r"generated images of shape \(5, 784\)"):

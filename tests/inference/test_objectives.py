@@ -222,7 +222,7 @@ def test_score_function_first_call_equals_trace_elbo_and_baselines_are_state():
     torch.testing.assert_close(ours, theirs)
     torch.testing.assert_close(_grads(ours, [pair.theta])[0], _grads(theirs, [pair.theta])[0])
     state = objective.state_dict()
-    assert set(state) == {"model.__self__.theta", "baseline.c"} or "baseline.c" in state
+    assert set(state) == {"baseline.c"}
     fresh = ELBO(pair.model, pair.guide)
     fresh.load_state_dict(state)
     assert fresh._baselines == objective._baselines

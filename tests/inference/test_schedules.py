@@ -115,8 +115,12 @@ def test_the_kl_weight_is_an_input_of_a_compiled_program():
             torch.testing.assert_close(loss, ref_loss)
             torch.testing.assert_close(terms, ref_terms)  # the elbo term: unweighted
             torch.testing.assert_close(torch.autograd.grad(loss, params), torch.autograd.grad(ref_loss, params))
+            # the weight enters the loss, on both paths (at 0.3 and 0 the loss is not the plain ELBO)
+            torch.testing.assert_close(ref_loss, -(ref_terms["log_lik"] - weight * ref_terms["kl"]))
+            torch.testing.assert_close(loss, -(terms["log_lik"] - weight * terms["kl"]))
+            if weight != 1.0:
+                assert not torch.allclose(loss, -(terms["log_lik"] - terms["kl"]))
     assert len(fast._programs) == 1
-    torch.testing.assert_close(ref_loss, -(ref_terms["log_lik"] - weight * ref_terms["kl"]))
 
 
 def test_a_compiled_scheduled_run_is_one_program_and_the_eager_run():

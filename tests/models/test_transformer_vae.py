@@ -119,15 +119,25 @@ def test_flat_pose_prior_has_zero_kl_and_log_px_is_the_content_models_at_the_inf
     "pose_prior,pose_guide", [("none", None), ("normal", None), ("normal", "full-rank"), ("full-rank", None), ("full-rank", "full-rank")]
 )
 def test_log_marginal_and_compile(name, pose_prior, pose_guide):
-    """Each entry, prior and pose guide: a finite log p(x) above the ELBO on average, and the
-    objective compiles (compile=True, no warning): its captured graph, replayed op by op, equals
-    the eager objective on the same draws (inductor itself is tested in tests/inference/test_compile.py)."""
+    """Each entry, prior and pose guide: log_marginal's importance weights estimate the ELBO that
+    Pyro's Trace_ELBO estimates on the same pair (8 independent estimates of each, the batch's ELBO,
+    within 5 standard errors of their difference: a site left out of a weight moves it by nats a
+    datapoint), and the objective compiles (compile=True, no warning): its captured graph, replayed
+    op by op, equals the eager objective on the same draws (inductor itself is tested in
+    tests/inference/test_compile.py)."""
     pyro.set_rng_seed(0)
     x = digits(6)
     rank = 3 if pose_prior == "full-rank" else None
     m = zoo.create(name, data_shape=(1, 8, 8), pose_prior=pose_prior, pose_guide=pose_guide, pose_rank=rank, **SMALL).double()
-    result = evaluation.log_marginal(m.model, m.guide, x, num_samples=200, seed=0)
-    assert torch.isfinite(result.log_px).all() and result.log_px.mean() > result.elbo.mean()
+    with torch.no_grad():
+        ours = torch.stack([evaluation.log_marginal(m.model, m.guide, x, num_samples=10, seed=s).elbo.sum()
+                            for s in range(8)])
+        assert torch.isfinite(ours).all()
+        pyro.set_rng_seed(1)
+        theirs = torch.tensor([-pyro.infer.Trace_ELBO(num_particles=10).loss(m.model, m.guide, x) for _ in range(8)],
+                              dtype=ours.dtype)
+    se = (ours.var() / 8 + theirs.var() / 8).sqrt()
+    assert abs(ours.mean() - theirs.mean()) < 5 * se, (ours.mean(), theirs.mean(), se)
     objective = m.objective(compile=True)
     with warnings.catch_warnings():
         warnings.simplefilter("error")

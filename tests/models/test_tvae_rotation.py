@@ -32,7 +32,7 @@ def test_template_is_asymmetric_and_rotation_keeps_it_in_frame(bench):
     x, theta = bench.rotated(200, seed=0)
     assert set(x.unique().tolist()) == {0.0, 1.0} and theta.abs().max() <= torch.pi / 3
     assert (x[..., 0, :].sum() + x[..., -1, :].sum() + x[..., 0].sum() + x[..., -1].sum()) == 0  # nothing clipped
-    torch.testing.assert_close(x.sum((1, 2, 3)), torch.full((200,), t.sum()), atol=12, rtol=0)  # same ink, rotated
+    torch.testing.assert_close(x.sum((1, 2, 3)), torch.full((200,), t.sum()), atol=4, rtol=0)  # same ink, rotated (measured: within 3 of the template's 48 over these 200)
 
 
 def test_tvae_affine5_learns_the_rotation_and_fails_with_it_frozen(bench):
