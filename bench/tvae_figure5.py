@@ -12,7 +12,13 @@ below dim u + 1 is skipped. Reconstruction error: -E_q[log p(x | z, u)] per test
 image over the whole test set); KL(q || prior): closed form for z; log p(x): importance sampling with
 K = ``--samples`` on the first ``--eval-n`` test images, with the K-sample ELBO on the same draws;
 the test ELBO after every epoch, and its flag under compare's flatness rule.
-Every run is cached in ``--out`` as JSON, so the script resumes and ``--no-train`` only reports.
+Every run is cached in ``--out`` as JSON, so the script resumes and ``--no-train`` only reports. A
+run cached at fewer epochs is continued from its checkpoint to ``--epochs`` (the same Adam at a
+constant rate, so the continued run is the longer run), and ``--clause-from E`` then reads the
+budget-stability clause of bench/RESULTS.md (:func:`vaezoo.compare.budget.stability`) on each
+entry's reconstruction error minus the ``vae``'s, paired by seed, between E epochs and ``--epochs``:
+
+    python bench/tvae_figure5.py --epochs 20 --totals 20 30 --seeds 0 1 2 --eval-n 100 --out runs/fig5 --clause-from 10
 """
 
 import argparse
@@ -27,12 +33,16 @@ try:
 except ImportError:  # run from a checkout without installing
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from vaezoo import data, evaluation, provenance, traces, zoo  # noqa: E402
-from vaezoo.compare.measures import convergence  # noqa: E402
+from vaezoo.compare.budget import CLAUSE_LEGEND, budgets_qualify, shown, stability, stability_shown  # noqa: E402
+from vaezoo.compare.measures import convergence, flatness, last_tenth  # noqa: E402
+from vaezoo.compare.stats import t_interval  # noqa: E402
 from vaezoo.compare.report import code_line  # noqa: E402
 from vaezoo.compare.settings import DEFAULT_FLAT as FLAT  # noqa: E402
+from vaezoo.errors import RunError  # noqa: E402
 from vaezoo.fileio import write_json  # noqa: E402
 from vaezoo.inference import Trainer  # noqa: E402
 from vaezoo.provenance import code_header  # noqa: E402
@@ -82,12 +92,17 @@ def run_one(name, total, seed, args, train, test):
         return None
     torch.manual_seed(seed)
     m = create(name, latent_dim, args.pose_prior)
+    done_epochs = _epochs_done(out)
+    if done_epochs > args.epochs:
+        raise RunError(f"{out} holds a run trained {done_epochs} epochs; expected at most --epochs {args.epochs} "
+                       "to continue it, or another --out")
     trainer = Trainer(m.objective(), epochs=args.epochs, batch_size=100, lr=args.lr, seed=seed, out=out,
                       progress=False, metadata={"model": name, "latent_dim": latent_dim})
     start = time.perf_counter()
-    trainer.fit(train, test)  # the test ELBO after every epoch: the flatness rule reads it
+    # the test ELBO after every epoch: the flatness rule reads it; a shorter cached run is continued
+    trainer.fit(train, test, resume=done_epochs > 0)
     seconds = time.perf_counter() - start
-    curve = convergence(trainer.history, FLAT)
+    curve = _curve(trainer.history)
     m.eval()
     torch.manual_seed(seed)
     recon, kl = decompose(m, test.data)
@@ -95,7 +110,7 @@ def run_one(name, total, seed, args, train, test):
     n = args.eval_n
     row = {
         "model": name, "pose_prior": None if name == "vae" else args.pose_prior, "total": total, "latent_dim": latent_dim, "pose_dims": POSE_DIMS[name], "seed": seed,
-        "epochs": args.epochs, "train_seconds": seconds,
+        "epochs": args.epochs, "train_seconds": seconds, "continued_from": done_epochs or None,
         "recon_error": float(-recon.mean()), "recon_error_se": float(recon.std() / len(recon) ** 0.5),
         "kl_prior": float(kl.mean()),
         "test_elbo": float((recon - kl).mean()),
@@ -112,6 +127,38 @@ def run_one(name, total, seed, args, train, test):
     return row
 
 
+def _epochs_done(out: Path) -> int:
+    """The epochs of the run checkpointed in ``out`` (0 when none), from its metrics.jsonl."""
+    metrics = out / "metrics.jsonl"
+    if not (out / "checkpoint.pt").exists() or not metrics.exists():
+        return 0
+    return max((json.loads(line)["epoch"] for line in metrics.read_text().splitlines() if line.strip()), default=0)
+
+
+def _curve(history):
+    """compare's flatness rule over the last tenth of the epochs; a run continued from one cached
+    before the script recorded a test ELBO each epoch reads it where the tenth's ends were recorded."""
+    recorded = {r["epoch"]: r["test_elbo"] for r in history if r.get("test_elbo") is not None}
+    if len(recorded) == len(history):
+        return convergence(history, FLAT)
+    last = history[-1]["epoch"]
+    first = last - last_tenth(len(history))
+    if last < 10 or last not in recorded or first not in recorded:
+        return {"flag": "not recorded", "rise": None}
+    rise = float(recorded[last] - recorded[first])
+    return {"flag": flatness(rise, FLAT), "rise": rise}
+
+
+def paired(rows):
+    """``{(model, total): {seed: recon error - the vae's}}`` over the seeds both have."""
+    by = {(r["model"], r["total"], r["seed"]): r["recon_error"] for r in rows}
+    out = {}
+    for (name, total, seed), value in sorted(by.items()):
+        if name != "vae" and ("vae", total, seed) in by:
+            out.setdefault((name, total), {})[seed] = value - by[("vae", total, seed)]
+    return out
+
+
 def _flatness(row):
     if row.get("flag") is None:  # cached before the script recorded a test ELBO each epoch
         return "not recorded"
@@ -123,8 +170,43 @@ def run_name(name, total, seed, args):
     return f"{name}{prior}-total{total}-seed{seed}"
 
 
-def result_name(args):
-    return f"fig5-{args.data}-e{args.epochs}-K{args.samples}-n{args.eval_n}.json"
+def result_name(args, epochs=None):
+    return f"fig5-{args.data}-e{epochs or args.epochs}-K{args.samples}-n{args.eval_n}.json"
+
+
+def cached_rows(args, epochs):
+    """The cached results of ``epochs`` for the runs this command names (``--models``, ``--totals``, ``--seeds``)."""
+    rows = []
+    for seed in args.seeds:
+        for total in args.totals:
+            for name in args.models:
+                f = Path(args.out) / run_name(name, total, seed, args) / result_name(args, epochs)
+                if f.exists():
+                    rows.append(json.loads(f.read_text()))
+    return rows
+
+
+def print_paired(rows, args):
+    print(f"\nReconstruction error minus the `vae`'s, paired by seed, {args.epochs} epochs (95% t-interval over seeds):\n")
+    print("| model | dim z + dim u | difference | per seed |")
+    print("| --- | ---: | --- | --- |")
+    for (name, total), d in paired(rows).items():
+        mean, low, high = t_interval(np.asarray(list(d.values()), dtype=np.float64))
+        print(f"| {name} | {total} | {mean:+.2f} [{low:+.2f}, {high:+.2f}] | {', '.join(f'{v:+.2f}' for v in d.values())} |")
+
+
+def print_clause(rows, args):
+    short_rows = cached_rows(args, args.clause_from)
+    short, long = paired(short_rows), paired(rows)
+    print(f"\nBudget change {args.clause_from} -> {args.epochs} epochs of the reconstruction error minus the `vae`'s, "
+          f"paired by seed ({CLAUSE_LEGEND}):\n")
+    print(f"| model | dim z + dim u | at {args.clause_from} | at {args.epochs} | change | clause |")
+    print("| --- | ---: | --- | --- | --- | --- |")
+    for key in sorted(set(short) & set(long)):
+        r = stability(short[key], long[key])
+        print(f"| {key[0]} | {key[1]} | {shown(r['shorter'])} | {shown(r['longer'])} | {shown(r['change'])} | {stability_shown(r)} |")
+    if not budgets_qualify(args.clause_from, args.epochs):
+        print(f"\nThe clause needs the longer budget at least 5/3 of the shorter; {args.epochs} is not, so it gives no verdict here.")
 
 
 def plot(rows, path, args):
@@ -164,6 +246,8 @@ def main():
     ap.add_argument("--out", default="runs/tvae-fig5")
     ap.add_argument("--png", default="bench/tvae_figure5.png")
     ap.add_argument("--no-train", action="store_true", help="only report the cached runs")
+    ap.add_argument("--clause-from", type=int, metavar="E",
+                    help="the budget-stability clause between the cached E-epoch results and --epochs")
     args = ap.parse_args()
     print(code_header(), flush=True)
     torch.set_num_threads(1)
@@ -187,6 +271,9 @@ def main():
               f"| {r['kl_prior']:.2f} | {r['test_elbo']:.2f} | {r['log_px_n']:.2f} ± {r['log_px_se']:.2f} "
               f"| {r['gap_n']:.2f} | {r['kl_prior_n']:.2f} | {100 * r['khat_above_0.7']:.0f}% | {_flatness(r)} |")
     print(code_line(rows))
+    print_paired(rows, args)
+    if args.clause_from:
+        print_clause(rows, args)
     plot(rows, args.png, args)
 
 
