@@ -116,7 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--fid-features", default="mnist", choices=["mnist", "inception"],
                    help="feature space of --fid: vaezoo's MNIST classifier (28x28 grey images, default) or Inception-v3")
     e.add_argument("--inception-weights", default=None, metavar="PATH",
-                   help="Inception-v3 weights file for --fid-features inception (torch-fidelity's pt_inception-2015-12-05)")
+                   help="Inception-v3 weights file for --fid-features inception (weights-inception-2015-12-05-6726825d.pth, torch-fidelity's conversion of the TensorFlow FID network)")
 
     s = sub.add_parser("sample", help="a PNG grid of samples from a trained run")
     s.add_argument("run")

@@ -95,7 +95,7 @@ def build_spatial_vae_naive(config: SpatialVAEConfig, data_shape):
 
 
 @zoo.register("spatial-vae-mvn", SpatialVAEConfig,
-              "spatial VAE with matrix-normal maps MN(M_k, diag(a_k), diag(b_k)): variances are outer products")
+              "spatial VAE with matrix-normal maps MN(M_k, diag(a_k)^2, diag(b_k)^2): variances are outer products a_k^2 (b_k^2)^T")
 def build_spatial_vae_mvn(config: SpatialVAEConfig, data_shape):
     return build_spatial(config, data_shape, "mvn")
 
