@@ -126,7 +126,7 @@ def main():
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--data", default="mnist", choices=["mnist", "mnist-small"])
     ap.add_argument("--out", default="runs/maae-mnist")
-    ap.add_argument("--set", nargs="*", default=[], help="config overrides of mask-aae and mask-aae-open, key=value "
+    ap.add_argument("--set", nargs="*", action="extend", default=[], help="config overrides of mask-aae and mask-aae-open, key=value "
                     "(e.g. training=paper mask_rule=tolerance mask_warmup=600)")
     ap.add_argument("--no-train", action="store_true", help="only report the cached runs")
     args = ap.parse_args()

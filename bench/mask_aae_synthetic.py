@@ -241,7 +241,7 @@ def main(argv=None):
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--models", nargs="+", default=["mask-aae", "wae-mmd"], choices=MODELS,
                    help="the first is the one whose active dimensions are tabled; mask-aae-open: the mask held open")
-    p.add_argument("--set", nargs="*", default=[], help="config overrides of the mask-aae* entries, key=value")
+    p.add_argument("--set", nargs="*", action="extend", default=[], help="config overrides of the mask-aae* entries, key=value")
     p.add_argument("--trace-every", type=int, default=0,
                    help="print the mask's active dimensions every this many epochs (0: at the end only)")
     p.add_argument("--from-logs", nargs="+", metavar="LOG", help="print the tables of logs this script wrote; train nothing")

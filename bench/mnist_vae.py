@@ -87,7 +87,7 @@ def main():
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--samples", type=int, default=5000)
     ap.add_argument("--device", default="auto")
-    ap.add_argument("--set", action="append", default=[], help="config override for every model, key=value")
+    ap.add_argument("--set", nargs="*", action="extend", default=[], help="config override for every model, key=value")
     ap.add_argument("--out", default="bench/runs")
     ap.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     args = ap.parse_args()
