@@ -42,7 +42,7 @@ from vaezoo.compare.measures import convergence, flatness, last_tenth  # noqa: E
 from vaezoo.compare.stats import t_interval  # noqa: E402
 from vaezoo.compare.report import code_line  # noqa: E402
 from vaezoo.compare.settings import DEFAULT_FLAT as FLAT  # noqa: E402
-from vaezoo.errors import RunError  # noqa: E402
+from vaezoo.errors import RunError, VaezooError  # noqa: E402
 from vaezoo.fileio import write_json  # noqa: E402
 from vaezoo.inference import Trainer  # noqa: E402
 from vaezoo.provenance import code_header  # noqa: E402
@@ -96,12 +96,16 @@ def run_one(name, total, seed, args, train, test):
     if done_epochs > args.epochs:
         raise RunError(f"{out} holds a run trained {done_epochs} epochs; expected at most --epochs {args.epochs} "
                        "to continue it, or another --out")
+    # the data and the rate in the checkpoint's metadata: a run of other data or another rate is refused
+    # on resume (the Trainer compares them), not continued
     trainer = Trainer(m.objective(), epochs=args.epochs, batch_size=100, lr=args.lr, seed=seed, out=out,
-                      progress=False, metadata={"model": name, "latent_dim": latent_dim})
+                      progress=False, metadata={"model": name, "latent_dim": latent_dim, "data": args.data, "lr": args.lr})
     start = time.perf_counter()
     # the test ELBO after every epoch: the flatness rule reads it; a shorter cached run is continued
     trainer.fit(train, test, resume=done_epochs > 0)
     seconds = time.perf_counter() - start
+    if trainer.epoch != args.epochs:
+        raise RunError(f"{out}'s checkpoint is at epoch {trainer.epoch}; expected --epochs {args.epochs}")
     curve = _curve(trainer.history)
     m.eval()
     torch.manual_seed(seed)
@@ -110,7 +114,8 @@ def run_one(name, total, seed, args, train, test):
     n = args.eval_n
     row = {
         "model": name, "pose_prior": None if name == "vae" else args.pose_prior, "total": total, "latent_dim": latent_dim, "pose_dims": POSE_DIMS[name], "seed": seed,
-        "epochs": args.epochs, "train_seconds": seconds, "continued_from": done_epochs or None,
+        "epochs": args.epochs, "train_seconds": seconds,  # of this call's epochs only, for a continued run
+        "continued_from": done_epochs if 0 < done_epochs < args.epochs else None,
         "recon_error": float(-recon.mean()), "recon_error_se": float(recon.std() / len(recon) ** 0.5),
         "kl_prior": float(kl.mean()),
         "test_elbo": float((recon - kl).mean()),
@@ -175,14 +180,15 @@ def result_name(args, epochs=None):
 
 
 def cached_rows(args, epochs):
-    """The cached results of ``epochs`` for the runs this command names (``--models``, ``--totals``, ``--seeds``)."""
+    """The cached results of ``epochs`` for the runs this command names (``--models``, ``--totals``,
+    ``--seeds``), at any ``--samples`` and ``--eval-n`` (the reconstruction error reads neither)."""
     rows = []
     for seed in args.seeds:
         for total in args.totals:
             for name in args.models:
-                f = Path(args.out) / run_name(name, total, seed, args) / result_name(args, epochs)
-                if f.exists():
-                    rows.append(json.loads(f.read_text()))
+                found = sorted((Path(args.out) / run_name(name, total, seed, args)).glob(f"fig5-{args.data}-e{epochs}-K*-n*.json"))
+                if found:
+                    rows.append(json.loads(found[0].read_text()))
     return rows
 
 
@@ -192,12 +198,16 @@ def print_paired(rows, args):
     print("| --- | ---: | --- | --- |")
     for (name, total), d in paired(rows).items():
         mean, low, high = t_interval(np.asarray(list(d.values()), dtype=np.float64))
-        print(f"| {name} | {total} | {mean:+.2f} [{low:+.2f}, {high:+.2f}] | {', '.join(f'{v:+.2f}' for v in d.values())} |")
+        interval = f"{mean:+.2f}" if len(d) < 2 else f"{mean:+.2f} [{low:+.2f}, {high:+.2f}]"  # one seed: no interval
+        print(f"| {name} | {total} | {interval} | {', '.join(f'{v:+.2f}' for v in d.values())} |")
 
 
 def print_clause(rows, args):
     short_rows = cached_rows(args, args.clause_from)
     short, long = paired(short_rows), paired(rows)
+    if not set(short) & set(long):
+        sys.exit(f"tvae_figure5: no entry has cached results at both {args.clause_from} and {args.epochs} epochs "
+                 f"in {args.out} (fig5-{args.data}-e{args.clause_from}-K*-n*.json); expected the shorter run's results there")
     print(f"\nBudget change {args.clause_from} -> {args.epochs} epochs of the reconstruction error minus the `vae`'s, "
           f"paired by seed ({CLAUSE_LEGEND}):\n")
     print(f"| model | dim z + dim u | at {args.clause_from} | at {args.epochs} | change | clause |")
@@ -259,7 +269,10 @@ def main():
             for name in args.models:
                 if total - POSE_DIMS[name] < 1:
                     continue
-                row = run_one(name, total, seed, args, train, test)
+                try:
+                    row = run_one(name, total, seed, args, train, test)
+                except VaezooError as e:  # a run it must not continue: one line
+                    sys.exit(f"tvae_figure5: {e}")
                 if row is not None:
                     rows.append(row)
     print("\ncommand: " + " ".join(shlex.quote(a) for a in sys.argv))

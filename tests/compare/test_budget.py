@@ -120,3 +120,13 @@ def test_the_sos_vae_claim_sets_the_entry_s_samples_against_the_baseline_s_means
     # the samples-against-samples difference is the default one, unchanged: -200, -250, -160 -> -200, -230, -170
     assert row["versus_baseline"]["fd_samples"]["per_seed"] == {0: 0.0, 1: 20.0, 2: -10.0}
     assert "fd_samples_vs_means" not in budget_changes(short, long, baseline="beta")["sos"]["versus_baseline"]
+
+
+def test_a_cell_without_a_frechet_distance_gives_none_not_a_crash():
+    """compare writes the reason ("n/a: not 28x28") where a cell has no FD: no figure, no crash."""
+    def board(d):
+        return {"cells": [{"entry": e, "seed": s, "status": "ok", "curve": [[1, -90.0 + d]], "log_px": -85.0 + d,
+                           "fid": "n/a: not 28x28"} for e in ("vae", "rho") for s in range(3)], "settings": {}}
+    row = budget_changes(board(0.0), board(1.0), versus={**VERSUS_BASELINE, **SAMPLES_VS_MEANS})["rho"]
+    assert row["change"]["fd_samples"] is None and row["versus_baseline"]["fd_samples_vs_means"] is None
+    assert row["change"]["log_px"]["per_seed"] == {0: 1.0, 1: 1.0, 2: 1.0}

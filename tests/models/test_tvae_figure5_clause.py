@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from vaezoo.errors import RunError
+from vaezoo.errors import CheckpointError, RunError
 
 
 @pytest.fixture(scope="module")
@@ -41,3 +41,34 @@ def test_a_longer_cached_run_is_refused_in_one_line(bench, tmp_path):
     with pytest.raises(RunError, match=r"holds a run trained 20 epochs; expected at most --epochs 10") as e:
         bench.run_one("vae", 20, 0, Args(), None, None)
     assert "\n" not in str(e.value)
+
+
+class _Args:
+    pose_prior, data, samples, eval_n, no_train, lr = "none", "mnist-small", 5, 3, False, 1e-3
+
+    def __init__(self, out, epochs, **kw):
+        self.out, self.epochs, self.models, self.totals, self.seeds = str(out), epochs, ["vae"], [20], [0]
+        self.__dict__.update(kw)
+
+
+def _data(n):
+    from vaezoo import data
+    train = data.load("mnist-small", split="train", binarize="dynamic")
+    test = data.load("mnist-small", split="test", binarize="fixed")
+    train.data, test.data = train.data[:n], test.data[:n]
+    return train, test
+
+
+def test_a_shorter_cached_run_is_continued_to_the_longer_one_and_read_by_the_clause(bench, tmp_path):
+    """1 then 2 epochs in one folder: the second call continues the checkpoint (labelled as continued,
+    equal to a run trained 2 epochs straight), and the clause's reader finds the 1-epoch result
+    whatever K it was evaluated with; a run of other data in the folder is refused, not continued."""
+    train, test = _data(200)
+    first = bench.run_one("vae", 20, 0, _Args(tmp_path / "a", 1), train, test)
+    second = bench.run_one("vae", 20, 0, _Args(tmp_path / "a", 2), train, test)
+    straight = bench.run_one("vae", 20, 0, _Args(tmp_path / "b", 2), train, test)
+    assert first["continued_from"] is None and second["continued_from"] == 1 and straight["continued_from"] is None
+    assert second["recon_error"] == pytest.approx(straight["recon_error"], rel=1e-6)
+    assert bench.cached_rows(_Args(tmp_path / "a", 2, samples=500), 1) == [first]  # cached at K = 5
+    with pytest.raises(CheckpointError, match="checkpoint of data 'mnist-small', not 'mnist'"):
+        bench.run_one("vae", 20, 0, _Args(tmp_path / "a", 3, data="mnist"), train, test)

@@ -28,12 +28,17 @@ def _final_elbo(cell: dict) -> Optional[float]:
     return float(curve[-1][1]) if curve else None
 
 
+def _fd(cell: dict, which: str) -> Optional[float]:
+    fid = cell.get("fid")  # a dict of figures, or the reason there is none ("n/a: not 28x28")
+    return fid.get(which) if isinstance(fid, dict) else None
+
+
 def _sample_fd(cell: dict) -> Optional[float]:
-    return (cell.get("fid") or {}).get("samples")
+    return _fd(cell, "samples")
 
 
 def _means_fd(cell: dict) -> Optional[float]:
-    return (cell.get("fid") or {}).get("means")
+    return _fd(cell, "means")
 
 
 #: the per-cell figures whose change is reported, by name
