@@ -33,13 +33,11 @@ try:
 except ImportError:  # run from a checkout without installing
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from vaezoo import data, evaluation, provenance, traces, zoo  # noqa: E402
-from vaezoo.compare.budget import CLAUSE_LEGEND, budgets_qualify, shown, stability, stability_shown  # noqa: E402
-from vaezoo.compare.measures import convergence, flatness, last_tenth  # noqa: E402
-from vaezoo.compare.stats import t_interval  # noqa: E402
+from vaezoo.compare.budget import CLAUSE_LEGEND, budgets_qualify, shown, stability, stability_shown, summarize  # noqa: E402
+from vaezoo.compare.measures import convergence  # noqa: E402
 from vaezoo.compare.report import code_line  # noqa: E402
 from vaezoo.compare.settings import DEFAULT_FLAT as FLAT  # noqa: E402
 from vaezoo.errors import RunError, VaezooError  # noqa: E402
@@ -106,7 +104,7 @@ def run_one(name, total, seed, args, train, test):
     seconds = time.perf_counter() - start
     if trainer.epoch != args.epochs:
         raise RunError(f"{out}'s checkpoint is at epoch {trainer.epoch}; expected --epochs {args.epochs}")
-    curve = _curve(trainer.history)
+    curve = convergence(trainer.history, FLAT)  # a continued run's early epochs may lack a test ELBO
     m.eval()
     torch.manual_seed(seed)
     recon, kl = decompose(m, test.data)
@@ -138,20 +136,6 @@ def _epochs_done(out: Path) -> int:
     if not (out / "checkpoint.pt").exists() or not metrics.exists():
         return 0
     return max((json.loads(line)["epoch"] for line in metrics.read_text().splitlines() if line.strip()), default=0)
-
-
-def _curve(history):
-    """compare's flatness rule over the last tenth of the epochs; a run continued from one cached
-    before the script recorded a test ELBO each epoch reads it where the tenth's ends were recorded."""
-    recorded = {r["epoch"]: r["test_elbo"] for r in history if r.get("test_elbo") is not None}
-    if len(recorded) == len(history):
-        return convergence(history, FLAT)
-    last = history[-1]["epoch"]
-    first = last - last_tenth(len(history))
-    if last < 10 or last not in recorded or first not in recorded:
-        return {"flag": "not recorded", "rise": None}
-    rise = float(recorded[last] - recorded[first])
-    return {"flag": flatness(rise, FLAT), "rise": rise}
 
 
 def paired(rows):
@@ -194,12 +178,10 @@ def cached_rows(args, epochs):
 
 def print_paired(rows, args):
     print(f"\nReconstruction error minus the `vae`'s, paired by seed, {args.epochs} epochs (95% t-interval over seeds):\n")
-    print("| model | dim z + dim u | difference | per seed |")
-    print("| --- | ---: | --- | --- |")
+    print("| model | dim z + dim u | difference (per seed) |")
+    print("| --- | ---: | --- |")
     for (name, total), d in paired(rows).items():
-        mean, low, high = t_interval(np.asarray(list(d.values()), dtype=np.float64))
-        interval = f"{mean:+.2f}" if len(d) < 2 else f"{mean:+.2f} [{low:+.2f}, {high:+.2f}]"  # one seed: no interval
-        print(f"| {name} | {total} | {interval} | {', '.join(f'{v:+.2f}' for v in d.values())} |")
+        print(f"| {name} | {total} | {shown(summarize(d))} |")  # one seed: the mean, no interval
 
 
 def print_clause(rows, args):

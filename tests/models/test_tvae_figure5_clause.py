@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from vaezoo.compare.measures import convergence
 from vaezoo.errors import CheckpointError, RunError
 
 
@@ -22,13 +23,13 @@ def test_differences_are_paired_by_seed_with_the_vae_of_the_same_total(bench):
     assert bench.paired(rows) == {("tvae-affine", 20): {0: -5.0, 1: -6.5}, ("tvae-affine", 30): {0: -5.0}}
 
 
-def test_a_continued_run_reads_its_flatness_where_the_tenth_s_ends_were_recorded(bench):
+def test_a_continued_run_reads_its_flatness_where_the_tenth_s_ends_were_recorded():
     old = [{"epoch": e, "train_loss": 100.0 - e} for e in range(1, 11)]  # cached before test ELBOs were recorded
     new = [{"epoch": e, "train_loss": 100.0 - e, "test_elbo": -90.0 + 0.02 * e} for e in range(11, 21)]
-    curve = bench._curve(old + new)  # 20 epochs: the last tenth is epochs 18 -> 20
+    curve = convergence(old + new, 0.1)  # 20 epochs: the last tenth is epochs 18 -> 20
     assert curve["rise"] == pytest.approx(0.04) and curve["flag"] == "converged"
     short = [{"epoch": e, "train_loss": 1.0} for e in range(1, 10)] + [{"epoch": 10, "train_loss": 1.0, "test_elbo": -90.0}]
-    assert bench._curve(short)["flag"] == "not recorded"  # epoch 9 has no test ELBO
+    assert convergence(short, 0.1)["flag"] == "not recorded"  # epoch 9 has no test ELBO
 
 
 def test_a_longer_cached_run_is_refused_in_one_line(bench, tmp_path):

@@ -62,7 +62,9 @@ def _cells(board: dict) -> Dict[str, Dict[int, dict]]:
     return out
 
 
-def _summary(values: Dict[int, float]) -> Optional[dict]:
+def summarize(values: Dict[int, float]) -> Optional[dict]:
+    """``{"mean", "low", "high", "per_seed"}`` of per-seed values: a 95% t-interval (NaN bounds with
+    one seed); None for no values."""
     if not values:
         return None
     mean, low, high = t_interval(np.asarray(list(values.values())))
@@ -87,7 +89,7 @@ def _change(short: Dict[int, Any], long: Dict[int, Any], figure) -> Optional[dic
         a, b = figure(short[s]), figure(long[s])
         if a is not None and b is not None:
             per_seed[s] = float(b) - float(a)
-    return _summary(per_seed)
+    return summarize(per_seed)
 
 
 def _gaps(entry: Dict[int, dict], base: Dict[int, dict], figure, base_figure=None) -> Dict[int, Optional[float]]:
@@ -164,9 +166,9 @@ def stability(shorter: Dict[int, float], longer: Dict[int, float], against: floa
     rule's least for any verdict) every part fails. Whether the budgets qualify (the longer
     at least 5/3 of the shorter, the same protocol otherwise) is the caller's to check."""
     seeds = sorted(s for s in set(shorter) & set(longer) if math.isfinite(shorter[s]) and math.isfinite(longer[s]))
-    short = _summary({s: float(shorter[s]) for s in seeds})
-    long = _summary({s: float(longer[s]) for s in seeds})
-    change = _summary({s: float(longer[s]) - float(shorter[s]) for s in seeds})
+    short = summarize({s: float(shorter[s]) for s in seeds})
+    long = summarize({s: float(longer[s]) for s in seeds})
+    change = summarize({s: float(longer[s]) - float(shorter[s]) for s in seeds})
     out = {"seeds": seeds, "shorter": short, "longer": long, "change": change, "against": against,
            "a": False, "b": False, "c": False, "holds": False, "side": 0}
     if len(seeds) < MIN_SEEDS:

@@ -73,10 +73,21 @@ def convergence(history, flat: float) -> Dict[str, Any]:
     """``{"flag", "rise"}``: over the last tenth of the epochs (at least one), "not converged" when
     the test ELBO rose by more than ``flat`` nats, "falling" when it fell by more than ``flat`` (an
     over-fitting or unstable run: not one that settled either), "converged" when it moved by at
-    most ``flat``; "too short to tell" below 10 epochs."""
+    most ``flat``; "too short to tell" below 10 epochs. A history whose early epochs have no test
+    ELBO (a run continued from one trained before it was recorded) is read by epoch number, between
+    the last epoch and the one a tenth of all its epochs before, and is "not recorded" when either
+    lacks it."""
     elbo = [r["test_elbo"] for r in history if r.get("test_elbo") is not None]
     if not elbo and history:
         return {"flag": "n/a: no test ELBO", "rise": None}
+    if len(elbo) < len(history):
+        by_epoch = {r["epoch"]: r["test_elbo"] for r in history if r.get("test_elbo") is not None}
+        last = history[-1]["epoch"]
+        first = last - last_tenth(len(history))
+        if len(history) < 10 or last not in by_epoch or first not in by_epoch:
+            return {"flag": "not recorded", "rise": None}
+        rise = float(by_epoch[last] - by_epoch[first])
+        return {"flag": flatness(rise, flat), "rise": rise}
     if len(elbo) < 10:
         return {"flag": "too short to tell", "rise": None}
     window = last_tenth(len(elbo))
